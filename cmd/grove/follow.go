@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/jobs/supervise"
+)
+
+func (a *app) logsCmd() *cobra.Command {
+	var follow, events bool
+	c := &cobra.Command{
+		Use:     "logs ID",
+		Short:   "Print a task's agent output (or its events)",
+		Example: "  grove logs t1a2b3c4d\n  grove logs -f t1a2b3c4d\n  grove logs --events t1a2b3c4d",
+		Args:    exactArgs(1, "a task id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			if err := a.open(ctx); err != nil {
+				return err
+			}
+			id, err := a.resolve(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if events {
+				return a.printEvents(ctx, id, follow)
+			}
+			return a.printLog(ctx, id, follow)
+		},
+	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the agent ends")
+	c.Flags().BoolVar(&events, "events", false, "print the task's audit events instead")
+	return c
+}
+
+func (a *app) printEvents(ctx context.Context, id string, follow bool) error {
+	var last int64
+	for {
+		evs, err := a.st.Events(ctx, id, last)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			fmt.Fprintf(a.stdout, "%s  %-14s %s\n", e.At.Format(time.RFC3339), e.Kind, e.Message)
+			last = e.ID
+		}
+		if !follow {
+			return nil
+		}
+		t, err := a.st.Task(ctx, id)
+		if err != nil {
+			return err
+		}
+		if t.State.Settled() {
+			return nil
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func (a *app) printLog(ctx context.Context, id string, follow bool) error {
+	var dir string
+	for {
+		r, err := a.st.LatestAgentRun(ctx, id)
+		if err == nil {
+			dir = r.Dir
+			break
+		}
+		if !errors.Is(err, grove.ErrNotFound) {
+			return err
+		}
+		if !follow {
+			return grove.Userf(grove.ErrNotFound, "wait for it to start, or use: grove logs -f "+id, "task %s has not started an agent yet", id)
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	f, err := os.Open(filepath.Join(dir, supervise.LogFile))
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	for {
+		if _, err := io.Copy(a.stdout, f); err != nil {
+			return fmt.Errorf("read log: %w", err)
+		}
+		if !follow {
+			return nil
+		}
+		if _, ended, _ := supervise.ReadExit(dir); ended || !supervise.Alive(dir) {
+			_, err := io.Copy(a.stdout, f)
+			return err
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (a *app) diffCmd() *cobra.Command {
+	var stat bool
+	c := &cobra.Command{
+		Use:     "diff ID",
+		Short:   "Print the change a task produced (binary-safe patch)",
+		Example: "  grove diff t1a2b3c4d\n  grove diff --stat t1a2b3c4d\n  grove diff t1a2 | git apply --check",
+		Args:    exactArgs(1, "a task id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			if err := a.open(ctx); err != nil {
+				return err
+			}
+			id, err := a.resolve(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			ch, err := a.st.Change(ctx, id)
+			if errors.Is(err, grove.ErrNotFound) {
+				t, _ := a.st.Task(ctx, id)
+				return grove.Userf(grove.ErrNotFound, "wait for it: grove wait "+id, "task %s has no diff yet (it is %s)", id, t.State)
+			}
+			if err != nil {
+				return err
+			}
+			if stat {
+				for _, f := range ch.Files {
+					name := f.Path
+					if f.OldPath != "" {
+						name = f.OldPath + " => " + f.Path
+					}
+					if f.Added < 0 {
+						fmt.Fprintf(a.stdout, "%s\tbin\t%s\n", f.Status, name)
+					} else {
+						fmt.Fprintf(a.stdout, "%s\t+%d -%d\t%s\n", f.Status, f.Added, f.Deleted, name)
+					}
+				}
+				fmt.Fprintf(a.stdout, "%d files changed, +%d -%d\n", len(ch.Files), ch.Added, ch.Deleted)
+				return nil
+			}
+			t, err := a.st.Task(ctx, id)
+			if err != nil {
+				return err
+			}
+			repo, err := a.openRepo(ctx, t.RepoPath)
+			if err != nil {
+				return err
+			}
+			patch, err := repo.Diff(ctx, ch.BaseCommit, ch.HeadCommit)
+			if err != nil {
+				return err
+			}
+			_, err = a.stdout.Write(patch)
+			return err
+		},
+	}
+	c.Flags().BoolVar(&stat, "stat", false, "per-file summary instead of the patch")
+	return c
+}
+
+func (a *app) waitCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "wait ID...",
+		Short: "Wait until tasks reach review or an end state",
+		Long: `wait returns when every task is in review or an end state. Its exit code
+is the agent's (the first non-zero one over several tasks), or 1 when grove
+itself failed, canceled, or could not apply a task.`,
+		Example: "  grove wait t1a2b3c4d && grove diff t1a2b3c4d\n  grove wait $(grove ls --state running --json | jq -r '.[].id')",
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return grove.Userf(grove.ErrUsage, "usage: "+c.UseLine(), "wait needs at least one task id")
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := a.open(c.Context()); err != nil {
+				return err
+			}
+			return a.waitTasks(c.Context(), args, asJSON)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the tasks as JSON when done")
+	return c
+}
+
+// done reports whether `wait` is over for t: settled, and not about to be
+// applied automatically.
+func waitDone(t grove.Task) bool {
+	if t.State == grove.StateReview && t.Apply == grove.ApplyAuto && t.ExitCode != nil && *t.ExitCode == 0 && t.Error == "" {
+		return false // the auto-apply is on its way
+	}
+	return t.State.Settled()
+}
+
+// exitCodeOf is the code `wait` reports for a settled task.
+func exitCodeOf(t grove.Task) int {
+	switch t.State {
+	case grove.StateFailed, grove.StateCanceled, grove.StateConflict:
+		return exitFailure
+	}
+	if t.ExitCode != nil {
+		return *t.ExitCode
+	}
+	return exitOK
+}
+
+func (a *app) waitTasks(ctx context.Context, args []string, asJSON bool) error {
+	ids := make([]string, len(args))
+	for i, arg := range args {
+		id, err := a.resolve(ctx, arg)
+		if err != nil {
+			return err
+		}
+		ids[i] = id
+	}
+	start, lastNote := time.Now(), time.Now()
+	tty := isTerminal(a.stderr)
+	var tasks []grove.Task
+	for {
+		tasks = tasks[:0]
+		pending := 0
+		var waitingOn grove.Task
+		for _, id := range ids {
+			t, err := a.st.Task(ctx, id)
+			if err != nil {
+				return err
+			}
+			if !waitDone(t) {
+				pending++
+				waitingOn = t
+			}
+			tasks = append(tasks, t)
+		}
+		if pending == 0 {
+			break
+		}
+		if time.Since(lastNote) > 5*time.Second {
+			lastNote = time.Now()
+			note := fmt.Sprintf("waiting for %d task(s): %s is %s (%s)", pending, waitingOn.ID, waitingOn.State,
+				time.Since(start).Round(time.Second))
+			if _, up := daemonPid(a.home); !up {
+				note += "; no daemon is running on this home: start grove serve"
+			}
+			if tty {
+				fmt.Fprintf(a.stderr, "\r%s", note)
+			} else {
+				fmt.Fprintln(a.stderr, note)
+			}
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if tty && time.Since(start) > 5*time.Second {
+		fmt.Fprintln(a.stderr)
+	}
+	code := exitOK
+	for _, t := range tasks {
+		if c := exitCodeOf(t); c != 0 && code == 0 {
+			code = c
+		}
+		if !asJSON && t.Error != "" {
+			fmt.Fprintf(a.stderr, "grove: task %s %s: %s\n", t.ID, t.State, t.Error)
+		}
+	}
+	if asJSON {
+		if err := a.printJSON(tasks); err != nil {
+			return err
+		}
+	}
+	a.code = code
+	return nil
+}

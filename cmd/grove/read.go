@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/jobs/supervise"
+	"github.com/grove-dev/grove/store"
+)
+
+func (a *app) lsCmd() *cobra.Command {
+	var (
+		states []string
+		repo   string
+		limit  int
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "ls",
+		Short: "List tasks, newest first",
+		Example: `  grove ls
+  grove ls --state running --state review
+  grove ls --repo . --json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := c.Context()
+			if err := a.open(ctx); err != nil {
+				return err
+			}
+			f := store.TaskFilter{Limit: limit}
+			for _, s := range states {
+				for _, s := range strings.Split(s, ",") {
+					st := grove.TaskState(s)
+					if !st.Valid() {
+						return grove.Userf(grove.ErrUsage, fmt.Sprintf("states are: %v", grove.AllStates), "unknown state %q", s)
+					}
+					f.States = append(f.States, st)
+				}
+			}
+			if repo != "" {
+				r, err := gitops.Open(ctx, repo)
+				if err != nil {
+					return err
+				}
+				row, err := a.st.RepoByPath(ctx, r.Root)
+				if errors.Is(err, grove.ErrNotFound) {
+					return a.printTasks(nil, asJSON)
+				}
+				if err != nil {
+					return err
+				}
+				f.RepoID = row.ID
+			}
+			tasks, err := a.st.ListTasks(ctx, f)
+			if err != nil {
+				return err
+			}
+			return a.printTasks(tasks, asJSON)
+		},
+	}
+	c.Flags().StringArrayVar(&states, "state", nil, "only tasks in this state (repeatable, or comma-separated)")
+	c.Flags().StringVar(&repo, "repo", "", "only tasks of this repository")
+	c.Flags().IntVar(&limit, "limit", 0, "at most this many tasks (0: all)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
+	if asJSON {
+		if tasks == nil {
+			tasks = []grove.Task{}
+		}
+		return a.printJSON(tasks)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tEXIT\tREPO\tCOMMAND")
+	now := time.Now()
+	for _, t := range tasks {
+		exit := "-"
+		if t.ExitCode != nil {
+			exit = fmt.Sprint(*t.ExitCode)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, age(now.Sub(t.CreatedAt)), exit,
+			shortPath(t.RepoPath), clip(strings.Join(t.Argv, " "), 50))
+	}
+	return tw.Flush()
+}
+
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func shortPath(p string) string {
+	if h, err := os.UserHomeDir(); err == nil && h != "/" && strings.HasPrefix(p, h+"/") {
+		return "~" + p[len(h):]
+	}
+	return p
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// taskView is what `grove show` prints.
+type taskView struct {
+	grove.Task
+	Workspace *grove.Workspace `json:"workspace,omitempty"`
+	AtRisk    any              `json:"at_risk,omitempty"`
+	Run       *grove.Run       `json:"run,omitempty"`
+	Change    *grove.Change    `json:"change,omitempty"`
+	Events    []grove.Event    `json:"events"`
+}
+
+func (a *app) showCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "show ID",
+		Short:   "Show a task: state, worktree, run, change, events",
+		Example: "  grove show t1a2b3c4d\n  grove show t1a2 --json",
+		Args:    exactArgs(1, "a task id"),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			if err := a.open(ctx); err != nil {
+				return err
+			}
+			v, err := a.taskView(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return a.printJSON(v)
+			}
+			return printView(a.stdout, v)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func (a *app) taskView(ctx context.Context, idArg string) (taskView, error) {
+	id, err := a.resolve(ctx, idArg)
+	if err != nil {
+		return taskView{}, err
+	}
+	t, err := a.st.Task(ctx, id)
+	if err != nil {
+		return taskView{}, err
+	}
+	v := taskView{Task: t}
+	if ws, err := a.st.TaskWorkspace(ctx, id); err == nil {
+		v.Workspace = &ws
+		if ws.AtRisk != "" {
+			v.AtRisk = jsonRaw(ws.AtRisk)
+		}
+	} else if !errors.Is(err, grove.ErrNotFound) {
+		return v, err
+	}
+	if r, err := a.st.LatestAgentRun(ctx, id); err == nil {
+		v.Run = &r
+	} else if !errors.Is(err, grove.ErrNotFound) {
+		return v, err
+	}
+	if ch, err := a.st.Change(ctx, id); err == nil {
+		v.Change = &ch
+	} else if !errors.Is(err, grove.ErrNotFound) {
+		return v, err
+	}
+	v.Events, err = a.st.Events(ctx, id, 0)
+	if v.Events == nil {
+		v.Events = []grove.Event{}
+	}
+	return v, err
+}
+
+func printView(w io.Writer, v taskView) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	p := func(k, val string) { fmt.Fprintf(tw, "%s\t%s\n", k, val) }
+	p("task", v.ID)
+	p("state", string(v.State))
+	if v.Error != "" {
+		p("error", v.Error)
+	}
+	if v.ExitCode != nil {
+		p("exit code", fmt.Sprint(*v.ExitCode))
+	}
+	p("repo", v.RepoPath)
+	p("base", fmt.Sprintf("%s (%.12s)", v.BaseRef, v.BaseCommit))
+	p("target", v.TargetBranch)
+	p("command", strings.Join(v.Argv, " "))
+	p("apply", string(v.Apply))
+	p("attempt", fmt.Sprint(v.Attempt))
+	p("created", v.CreatedAt.Format(time.RFC3339))
+	if v.Workspace != nil {
+		p("worktree", fmt.Sprintf("%s (%s, branch %s)", v.Workspace.Path, v.Workspace.State, v.Workspace.Branch))
+		if v.Workspace.SnapshotRef != "" {
+			p("snapshot", v.Workspace.SnapshotRef)
+		}
+		if v.Workspace.AtRisk != "" {
+			p("at risk", v.Workspace.AtRisk)
+		}
+	}
+	if v.Run != nil {
+		p("log", v.Run.Dir+"/"+supervise.LogFile)
+	}
+	if v.Change != nil {
+		p("change", fmt.Sprintf("%d files, +%d -%d (%.12s..%.12s)", len(v.Change.Files), v.Change.Added,
+			v.Change.Deleted, v.Change.BaseCommit, v.Change.HeadCommit))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "events:")
+	for _, e := range v.Events {
+		fmt.Fprintf(w, "  %s  %-14s %s\n", e.At.Format(time.TimeOnly), e.Kind, e.Message)
+	}
+	return nil
+}

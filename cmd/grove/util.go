@@ -1,0 +1,6 @@
+package main
+
+import "encoding/json"
+
+// jsonRaw embeds a stored JSON document as is.
+func jsonRaw(s string) json.RawMessage { return json.RawMessage(s) }

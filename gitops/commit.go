@@ -1,0 +1,187 @@
+package gitops
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/grove-dev/grove"
+)
+
+// Fallback identity for commits when the repository configures none.
+const (
+	fallbackName  = "grove"
+	fallbackEmail = "grove@localhost"
+)
+
+// identityArgs returns -c options giving git an identity when dir's
+// configuration lacks user.name or user.email. GIT_AUTHOR_* and
+// GIT_COMMITTER_* in the environment still take precedence, as in git.
+func identityArgs(ctx context.Context, dir string) ([]string, error) {
+	out, err := run(ctx, dir, "config", "--get-regexp", `^user\.(name|email)$`)
+	if err != nil && exitCode(err) != 1 {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	var hasName, hasEmail bool
+	for _, l := range lines(out) {
+		k, v, _ := strings.Cut(l, " ")
+		switch {
+		case k == "user.name" && strings.TrimSpace(v) != "":
+			hasName = true
+		case k == "user.email" && strings.TrimSpace(v) != "":
+			hasEmail = true
+		}
+	}
+	var args []string
+	if !hasName {
+		args = append(args, "-c", "user.name="+fallbackName)
+	}
+	if !hasEmail {
+		args = append(args, "-c", "user.email="+fallbackEmail)
+	}
+	return args, nil
+}
+
+// CommitAll stages everything in the worktree at wtPath (`add -A`) and, if
+// that leaves anything staged, commits it with hooks and signing off,
+// using the repository's user.name/user.email or else
+// "grove <grove@localhost>". It returns HEAD afterwards: the unchanged HEAD
+// when there was nothing to commit. Commits the agent made itself are kept
+// as they are. An empty message becomes "grove: work in progress".
+func (r *Repo) CommitAll(ctx context.Context, wtPath, message string) (head string, err error) {
+	if strings.TrimSpace(message) == "" {
+		message = "grove: work in progress"
+	}
+	if _, err := runRetry(ctx, wtPath, "add", "-A"); err != nil {
+		return "", fmt.Errorf("stage %s: %w", wtPath, err)
+	}
+	_, err = run(ctx, wtPath, "diff-index", "--cached", "--quiet", "--no-ext-diff", "--ignore-submodules=none", "HEAD", "--")
+	if err != nil {
+		if exitCode(err) != 1 { // 1: something is staged
+			return "", fmt.Errorf("commit %s: %w", wtPath, err)
+		}
+		id, err := identityArgs(ctx, wtPath)
+		if err != nil {
+			return "", fmt.Errorf("commit %s: %w", wtPath, err)
+		}
+		args := append(id, "-c", "commit.gpgSign=false", "commit", "--no-verify", "--no-edit", "-q",
+			"--cleanup=whitespace", "--allow-empty-message", "-m", message)
+		if _, err := runRetry(ctx, wtPath, args...); err != nil {
+			return "", fmt.Errorf("commit %s: %w", wtPath, err)
+		}
+	}
+	out, err := run(ctx, wtPath, "rev-parse", "--verify", "HEAD")
+	if err != nil {
+		return "", fmt.Errorf("commit %s: %w", wtPath, err)
+	}
+	return trim(out), nil
+}
+
+// checkRev refuses revisions that are empty or could be read as options.
+func checkRev(rev string) error {
+	if rev == "" || strings.HasPrefix(rev, "-") || strings.ContainsAny(rev, "\x00\n") {
+		return fmt.Errorf("invalid revision %q", rev)
+	}
+	return nil
+}
+
+// diffArgs make diff-tree output independent of the user's configuration.
+var diffArgs = []string{"-c", "core.quotePath=false", "-c", "diff.noprefix=false", "-c", "color.ui=never",
+	"diff-tree", "-r", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/"}
+
+// Diff returns the patch from base to head (commits or trees):
+// `diff-tree -r -p --binary --full-index -M`, plumbing, with color,
+// external diff drivers, textconv and prefixes pinned so a hostile user
+// configuration cannot change it. `git apply` accepts the result.
+func (r *Repo) Diff(ctx context.Context, base, head string) ([]byte, error) {
+	if err := checkRev(base); err != nil {
+		return nil, fmt.Errorf("diff: %w", err)
+	}
+	if err := checkRev(head); err != nil {
+		return nil, fmt.Errorf("diff: %w", err)
+	}
+	args := append(append([]string{}, diffArgs...), "-p", "--binary", "--full-index", "-M", "--end-of-options", base, head)
+	out, err := run(ctx, r.Root, args...)
+	if err != nil {
+		return nil, fmt.Errorf("diff %s..%s: %w", base, head, err)
+	}
+	return out, nil
+}
+
+// DiffStat returns one grove.FileChange per changed file from base to
+// head, with rename detection (-M). Binary files count -1 added and -1
+// deleted. Paths are raw bytes as git stores them (no quoting).
+func (r *Repo) DiffStat(ctx context.Context, base, head string) ([]grove.FileChange, error) {
+	if err := checkRev(base); err != nil {
+		return nil, fmt.Errorf("diff stat: %w", err)
+	}
+	if err := checkRev(head); err != nil {
+		return nil, fmt.Errorf("diff stat: %w", err)
+	}
+	// One process: raw records (":..." status + paths) first, then numstat
+	// records in the same order.
+	args := append(append([]string{}, diffArgs...), "-M", "--raw", "--numstat", "-z", "--end-of-options", base, head)
+	out, err := run(ctx, r.Root, args...)
+	if err != nil {
+		return nil, fmt.Errorf("diff stat %s..%s: %w", base, head, err)
+	}
+	files, err := parseRawNumstat(out)
+	if err != nil {
+		return nil, fmt.Errorf("diff stat %s..%s: %w", base, head, err)
+	}
+	return files, nil
+}
+
+func parseRawNumstat(out []byte) ([]grove.FileChange, error) {
+	f := strings.Split(string(out), "\x00")
+	var files []grove.FileChange
+	i := 0
+	// Raw: ":<mode> <mode> <sha> <sha> <status>\0<path>\0[<path>\0]"
+	for i < len(f) && strings.HasPrefix(f[i], ":") {
+		meta := strings.Fields(f[i])
+		if len(meta) != 5 || i+1 >= len(f) {
+			return nil, fmt.Errorf("bad raw record %q", f[i])
+		}
+		st := meta[4]
+		fc := grove.FileChange{Status: st[:1]}
+		if st[0] == 'R' || st[0] == 'C' {
+			if i+2 >= len(f) {
+				return nil, fmt.Errorf("bad raw record %q", f[i])
+			}
+			fc.OldPath, fc.Path = f[i+1], f[i+2]
+			i += 3
+		} else {
+			fc.Path = f[i+1]
+			i += 2
+		}
+		files = append(files, fc)
+	}
+	// Numstat: "<added>\t<deleted>\t<path>\0" or, for renames,
+	// "<added>\t<deleted>\t\0<old>\0<new>\0".
+	for n := range files {
+		if i >= len(f) {
+			return nil, fmt.Errorf("missing numstat for %s", files[n].Path)
+		}
+		parts := strings.SplitN(f[i], "\t", 3)
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("bad numstat record %q", f[i])
+		}
+		if parts[2] == "" {
+			i += 3
+		} else {
+			i++
+		}
+		files[n].Added = numstatCount(parts[0])
+		files[n].Deleted = numstatCount(parts[1])
+	}
+	return files, nil
+}
+
+func numstatCount(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1 // "-": binary
+	}
+	return n
+}

@@ -1,0 +1,28 @@
+// Package gitops owns every git invocation grove makes.
+//
+// All git commands go through one runner (run / runGit) that executes the
+// system git binary with an argv, never a shell, with hooks and auto-gc off
+// (-c core.hooksPath=/dev/null -c gc.auto=0), no terminal prompts and the C
+// locale. A failed command becomes a *GitError carrying its arguments, exit
+// code and stderr; no git error is discarded.
+//
+// A Repo is a resolved repository (Open). Operations that change shared
+// repository state — worktree add/remove/prune, branch creation and
+// deletion, moving a target branch, touching the main checkout — run under
+// Repo.Lock, an flock on <common dir>/grove.lock that serialises goroutines
+// and processes alike. Slow work that only touches one worktree (checkout,
+// status, staging, committing, diffs, snapshots) runs outside the lock.
+// Known transient git failures (lock files, the worktree-add commondir
+// race) are retried with a short backoff inside the operations that hit
+// them.
+//
+// Lifecycle of a workspace:
+//
+//	CreateWorktree -> (agent runs) -> CommitAll -> Diff/DiffStat -> Apply
+//	AtRisk -> [Snapshot] -> RemoveWorktree        Restore (from a snapshot)
+//
+// AtRisk is the at-risk gate: it never answers with a bare boolean but
+// with a Report naming every reason removal would lose work, and it fails
+// closed (any git error is a risk). RemoveWorktree does not consult it;
+// callers must.
+package gitops

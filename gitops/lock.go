@@ -1,0 +1,95 @@
+package gitops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+)
+
+// LockFile is the name of the per-repository lock file in the git common dir.
+const LockFile = "grove.lock"
+
+// procLocks serialises goroutines of this process per common dir before
+// they queue on flock, so that at most one goroutine per repository sits
+// in a blocking flock system call.
+var procLocks sync.Map // common dir -> chan struct{} (capacity 1)
+
+func procLock(dir string) chan struct{} {
+	ch, _ := procLocks.LoadOrStore(dir, make(chan struct{}, 1))
+	return ch.(chan struct{})
+}
+
+// Lock takes the per-repository lock: flock(LOCK_EX) on
+// <CommonDir>/grove.lock, held across goroutines and processes alike. It
+// blocks until the lock is held or ctx is done (then it returns ctx's
+// error and holds nothing). The returned unlock releases it; calling
+// unlock more than once is harmless. The lock is not reentrant: a holder
+// that calls Lock again deadlocks until its ctx ends.
+func (r *Repo) Lock(ctx context.Context) (unlock func(), err error) {
+	sem := procLock(r.CommonDir)
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("lock %s: %w", r.CommonDir, ctx.Err())
+	}
+	f, err := flockFile(ctx, filepath.Join(r.CommonDir, LockFile))
+	if err != nil {
+		<-sem
+		return nil, fmt.Errorf("lock %s: %w", r.CommonDir, err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.Close() // closing the only descriptor releases the flock
+			<-sem
+		})
+	}, nil
+}
+
+// flockFile opens path (creating it) and takes an exclusive flock on a
+// descriptor of its own. flock locks belong to the open file description,
+// so two descriptors exclude each other even within one process.
+func flockFile(ctx context.Context, path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	// Fast path: uncontended.
+	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+		return f, nil
+	} else if !errors.Is(err, syscall.EWOULDBLOCK) {
+		f.Close()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := syscall.Flock(fd, syscall.LOCK_EX)
+			if !errors.Is(err, syscall.EINTR) {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	case <-ctx.Done():
+		// The blocked flock cannot be interrupted; release whatever it
+		// gets once it returns.
+		go func() {
+			<-done
+			f.Close()
+		}()
+		return nil, ctx.Err()
+	}
+}

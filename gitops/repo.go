@@ -1,0 +1,269 @@
+package gitops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/grove-dev/grove"
+)
+
+// Repo is a resolved repository. Safe for concurrent use.
+type Repo struct {
+	Root      string // absolute path of the MAIN worktree (even if opened from a linked worktree or subdir)
+	CommonDir string // absolute git common dir
+}
+
+// Open resolves any path inside a work tree (main or linked worktree, any
+// subdirectory) to its repository.
+//
+// It refuses, with a *grove.UserError wrapping grove.ErrUsage, a path that
+// does not exist or is not a directory, a directory outside any git work
+// tree, a bare repository, and a repository with no commits. Other git
+// failures are returned wrapped.
+func Open(ctx context.Context, path string) (*Repo, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open repo %s: %w", path, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, grove.Userf(grove.ErrUsage, "check the path, or pass --repo", "no such directory: %s", abs)
+		}
+		return nil, fmt.Errorf("open repo %s: %w", abs, err)
+	}
+	if !st.IsDir() {
+		return nil, grove.Userf(grove.ErrUsage, "pass the directory of a git work tree", "not a directory: %s", abs)
+	}
+	out, err := run(ctx, abs, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository", "--is-inside-work-tree")
+	if err != nil {
+		s := stderrOf(err)
+		switch {
+		case strings.Contains(s, "not a git repository"):
+			return nil, grove.Userf(grove.ErrUsage, "run grove inside a git work tree, or pass --repo", "not a git repository: %s", abs)
+		case strings.Contains(s, "dubious ownership"):
+			return nil, grove.Userf(grove.ErrUsage, "if you trust it: git config --global --add safe.directory "+abs,
+				"repository is owned by someone else: %s", abs)
+		}
+		return nil, fmt.Errorf("open repo %s: %w", abs, err)
+	}
+	l := lines(out)
+	if len(l) != 3 {
+		return nil, fmt.Errorf("open repo %s: unexpected rev-parse output %q", abs, out)
+	}
+	common, bare := l[0], l[1] == "true"
+	if bare {
+		return nil, grove.Userf(grove.ErrUsage, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", abs)
+	}
+	if c, err := filepath.EvalSymlinks(common); err == nil {
+		common = c
+	}
+	r := &Repo{CommonDir: common}
+	if filepath.Base(common) == ".git" {
+		r.Root = filepath.Dir(common)
+	} else {
+		wts, err := r.Worktrees(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("open repo %s: %w", abs, err)
+		}
+		if len(wts) == 0 || wts[0].Bare {
+			return nil, grove.Userf(grove.ErrUsage, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", abs)
+		}
+		r.Root = wts[0].Path
+	}
+	if c, err := filepath.EvalSymlinks(r.Root); err == nil {
+		r.Root = c
+	}
+	ok, err := r.hasCommits(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open repo %s: %w", abs, err)
+	}
+	if !ok {
+		return nil, grove.Userf(grove.ErrUsage, "make a first commit, then submit again", "repository has no commits: %s", r.Root)
+	}
+	return r, nil
+}
+
+// hasCommits reports whether HEAD or any branch points at a commit.
+func (r *Repo) hasCommits(ctx context.Context) (bool, error) {
+	if _, err := run(ctx, r.Root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}"); err == nil {
+		return true, nil
+	} else if exitCode(err) != 1 {
+		return false, err
+	}
+	out, err := run(ctx, r.Root, "for-each-ref", "--count=1", "--format=%(objectname)", "refs/heads", "refs/remotes")
+	if err != nil {
+		return false, err
+	}
+	return trim(out) != "", nil
+}
+
+// CurrentBranch is the branch checked out in the main worktree (short
+// name, e.g. "main"), or "" if its HEAD is detached.
+func (r *Repo) CurrentBranch(ctx context.Context) (string, error) {
+	out, err := run(ctx, r.Root, "symbolic-ref", "--quiet", "HEAD")
+	if err != nil {
+		if exitCode(err) == 1 {
+			return "", nil
+		}
+		return "", fmt.Errorf("current branch of %s: %w", r.Root, err)
+	}
+	return strings.TrimPrefix(trim(out), "refs/heads/"), nil
+}
+
+// DefaultBranch is the branch tasks land on by default: the branch checked
+// out in the main worktree; if that is detached, the target of
+// refs/remotes/origin/HEAD (as a local branch name); else "main" or
+// "master", whichever exists. If none applies it returns a
+// *grove.UserError (ErrUsage).
+func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
+	cur, err := r.CurrentBranch(ctx)
+	if err != nil || cur != "" {
+		return cur, err
+	}
+	out, err := run(ctx, r.Root, "symbolic-ref", "--quiet", "refs/remotes/origin/HEAD")
+	switch {
+	case err == nil:
+		if b, ok := strings.CutPrefix(trim(out), "refs/remotes/origin/"); ok && b != "" {
+			return b, nil
+		}
+	case exitCode(err) != 1 && exitCode(err) != 128:
+		return "", fmt.Errorf("default branch of %s: %w", r.Root, err)
+	}
+	for _, b := range []string{"main", "master"} {
+		ok, err := r.IsLocalBranch(ctx, b)
+		if err != nil {
+			return "", fmt.Errorf("default branch of %s: %w", r.Root, err)
+		}
+		if ok {
+			return b, nil
+		}
+	}
+	return "", grove.Userf(grove.ErrUsage, "check out a branch in "+r.Root+", or name the target branch",
+		"cannot tell the default branch of %s", r.Root)
+}
+
+// ResolveCommit resolves rev (any revision git understands) to a full
+// commit SHA. An unknown or hostile rev gives a *grove.UserError
+// (ErrUsage) "unknown base: REV"; rev is never read as an option.
+func (r *Repo) ResolveCommit(ctx context.Context, rev string) (string, error) {
+	unknown := grove.Userf(grove.ErrUsage, fmt.Sprintf("check the name with git rev-parse %s, or omit --base", quoteArg(rev)), "unknown base: %s", rev)
+	if rev == "" || strings.HasPrefix(rev, "-") || strings.ContainsAny(rev, "\x00\n") {
+		return "", unknown
+	}
+	out, err := run(ctx, r.Root, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}")
+	if err != nil {
+		if exitCode(err) == 1 || exitCode(err) == 128 {
+			return "", unknown
+		}
+		return "", fmt.Errorf("resolve %s: %w", rev, err)
+	}
+	return trim(out), nil
+}
+
+// quoteArg quotes s for a hint line when it has characters a shell would
+// treat specially.
+func quoteArg(s string) string {
+	if s != "" && strings.IndexFunc(s, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_./@^~:", c))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// IsLocalBranch reports whether refs/heads/<name> exists.
+func (r *Repo) IsLocalBranch(ctx context.Context, name string) (bool, error) {
+	c, err := r.RefCommit(ctx, "refs/heads/"+name)
+	return c != "", err
+}
+
+// CheckBranchName validates name as a new branch name with
+// `git check-ref-format --branch`. A bad name gives a *grove.UserError
+// (ErrUsage). Names git would expand (like @{-1}) are refused.
+func CheckBranchName(ctx context.Context, name string) error {
+	bad := grove.Userf(grove.ErrUsage, "use letters, digits and - _ / . (see git check-ref-format)", "invalid branch name: %q", name)
+	if name == "" || name == "HEAD" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, "\x00\n") {
+		return bad
+	}
+	out, err := run(ctx, os.TempDir(), "check-ref-format", "--branch", name)
+	if err != nil {
+		if exitCode(err) == 128 || exitCode(err) == 1 {
+			return bad
+		}
+		return fmt.Errorf("check branch name %q: %w", name, err)
+	}
+	if trim(out) != name {
+		return bad
+	}
+	return nil
+}
+
+// validRefName is a cheap filter for full ref names we look up or set:
+// under refs/, and free of revision syntax, globs and control characters
+// (none of which a real ref can contain).
+func validRefName(ref string) bool {
+	if !strings.HasPrefix(ref, "refs/") || strings.Contains(ref, "..") || strings.Contains(ref, "@{") ||
+		strings.HasSuffix(ref, "/") || strings.HasSuffix(ref, ".lock") {
+		return false
+	}
+	return strings.IndexFunc(ref, func(c rune) bool {
+		return c < 0x20 || c == 0x7f || strings.ContainsRune(" ~^:?*[\\", c)
+	}) < 0
+}
+
+// RefCommit returns the commit the full ref (e.g. "refs/heads/x") points
+// at, peeling tags, or "" if the ref does not exist (or is no valid ref
+// name, or does not point at a commit).
+func (r *Repo) RefCommit(ctx context.Context, ref string) (string, error) {
+	if !validRefName(ref) {
+		return "", nil
+	}
+	// for-each-ref matches whole path components and never reads its
+	// argument as a revision; refs/x and refs/x/y cannot both exist.
+	out, err := run(ctx, r.Root, "for-each-ref", "--format=%(refname) %(objecttype) %(objectname) %(*objecttype) %(*objectname)", "--", ref)
+	if err != nil {
+		return "", fmt.Errorf("read ref %s: %w", ref, err)
+	}
+	for _, l := range lines(out) {
+		f := strings.Fields(l)
+		if len(f) < 3 || f[0] != ref {
+			continue
+		}
+		switch {
+		case f[1] == "commit":
+			return f[2], nil
+		case len(f) == 5 && f[3] == "commit":
+			return f[4], nil
+		}
+	}
+	return "", nil
+}
+
+// SetRef points ref at sha, whatever it pointed at before (no
+// compare-and-swap); used for grove's own refs such as
+// refs/grove/tasks/<id>. Transient lock failures are retried.
+func (r *Repo) SetRef(ctx context.Context, ref, sha string) error {
+	if !validRefName(ref) {
+		return fmt.Errorf("set ref %q: invalid ref name", ref)
+	}
+	if sha == "" || strings.HasPrefix(sha, "-") {
+		return fmt.Errorf("set ref %s: invalid object %q", ref, sha)
+	}
+	if _, err := runRetry(ctx, r.Root, "update-ref", "-m", "grove", "--end-of-options", ref, sha); err != nil {
+		return fmt.Errorf("set ref %s: %w", ref, err)
+	}
+	return nil
+}
+
+// deleteRef deletes ref if it still points at old (compare-and-swap).
+func (r *Repo) deleteRef(ctx context.Context, ref, old string) error {
+	if _, err := runRetry(ctx, r.Root, "update-ref", "-m", "grove", "-d", "--end-of-options", ref, old); err != nil {
+		return fmt.Errorf("delete ref %s: %w", ref, err)
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package grove
+
+import (
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"slices"
+	"time"
+)
+
+// Schema is grove's own schema (River's tables come from rivermigrate).
+//
+//go:embed schema.sql
+var Schema string
+
+// SchemaVersion is the version of Schema. A database whose recorded version
+// is higher was written by a newer grove and is refused.
+const SchemaVersion = 1
+
+// TaskState is where a task is in its pipeline.
+type TaskState string
+
+// Task states. See DESIGN.md "The task pipeline".
+const (
+	StateQueued    TaskState = "queued"
+	StatePreparing TaskState = "preparing"
+	StateRunning   TaskState = "running"
+	StateDiffing   TaskState = "diffing"
+	StateReview    TaskState = "review"
+	StateApplying  TaskState = "applying"
+	StateApplied   TaskState = "applied"
+	StateClosed    TaskState = "closed"
+	StateConflict  TaskState = "conflict"
+	StateFailed    TaskState = "failed"
+	StateCanceled  TaskState = "canceled"
+	StateDiscarded TaskState = "discarded"
+)
+
+// AllStates lists every task state in pipeline order.
+var AllStates = []TaskState{
+	StateQueued, StatePreparing, StateRunning, StateDiffing, StateReview,
+	StateApplying, StateApplied, StateClosed, StateConflict, StateFailed,
+	StateCanceled, StateDiscarded,
+}
+
+// Valid reports whether s is a known state.
+func (s TaskState) Valid() bool { return slices.Contains(AllStates, s) }
+
+// Settled reports whether a task in state s is waiting on a person or done:
+// `grove wait` returns once a task is settled.
+func (s TaskState) Settled() bool {
+	switch s {
+	case StateReview, StateApplied, StateClosed, StateConflict, StateFailed, StateCanceled, StateDiscarded:
+		return true
+	}
+	return false
+}
+
+// Finished reports whether no further stage will run on its own for a task
+// in state s; its worktree may be closed.
+func (s TaskState) Finished() bool {
+	switch s {
+	case StateApplied, StateClosed, StateConflict, StateFailed, StateCanceled, StateDiscarded, StateReview:
+		return true
+	}
+	return false
+}
+
+// ApplyPolicy says whether a task's diff is applied without a person.
+type ApplyPolicy string
+
+// Apply policies.
+const (
+	ApplyManual ApplyPolicy = "manual" // stop at review
+	ApplyAuto   ApplyPolicy = "auto"   // apply after the agent exits 0
+)
+
+// Task is one unit of work a script submitted.
+type Task struct {
+	ID           string            `json:"id"`
+	RepoID       int64             `json:"repo_id"`
+	RepoPath     string            `json:"repo"`
+	BaseRef      string            `json:"base_ref"`
+	BaseCommit   string            `json:"base_commit"`
+	TargetBranch string            `json:"target_branch"`
+	Argv         []string          `json:"argv"`
+	Env          map[string]string `json:"env,omitempty"`
+	Path         string            `json:"-"` // submitter's PATH, used to find the agent
+	Timeout      time.Duration     `json:"timeout_ns"`
+	Apply        ApplyPolicy       `json:"apply"`
+	SessionID    string            `json:"session,omitempty"`
+	IdemKey      string            `json:"key,omitempty"`
+	State        TaskState         `json:"state"`
+	Error        string            `json:"error,omitempty"`
+	ExitCode     *int              `json:"exit_code,omitempty"`
+	Attempt      int               `json:"attempt"`
+	CancelAsked  bool              `json:"cancel_requested,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+	UpdatedAt    time.Time         `json:"updated_at"`
+}
+
+// Workspace is one worktree on disk, owned by a task or a session.
+type Workspace struct {
+	ID          int64     `json:"id"`
+	RepoID      int64     `json:"repo_id"`
+	TaskID      string    `json:"task_id,omitempty"`
+	SessionID   string    `json:"session_id,omitempty"`
+	Path        string    `json:"path"`
+	Branch      string    `json:"branch"`
+	BaseCommit  string    `json:"base_commit"`
+	HeadCommit  string    `json:"head_commit,omitempty"`
+	State       string    `json:"state"` // creating | ready | removed | at_risk
+	AtRisk      string    `json:"at_risk,omitempty"`
+	SnapshotRef string    `json:"snapshot_ref,omitempty"`
+	LastUsedAt  time.Time `json:"last_used_at"`
+}
+
+// Workspace states.
+const (
+	WorkspaceCreating = "creating"
+	WorkspaceReady    = "ready"
+	WorkspaceRemoved  = "removed"
+)
+
+// Repo is a registered git repository.
+type Repo struct {
+	ID            int64  `json:"id"`
+	Path          string `json:"path"`       // main worktree, absolute
+	CommonDir     string `json:"common_dir"` // git common dir, absolute
+	DefaultBranch string `json:"default_branch"`
+}
+
+// Run is one supervised process.
+type Run struct {
+	ID        int64      `json:"id"`
+	TaskID    string     `json:"task_id"`
+	Attempt   int        `json:"attempt"`
+	Pid       int        `json:"pid"`
+	StartTime uint64     `json:"start_time"` // /proc/<pid>/stat field 22
+	BootID    string     `json:"boot_id"`
+	Dir       string     `json:"dir"` // holds log, spec.json, exit
+	ExitCode  *int       `json:"exit_code,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+}
+
+// Change is the diff a task produced.
+type Change struct {
+	TaskID     string       `json:"task_id"`
+	BaseCommit string       `json:"base_commit"`
+	HeadCommit string       `json:"head_commit"`
+	Files      []FileChange `json:"files"`
+	Added      int          `json:"added"`
+	Deleted    int          `json:"deleted"`
+}
+
+// FileChange is one file in a Change.
+type FileChange struct {
+	Status  string `json:"status"` // A, M, D, R, T (git's letters)
+	Path    string `json:"path"`
+	OldPath string `json:"old_path,omitempty"`
+	Added   int    `json:"added"`   // -1 for binary
+	Deleted int    `json:"deleted"` // -1 for binary
+}
+
+// Event is one line of the append-only audit trail.
+type Event struct {
+	ID        int64     `json:"id"`
+	TaskID    string    `json:"task_id,omitempty"`
+	SessionID string    `json:"session_id,omitempty"`
+	At        time.Time `json:"at"`
+	Kind      string    `json:"kind"`
+	Message   string    `json:"message"`
+}
+
+// NewTaskID returns a fresh random task id: "t" and 8 hex digits. Random,
+// not sequential, so that a new database never reuses a branch name
+// (grove/<id>) that an old one left behind.
+func NewTaskID() string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "t" + hex.EncodeToString(b[:])
+}

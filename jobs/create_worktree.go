@@ -1,0 +1,100 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store"
+)
+
+// CreateWorktreeArgs starts a task: a worktree on its own branch at the
+// task's base commit.
+type CreateWorktreeArgs struct {
+	TaskID  string `json:"task_id"`
+	Attempt int    `json:"attempt"`
+}
+
+// Kind is stable: it is stored in river_job rows.
+func (CreateWorktreeArgs) Kind() string { return "create_worktree" }
+
+// InsertOpts puts the job on the git queue.
+func (CreateWorktreeArgs) InsertOpts() river.InsertOpts { return gitOpts() }
+
+// CreateWorktreeWorker creates the task's worktree and hands off to run_agent.
+type CreateWorktreeWorker struct {
+	river.WorkerDefaults[CreateWorktreeArgs]
+	d *Deps
+}
+
+// Timeout allows a large checkout.
+func (w *CreateWorktreeWorker) Timeout(*river.Job[CreateWorktreeArgs]) time.Duration {
+	return 30 * time.Minute
+}
+
+// Work is idempotent: a branch or worktree left by an earlier attempt is
+// reused (gitops.CreateWorktree checks both before creating).
+func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWorktreeArgs]) error {
+	d, id := w.d, job.Args.TaskID
+	client := river.ClientFromContext[*sqlTx](ctx)
+	task, err := d.Store.Task(ctx, id)
+	if errors.Is(err, grove.ErrNotFound) {
+		return river.JobCancel(err)
+	}
+	if err != nil {
+		return err
+	}
+	if !in(task.State, grove.StateQueued, grove.StatePreparing) || task.Attempt != job.Args.Attempt {
+		return nil
+	}
+	repoRow, err := d.Store.Repo(ctx, task.RepoID)
+	if err != nil {
+		return err
+	}
+	ws := grove.Workspace{RepoID: task.RepoID, TaskID: id, Path: d.WorktreePath(repoRow, id),
+		Branch: TaskBranch(id), BaseCommit: task.BaseCommit, State: grove.WorkspaceCreating}
+	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.SetState(ctx, id, []grove.TaskState{grove.StateQueued}, grove.StatePreparing, ""); err != nil {
+			return err
+		}
+		ws, err = tx.PutWorkspace(ctx, ws)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	repo, err := d.Repo(ctx, task.RepoPath)
+	if err != nil {
+		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "open repository", err)
+	}
+	start := time.Now()
+	if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, task.BaseCommit); err != nil {
+		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "create worktree", err)
+	}
+	d.Logger.Info("worktree ready", "task", id, "path", ws.Path, "took", time.Since(start).Round(time.Millisecond))
+	return d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady); err != nil {
+			return err
+		}
+		cur, err := tx.Task(ctx, id)
+		if err != nil {
+			return err
+		}
+		if cur.CancelAsked || cur.State != grove.StatePreparing {
+			// Canceled while we worked: the close job cleans up.
+			if _, err := tx.SetState(ctx, id, []grove.TaskState{grove.StatePreparing}, grove.StateCanceled, "canceled"); err != nil {
+				return err
+			}
+			_, err = client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+			return err
+		}
+		if err := tx.AddEvent(ctx, id, "", "worktree", "worktree ready at "+ws.Path); err != nil {
+			return err
+		}
+		_, err = client.InsertTx(ctx, tx.SQL(), RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}, nil)
+		return err
+	})
+}

@@ -1,0 +1,234 @@
+package jobs
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/store"
+)
+
+// Client is the River client type grove uses (SQLite via database/sql).
+type Client = river.Client[*sql.Tx]
+
+type sqlTx = sql.Tx
+
+// Queue names.
+const (
+	QueueGit         = "git"         // short git work
+	QueueAgent       = "agent"       // long agent runs, bounded by --max-agents
+	QueueMaintenance = "maintenance" // periodic jobs, one at a time
+)
+
+// stageAttempts is how often a stage job runs before its task is failed.
+const stageAttempts = 3
+
+// Deps are what every worker needs. Build one with NewDeps.
+type Deps struct {
+	Store  *store.Store
+	Home   string       // $GROVE_HOME
+	Exe    string       // the grove binary, for `grove supervise`
+	Logger *slog.Logger // never nil
+	// Grace is the TERM-to-KILL wait for agents (default 3s).
+	Grace time.Duration
+	// Poll is how often a waiting worker looks at a run (default 50ms).
+	Poll time.Duration
+
+	mu       sync.Mutex
+	repos    map[string]*gitops.Repo
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// Shutdown tells waiting agent workers to let go of their runs (which keep
+// running, for the next daemon to adopt) so the daemon can stop quickly.
+func (d *Deps) Shutdown() { d.stopOnce.Do(func() { close(d.stopping) }) }
+
+// untilShutdown returns a context that also ends at Shutdown.
+func (d *Deps) untilShutdown(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-d.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// NewDeps fills defaults: the running executable, a discard logger.
+func NewDeps(st *store.Store, home string, logger *slog.Logger) (*Deps, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find grove executable: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Deps{Store: st, Home: home, Exe: exe, Logger: logger, Grace: 3 * time.Second,
+		Poll: 50 * time.Millisecond, repos: map[string]*gitops.Repo{}, stopping: make(chan struct{})}, nil
+}
+
+// Repo opens (and caches) the git repository at path.
+func (d *Deps) Repo(ctx context.Context, path string) (*gitops.Repo, error) {
+	d.mu.Lock()
+	r := d.repos[path]
+	d.mu.Unlock()
+	if r != nil {
+		return r, nil
+	}
+	r, err := gitops.Open(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.repos[path] = r
+	d.mu.Unlock()
+	return r, nil
+}
+
+// WorktreePath is where a task's worktree lives.
+func (d *Deps) WorktreePath(repo grove.Repo, taskID string) string {
+	return filepath.Join(d.Home, "worktrees", filepath.Base(repo.Path)+"-"+strconv.FormatInt(repo.ID, 10), taskID)
+}
+
+// RunDir is the supervisor directory of a task's attempt.
+func (d *Deps) RunDir(taskID string, attempt int) string { return RunDir(d.Home, taskID, attempt) }
+
+// RunDir is the supervisor directory of a task's attempt under home.
+func RunDir(home, taskID string, attempt int) string {
+	return filepath.Join(home, "runs", fmt.Sprintf("%s-%d", taskID, attempt))
+}
+
+// TaskBranch is the branch a task's worktree is on.
+func TaskBranch(taskID string) string { return "grove/" + taskID }
+
+// TaskRef keeps a task's final commit reachable after its branch is gone.
+func TaskRef(taskID string) string { return "refs/grove/tasks/" + taskID }
+
+// SnapshotRef is where a forced removal snapshots a task's worktree.
+func SnapshotRef(taskID string) string { return "refs/grove/snapshots/" + taskID }
+
+// NewInsertClient returns a River client that only inserts jobs (the CLI's).
+func NewInsertClient(st *store.Store) (*Client, error) {
+	c, err := river.NewClient(riversqlite.New(st.DB()), &river.Config{ID: clientID("cli")})
+	if err != nil {
+		return nil, fmt.Errorf("river insert client: %w", err)
+	}
+	return c, nil
+}
+
+func clientID(role string) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("grove-%s-%s-%d-%d", role, host, os.Getpid(), time.Now().UnixNano()%1e6)
+}
+
+// ServeConfig sizes the daemon's River client.
+type ServeConfig struct {
+	MaxAgents   int
+	GitWorkers  int
+	Periodic    []*river.PeriodicJob
+	ExtraWork   func(*river.Workers) // registers more workers (periodic kinds)
+	JobTimeout  time.Duration
+	ErrorLogger *slog.Logger
+}
+
+// NewServeClient returns the daemon's River client with every stage worker
+// registered and the git, agent and maintenance queues configured.
+func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &CreateWorktreeWorker{d: d})
+	river.AddWorker(workers, &RunAgentWorker{d: d})
+	river.AddWorker(workers, &DiffWorker{d: d})
+	river.AddWorker(workers, &ApplyWorker{d: d})
+	river.AddWorker(workers, &CloseWorker{d: d})
+	if cfg.ExtraWork != nil {
+		cfg.ExtraWork(workers)
+	}
+	if cfg.MaxAgents <= 0 {
+		cfg.MaxAgents = 4
+	}
+	if cfg.GitWorkers <= 0 {
+		cfg.GitWorkers = 4
+	}
+	c, err := river.NewClient(riversqlite.New(d.Store.DB()), &river.Config{
+		ID:     clientID("serve"),
+		Logger: cfg.ErrorLogger,
+		Queues: map[string]river.QueueConfig{
+			QueueGit:         {MaxWorkers: cfg.GitWorkers},
+			QueueAgent:       {MaxWorkers: cfg.MaxAgents},
+			QueueMaintenance: {MaxWorkers: 1},
+		},
+		Workers:           workers,
+		PeriodicJobs:      cfg.Periodic,
+		FetchCooldown:     20 * time.Millisecond,
+		FetchPollInterval: 200 * time.Millisecond,
+		JobTimeout:        15 * time.Minute,
+		// Jobs left running by a dead daemon are taken back at startup
+		// (store.RescueRunningJobs); this is only the fallback.
+		RescueStuckJobsAfter: time.Hour,
+		SoftStopTimeout:      5 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return c, nil
+}
+
+// gitOpts is the insert policy of short git stages.
+func gitOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueGit, MaxAttempts: stageAttempts}
+}
+
+// fail ends task id in state failed (from any of `from`, or any unfinished
+// state) with msg, and enqueues a close that removes the worktree if the
+// at-risk gate allows.
+func (d *Deps) fail(ctx context.Context, client *Client, id string, msg string) error {
+	return d.Store.InTx(ctx, func(tx *store.Tx) error {
+		ok, err := tx.SetState(ctx, id, unfinished, grove.StateFailed, msg)
+		if err != nil || !ok {
+			return err
+		}
+		if err := tx.AddEvent(ctx, id, "", "failed", msg); err != nil {
+			return err
+		}
+		_, err = client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+		return err
+	})
+}
+
+// unfinished are the states a stage can still move a task out of.
+var unfinished = []grove.TaskState{grove.StateQueued, grove.StatePreparing, grove.StateRunning,
+	grove.StateDiffing, grove.StateApplying}
+
+// stageError decides what a stage does with err: a user error, or a
+// transient one on the last attempt, fails the task and cancels the job; an
+// earlier transient one is returned so River retries it.
+func (d *Deps) stageError(ctx context.Context, client *Client, id string, attempt, maxAttempts int, what string, err error) error {
+	var ue *grove.UserError
+	if !errors.As(err, &ue) && attempt < maxAttempts {
+		d.Logger.Warn("stage failed, will retry", "task", id, "stage", what, "attempt", attempt, "err", err)
+		return err
+	}
+	msg := fmt.Sprintf("%s: %v", what, err)
+	if ferr := d.fail(ctx, client, id, msg); ferr != nil {
+		return fmt.Errorf("%s; record failure: %w", msg, ferr)
+	}
+	return river.JobCancel(errors.New(msg))
+}
+
+func in(s grove.TaskState, states ...grove.TaskState) bool { return slices.Contains(states, s) }

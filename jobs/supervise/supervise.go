@@ -1,0 +1,461 @@
+package supervise
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Spec describes one supervised run. It is written to DIR/spec.json.
+type Spec struct {
+	WorkDir string        `json:"work_dir"`
+	Argv    []string      `json:"argv"`
+	Env     []string      `json:"env"`     // the agent's whole environment
+	Timeout time.Duration `json:"timeout"` // 0: none
+	Grace   time.Duration `json:"grace"`   // TERM-to-KILL wait; 0: DefaultGrace
+	// Sweep kills, after the agent ends, every process whose cwd is inside
+	// WorkDir (an agent can setsid out of its group).
+	Sweep bool `json:"sweep"`
+}
+
+// DefaultGrace is the TERM-to-KILL wait when a Spec sets none.
+const DefaultGrace = 3 * time.Second
+
+// Exit reasons.
+const (
+	ReasonExited   = "exited"    // the agent ended on its own (any code)
+	ReasonTimeout  = "timeout"   // killed after Spec.Timeout
+	ReasonCanceled = "canceled"  // the supervisor got TERM or INT
+	ReasonNotFound = "not_found" // the agent binary does not exist
+	ReasonStart    = "start"     // the agent could not be started
+	ReasonLost     = "lost"      // the supervisor vanished without an exit file
+)
+
+// Exit is how a run ended.
+type Exit struct {
+	Code    int       `json:"code"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message,omitempty"`
+	EndedAt time.Time `json:"ended_at"`
+}
+
+// File names inside a run directory.
+const (
+	SpecFile = "spec.json"
+	LogFile  = "log"
+	ExitFile = "exit"
+	// LockFile is flocked from before the supervisor is exec'd until it
+	// exits (the daemon takes the lock and hands the locked descriptor
+	// down), so "locked" means "the supervisor is alive".
+	LockFile = "lock"
+	// ProcFile is written by the supervisor before it starts the agent: its
+	// absence proves the agent never started.
+	ProcFile = "proc.json"
+)
+
+// Started is a supervisor launched by this process.
+type Started struct {
+	Proc
+	// Done is closed when the supervisor process has exited (and been
+	// reaped). Only a process that launched it gets one.
+	Done <-chan struct{}
+}
+
+// Start writes spec to dir and launches `exe supervise dir` detached: own
+// session, stdin /dev/null, stdout and stderr appended to dir/log. The
+// supervisor survives this process. dir is created if needed.
+func Start(exe, dir string, spec Spec) (Started, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Started{}, fmt.Errorf("create run dir %s: %w", dir, err)
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return Started{}, fmt.Errorf("encode spec: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, SpecFile), b); err != nil {
+		return Started{}, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return Started{}, fmt.Errorf("open run lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return Started{}, fmt.Errorf("run %s already has a supervisor: %w", dir, err)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return Started{}, fmt.Errorf("open run log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "supervise", dir)
+	cmd.Args[0] = "grove" // testscript and a renamed binary dispatch on argv[0]
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = os.Environ()
+	cmd.ExtraFiles = []*os.File{lock} // fd 3 in the supervisor: the lock travels with it
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return Started{}, fmt.Errorf("start supervisor: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p, err := Identify(cmd.Process.Pid)
+	if err != nil {
+		// It exited already; the exit file (or its absence) tells the rest.
+		p = Proc{Pid: cmd.Process.Pid, BootID: BootID()}
+	}
+	return Started{Proc: p, Done: done}, nil
+}
+
+// ReadExit reads dir's exit file; ok is false while there is none.
+func ReadExit(dir string) (e Exit, ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, ExitFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("read exit file: %w", err)
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		return e, false, fmt.Errorf("decode exit file %s: %w", dir, err)
+	}
+	return e, true, nil
+}
+
+// Wait returns how the run in dir ended: when its exit file appears, or, if
+// the supervisor dies without one, an Exit with ReasonLost. done may be nil
+// (an adopted run); liveness is polled every poll either way. It returns
+// ctx.Err() if ctx ends first, leaving the run alone. onTick, if not nil, is
+// called at each poll (the caller checks for a cancel request there).
+func Wait(ctx context.Context, dir string, done <-chan struct{}, poll time.Duration, onTick func()) (Exit, error) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		e, ok, err := ReadExit(dir)
+		if err != nil || ok {
+			return e, err
+		}
+		gone := false
+		select {
+		case <-ctx.Done():
+			return Exit{}, ctx.Err()
+		case <-done:
+			gone = true
+		case <-t.C:
+			gone = !Alive(dir)
+			if onTick != nil {
+				onTick()
+			}
+		}
+		if gone {
+			e, ok, err := ReadExit(dir)
+			if err != nil || ok {
+				return e, err
+			}
+			return Exit{Code: -1, Reason: ReasonLost, Message: "supervisor ended without recording an exit", EndedAt: time.Now()}, nil
+		}
+	}
+}
+
+// Main is the body of `grove supervise DIR`. It runs the agent described by
+// DIR/spec.json to its end and writes DIR/exit. It returns an error only if
+// the exit file could not be written.
+func Main(dir string) error {
+	// fd 3 is the run lock handed down by Start; keep holding it, but do not
+	// pass it on to the agent.
+	syscall.CloseOnExec(3)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if _, ok, _ := ReadExit(dir); ok {
+		return nil // already done: never run an agent twice
+	}
+	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	if err != nil {
+		return finish(dir, Exit{Code: -1, Reason: ReasonStart, Message: "read spec: " + err.Error()})
+	}
+	var spec Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return finish(dir, Exit{Code: -1, Reason: ReasonStart, Message: "decode spec: " + err.Error()})
+	}
+	return finish(dir, run(dir, spec, sigs))
+}
+
+func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
+	if len(spec.Argv) == 0 {
+		return Exit{Code: -1, Reason: ReasonStart, Message: "empty command"}
+	}
+	grace := spec.Grace
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	path, err := findAgent(spec)
+	if err != nil {
+		return Exit{Code: 127, Reason: ReasonNotFound, Message: err.Error()}
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return Exit{Code: -1, Reason: ReasonStart, Message: err.Error()}
+	}
+	defer devnull.Close()
+	self, err := Identify(os.Getpid())
+	if err != nil {
+		return Exit{Code: -1, Reason: ReasonStart, Message: err.Error()}
+	}
+	pb, _ := json.Marshal(self)
+	if err := writeFileAtomic(filepath.Join(dir, ProcFile), pb); err != nil {
+		return Exit{Code: -1, Reason: ReasonStart, Message: err.Error()}
+	}
+	cmd := &exec.Cmd{
+		Path: path, Args: spec.Argv, Dir: spec.WorkDir, Env: spec.Env,
+		Stdin: devnull, Stdout: os.Stdout, Stderr: os.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		return Exit{Code: 126, Reason: ReasonStart, Message: fmt.Sprintf("start agent %s: %v", spec.Argv[0], err)}
+	}
+	pgid := cmd.Process.Pid
+	fmt.Fprintf(os.Stderr, "grove: agent started, pid %d\n", pgid)
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+
+	var timeout <-chan time.Time
+	if spec.Timeout > 0 {
+		tm := time.NewTimer(spec.Timeout)
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	reason := ReasonExited
+	var kill <-chan time.Time
+	stop := func(why string) {
+		if reason == ReasonExited {
+			reason = why
+		}
+		_ = killGroup(pgid, syscall.SIGTERM)
+		if kill == nil {
+			kill = time.After(grace)
+		}
+	}
+	var werr error
+loop:
+	for {
+		select {
+		case werr = <-waited:
+			break loop
+		case <-sigs:
+			stop(ReasonCanceled)
+		case <-timeout:
+			stop(ReasonTimeout)
+		case <-kill:
+			_ = killGroup(pgid, syscall.SIGKILL)
+		}
+	}
+	// The leader is gone: what is left of its group, and with Sweep anything
+	// that escaped into the work dir, goes too.
+	cleanup(pgid, spec, min(grace, 2*time.Second))
+
+	code := cmd.ProcessState.ExitCode()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		code = 128 + int(ws.Signal())
+	}
+	e := Exit{Code: code, Reason: reason}
+	switch reason {
+	case ReasonTimeout:
+		e.Message = fmt.Sprintf("timed out after %s", spec.Timeout)
+	case ReasonCanceled:
+		e.Message = "canceled"
+	default:
+		if werr != nil && code < 0 {
+			e.Message = werr.Error()
+		}
+	}
+	return e
+}
+
+// cleanup terminates what is left of the agent's group and, with Sweep, the
+// processes whose cwd is inside the work dir: TERM, up to grace, then KILL.
+func cleanup(pgid int, spec Spec, grace time.Duration) {
+	left := func() []int {
+		var pids []int
+		if groupAlive(pgid) {
+			pids = append(pids, -pgid)
+		}
+		if spec.Sweep {
+			in, _ := ProcessesIn(spec.WorkDir)
+			pids = append(pids, in...)
+		}
+		return pids
+	}
+	pids := left()
+	if len(pids) == 0 {
+		return
+	}
+	for _, p := range pids {
+		_ = syscall.Kill(p, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if len(left()) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// KILL until nothing is left (a process may fork while we look).
+	for range 50 {
+		pids = left()
+		if len(pids) == 0 {
+			return
+		}
+		for _, p := range pids {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// findAgent resolves argv[0] the way a shell would, with the agent's PATH; a
+// name with a slash is relative to the work dir.
+func findAgent(spec Spec) (string, error) {
+	name := spec.Argv[0]
+	if strings.Contains(name, "/") {
+		p := name
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(spec.WorkDir, p)
+		}
+		if st, err := os.Stat(p); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("agent not found: %s", name)
+		}
+		return p, nil
+	}
+	for _, dir := range filepath.SplitList(envValue(spec.Env, "PATH")) {
+		if dir == "" {
+			dir = "."
+		}
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(spec.WorkDir, dir)
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("agent not found: %s", name)
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func finish(dir string, e Exit) error {
+	e.EndedAt = time.Now()
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode exit: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, ExitFile), b)
+}
+
+// writeFileAtomic writes path via path.tmp, fsync and rename, then syncs the
+// directory, so a reader sees the whole file or none.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Alive reports whether the supervisor of the run in dir is running: its
+// lock is held. A run dir without a lock file has no supervisor.
+func Alive(dir string) bool {
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+// Status is what a run directory says about its run.
+type Status int
+
+// Run statuses, as found by Probe.
+const (
+	NotStarted Status = iota // no supervisor ever started the agent: safe to start one
+	Running                  // the supervisor is alive: adopt it
+	Ended                    // the exit file is there
+	Lost                     // the agent started but its supervisor died without an exit file
+)
+
+// Probe tells what state the run in dir is in, so a caller can start it,
+// adopt it, collect it, or declare it lost, and never start an agent twice.
+func Probe(dir string) (Status, Exit, error) {
+	e, ok, err := ReadExit(dir)
+	if err != nil {
+		return Lost, e, err
+	}
+	if ok {
+		return Ended, e, nil
+	}
+	if Alive(dir) {
+		return Running, e, nil
+	}
+	if e, ok, err := ReadExit(dir); err != nil || ok { // it may have ended just now
+		return Ended, e, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, ProcFile)); err == nil {
+		return Lost, Exit{Code: -1, Reason: ReasonLost, Message: "supervisor ended without recording an exit (reboot or kill)"}, nil
+	}
+	return NotStarted, e, nil
+}
+
+// ReadProc returns the identity the supervisor of dir recorded.
+func ReadProc(dir string) (Proc, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ProcFile))
+	if err != nil {
+		return Proc{}, fmt.Errorf("read supervisor identity: %w", err)
+	}
+	var p Proc
+	if err := json.Unmarshal(b, &p); err != nil {
+		return Proc{}, fmt.Errorf("decode supervisor identity: %w", err)
+	}
+	return p, nil
+}

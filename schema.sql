@@ -1,0 +1,109 @@
+-- grove's own tables. River's tables come from rivermigrate.
+-- Applied idempotently by store.Migrate; the version lives in grove_meta.
+-- Times are unix milliseconds (INTEGER). Rows are archived, never deleted.
+
+CREATE TABLE IF NOT EXISTS grove_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS repo (
+    id             INTEGER PRIMARY KEY,
+    path           TEXT NOT NULL UNIQUE,   -- main worktree, absolute
+    common_dir     TEXT NOT NULL,
+    default_branch TEXT NOT NULL,
+    created_at     INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS session (
+    id           TEXT PRIMARY KEY,         -- the caller's key, e.g. chat-42
+    repo_id      INTEGER NOT NULL REFERENCES repo(id),
+    state        TEXT NOT NULL,            -- live | idle | evicted | closed
+    base_commit  TEXT NOT NULL,
+    target_branch TEXT NOT NULL,
+    serve_argv   TEXT,                     -- JSON array, NULL without a service
+    port         INTEGER,                  -- leased port, NULL without one
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    archived_at  INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS session_port ON session(port) WHERE port IS NOT NULL AND state <> 'closed';
+
+CREATE TABLE IF NOT EXISTS task (
+    id            TEXT PRIMARY KEY,
+    repo_id       INTEGER NOT NULL REFERENCES repo(id),
+    session_id    TEXT REFERENCES session(id),
+    base_ref      TEXT NOT NULL,
+    base_commit   TEXT NOT NULL,
+    target_branch TEXT NOT NULL,
+    argv          TEXT NOT NULL,           -- JSON array
+    env           TEXT NOT NULL,           -- JSON object
+    path_env      TEXT NOT NULL,           -- submitter's PATH
+    timeout_ms    INTEGER NOT NULL,
+    apply_policy  TEXT NOT NULL,
+    idem_key      TEXT UNIQUE,
+    state         TEXT NOT NULL,
+    error         TEXT NOT NULL DEFAULT '',
+    exit_code     INTEGER,
+    attempt       INTEGER NOT NULL DEFAULT 1,
+    cancel_asked  INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_created ON task(created_at);
+CREATE INDEX IF NOT EXISTS task_state ON task(state);
+CREATE INDEX IF NOT EXISTS task_session ON task(session_id, created_at);
+
+CREATE TABLE IF NOT EXISTS workspace (
+    id           INTEGER PRIMARY KEY,
+    repo_id      INTEGER NOT NULL REFERENCES repo(id),
+    task_id      TEXT REFERENCES task(id),
+    session_id   TEXT REFERENCES session(id),
+    path         TEXT NOT NULL,
+    branch       TEXT NOT NULL,
+    base_commit  TEXT NOT NULL,
+    head_commit  TEXT NOT NULL DEFAULT '',
+    state        TEXT NOT NULL,            -- creating | ready | removed
+    at_risk      TEXT NOT NULL DEFAULT '', -- JSON report of the last refusal
+    snapshot_ref TEXT NOT NULL DEFAULT '',
+    last_used_at INTEGER NOT NULL,
+    archived_at  INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS workspace_live_path ON workspace(path) WHERE archived_at IS NULL;
+CREATE INDEX IF NOT EXISTS workspace_task ON workspace(task_id);
+
+CREATE TABLE IF NOT EXISTS run (
+    id         INTEGER PRIMARY KEY,
+    task_id    TEXT REFERENCES task(id),
+    session_id TEXT REFERENCES session(id),
+    attempt    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,              -- agent | service
+    pid        INTEGER NOT NULL DEFAULT 0,
+    start_time INTEGER NOT NULL DEFAULT 0, -- /proc/<pid>/stat starttime
+    boot_id    TEXT NOT NULL DEFAULT '',
+    dir        TEXT NOT NULL,
+    exit_code  INTEGER,
+    reason     TEXT NOT NULL DEFAULT '',
+    started_at INTEGER NOT NULL,
+    ended_at   INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS run_task_attempt ON run(task_id, attempt) WHERE kind = 'agent';
+
+CREATE TABLE IF NOT EXISTS change (
+    task_id     TEXT PRIMARY KEY REFERENCES task(id),
+    base_commit TEXT NOT NULL,
+    head_commit TEXT NOT NULL,
+    files       TEXT NOT NULL,             -- JSON array of grove.FileChange
+    added       INTEGER NOT NULL,
+    deleted     INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS event (
+    id         INTEGER PRIMARY KEY,
+    task_id    TEXT,
+    session_id TEXT,
+    at         INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    message    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_task ON event(task_id, id);

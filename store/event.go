@@ -1,0 +1,63 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/grove-dev/grove"
+)
+
+// AddEvent appends to the audit trail.
+func (t *Tx) AddEvent(ctx context.Context, taskID, sessionID, kind, msg string) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO event(task_id, session_id, at, kind, message) VALUES(?,?,?,?,?)`,
+		nullString(taskID), nullString(sessionID), ms(t.now), kind, msg)
+	if err != nil {
+		return fmt.Errorf("add event %s: %w", kind, err)
+	}
+	return nil
+}
+
+// AddEvent appends to the audit trail in its own transaction.
+func (s *Store) AddEvent(ctx context.Context, taskID, sessionID, kind, msg string) error {
+	return s.InTx(ctx, func(tx *Tx) error { return tx.AddEvent(ctx, taskID, sessionID, kind, msg) })
+}
+
+// Events returns a task's events, oldest first, with id > after.
+func (s *Store) Events(ctx context.Context, taskID string, after int64) ([]grove.Event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message
+		FROM event WHERE task_id = ? AND id > ? ORDER BY id`, taskID, after)
+	if err != nil {
+		return nil, fmt.Errorf("list events of task %s: %w", taskID, err)
+	}
+	defer rows.Close()
+	var out []grove.Event
+	for rows.Next() {
+		var e grove.Event
+		var at int64
+		if err := rows.Scan(&e.ID, &e.TaskID, &e.SessionID, &at, &e.Kind, &e.Message); err != nil {
+			return nil, fmt.Errorf("scan event: %w", err)
+		}
+		e.At = fromMS(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// RescueRunningJobs makes River jobs left `running` by a dead daemon
+// available again. Only call it while holding the home's daemon lock, which
+// proves no other daemon is working them. Returns how many were rescued.
+func (s *Store) RescueRunningJobs(ctx context.Context) (int64, error) {
+	var res sql.Result
+	err := s.InTx(ctx, func(tx *Tx) error {
+		var err error
+		res, err = tx.tx.ExecContext(ctx, `UPDATE river_job SET state = 'available'
+			WHERE state = 'running'`)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("rescue running jobs: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}

@@ -1,0 +1,156 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	"golang.org/x/sys/unix"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/grove-dev/grove"
+)
+
+// Store is grove's database handle. It is safe for concurrent use; calls are
+// serialised on one connection.
+type Store struct {
+	db   *sql.DB
+	path string
+	now  func() time.Time
+}
+
+// DSNPragmas are the connection settings every grove process uses.
+const DSNPragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+
+// Options tune Open.
+type Options struct {
+	// Now is the clock (tests inject one). Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Open opens (creating if needed) $home/grove.db and brings its schema up to
+// date: grove's tables, then River's migrations, under a file lock so
+// concurrent processes migrate once. A database written by a newer grove is
+// refused before anything is changed. home is created with mode 0700 and the
+// database file with 0600. Close the Store when done.
+func Open(ctx context.Context, home string, opts Options) (*Store, error) {
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("create home %s: %w", home, err)
+	}
+	path := filepath.Join(home, "grove.db")
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o600); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", path, err)
+	} else {
+		f.Close()
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?"+DSNPragmas)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	s := &Store{db: db, path: path, now: opts.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if err := s.migrate(ctx, home); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// DB is the underlying pool, for River's driver. Do not run SQL on it
+// outside this package.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Path is the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database. Safe to call once after a successful Open.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate(ctx context.Context, home string) error {
+	ok, err := s.upToDate(ctx)
+	if err != nil || ok {
+		return err
+	}
+	// Slow path: one process migrates at a time.
+	lf, err := os.OpenFile(filepath.Join(home, "migrate.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("open migrate lock: %w", err)
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("take migrate lock: %w", err)
+	}
+	defer unix.Flock(int(lf.Fd()), unix.LOCK_UN) //nolint:errcheck // closing releases it too
+	if ok, err := s.upToDate(ctx); err != nil || ok {
+		return err
+	}
+	if _, err := s.db.ExecContext(ctx, grove.Schema); err != nil {
+		return fmt.Errorf("apply grove schema: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx,
+		`INSERT INTO grove_meta(key, value) VALUES('schema_version', ?)
+		 ON CONFLICT(key) DO UPDATE SET value = excluded.value`, strconv.Itoa(grove.SchemaVersion)); err != nil {
+		return fmt.Errorf("record schema version: %w", err)
+	}
+	migrator, err := rivermigrate.New(riversqlite.New(s.db), nil)
+	if err != nil {
+		return fmt.Errorf("river migrator: %w", err)
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("river migrations: %w", err)
+	}
+	return nil
+}
+
+// riverTargetVersion is the last River migration this grove was built with.
+const riverTargetVersion = 7
+
+// upToDate reports whether grove's schema and River's migrations are current.
+// It refuses a database from a newer grove.
+func (s *Store) upToDate(ctx context.Context) (bool, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) || isNoSuchTable(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("read schema version of %s: %w", s.path, err)
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return false, fmt.Errorf("schema version %q of %s is not a number", v, s.path)
+	}
+	if n > grove.SchemaVersion {
+		return false, grove.Userf(nil, "upgrade grove, or point --home at another directory",
+			"database %s has schema version %d, newer than this grove's %d", s.path, n, grove.SchemaVersion)
+	}
+	if n < grove.SchemaVersion {
+		return false, nil
+	}
+	var rv int
+	err = s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM river_migration WHERE line = 'main'`).Scan(&rv)
+	if err != nil {
+		if isNoSuchTable(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("read river migration version: %w", err)
+	}
+	return rv >= riverTargetVersion, nil
+}
+
+func isNoSuchTable(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no such table")
+}

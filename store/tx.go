@@ -1,0 +1,62 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/grove-dev/grove"
+)
+
+// Tx is one write transaction. Its methods run SQL on it; SQL() gives the
+// raw *sql.Tx for river.Client.InsertTx so a job insert commits with it.
+type Tx struct {
+	tx  *sql.Tx
+	now time.Time
+}
+
+// SQL returns the underlying transaction, for River's InsertTx only.
+func (t *Tx) SQL() *sql.Tx { return t.tx }
+
+// Now is the transaction's clock reading (one value per transaction).
+func (t *Tx) Now() time.Time { return t.now }
+
+// InTx runs fn in one immediate (write-locking) transaction and commits it
+// if fn returns nil. fn must not call Store methods (one connection).
+func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	if err := fn(&Tx{tx: tx, now: s.now()}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// read runs fn in a transaction that is rolled back; for consistent reads.
+func (s *Store) read(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only
+	return fn(&Tx{tx: tx, now: s.now()})
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v) }
+
+func notFound(err error, what string) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, grove.ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
