@@ -207,3 +207,14 @@ func fields0(b []byte) []string {
 }
 
 func trim(b []byte) string { return strings.TrimSpace(string(b)) }
+
+// AgentEnv is environment to give processes grove runs in a worktree (the
+// agent, its service) so that git commands they run never start an
+// auto-gc, which could race a worktree being added.
+func AgentEnv() []string {
+	return []string{
+		"GIT_CONFIG_COUNT=2",
+		"GIT_CONFIG_KEY_0=gc.auto", "GIT_CONFIG_VALUE_0=0",
+		"GIT_CONFIG_KEY_1=maintenance.auto", "GIT_CONFIG_VALUE_1=false",
+	}
+}

@@ -63,17 +63,9 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 		common = c
 	}
 	r := &Repo{CommonDir: common}
-	if filepath.Base(common) == ".git" {
-		r.Root = filepath.Dir(common)
-	} else {
-		wts, err := r.Worktrees(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("open repo %s: %w", abs, err)
-		}
-		if len(wts) == 0 || wts[0].Bare {
-			return nil, grove.Userf(grove.ErrUsage, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", abs)
-		}
-		r.Root = wts[0].Path
+	r.Root, err = mainWorktree(ctx, abs, common, l[2] == "true")
+	if err != nil {
+		return nil, err
 	}
 	if c, err := filepath.EvalSymlinks(r.Root); err == nil {
 		r.Root = c
@@ -86,6 +78,40 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 		return nil, grove.Userf(grove.ErrUsage, "make a first commit, then submit again", "repository has no commits: %s", r.Root)
 	}
 	return r, nil
+}
+
+// mainWorktree finds the main worktree of the repository whose common dir
+// is common, from dir inside one of its worktrees.
+func mainWorktree(ctx context.Context, dir, common string, inWorkTree bool) (string, error) {
+	if filepath.Base(common) == ".git" {
+		return filepath.Dir(common), nil
+	}
+	// A separate git dir (git init --separate-git-dir, submodules): only the
+	// main worktree itself knows where it is, unless core.worktree says.
+	if inWorkTree {
+		out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-dir", "--show-toplevel")
+		if err != nil {
+			return "", fmt.Errorf("open repo %s: %w", dir, err)
+		}
+		if l := lines(out); len(l) == 2 && samePath(l[0], common) {
+			return l[1], nil
+		}
+	}
+	out, err := run(ctx, common, "config", "--path", "--get", "core.worktree")
+	if err == nil && trim(out) != "" {
+		wt := trim(out)
+		if !filepath.IsAbs(wt) {
+			wt = filepath.Join(common, wt)
+		}
+		return filepath.Clean(wt), nil
+	} else if err != nil && exitCode(err) != 1 {
+		return "", fmt.Errorf("open repo %s: %w", dir, err)
+	}
+	if out, err := run(ctx, common, "config", "--bool", "--get", "core.bare"); err == nil && trim(out) == "true" {
+		return "", grove.Userf(grove.ErrUsage, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", common)
+	}
+	return "", grove.Userf(grove.ErrUsage, "run grove in the main worktree of this repository",
+		"cannot find the main worktree of %s", dir)
 }
 
 // hasCommits reports whether HEAD or any branch points at a commit.
@@ -128,7 +154,11 @@ func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
 	out, err := run(ctx, r.Root, "symbolic-ref", "--quiet", "refs/remotes/origin/HEAD")
 	switch {
 	case err == nil:
-		if b, ok := strings.CutPrefix(trim(out), "refs/remotes/origin/"); ok && b != "" {
+		target := trim(out)
+		b, ok := strings.CutPrefix(target, "refs/remotes/origin/")
+		if c, err := r.RefCommit(ctx, target); err != nil {
+			return "", fmt.Errorf("default branch of %s: %w", r.Root, err)
+		} else if ok && b != "" && c != "" {
 			return b, nil
 		}
 	case exitCode(err) != 1 && exitCode(err) != 128:
@@ -187,7 +217,7 @@ func (r *Repo) IsLocalBranch(ctx context.Context, name string) (bool, error) {
 // (ErrUsage). Names git would expand (like @{-1}) are refused.
 func CheckBranchName(ctx context.Context, name string) error {
 	bad := grove.Userf(grove.ErrUsage, "use letters, digits and - _ / . (see git check-ref-format)", "invalid branch name: %q", name)
-	if name == "" || name == "HEAD" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, "\x00\n") {
+	if name == "" || name == "HEAD" || name == "@" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, "\x00\n") {
 		return bad
 	}
 	out, err := run(ctx, os.TempDir(), "check-ref-format", "--branch", name)

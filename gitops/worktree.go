@@ -25,7 +25,9 @@ type WorktreeEntry struct {
 
 // Worktrees lists the repository's worktrees, the main worktree first.
 func (r *Repo) Worktrees(ctx context.Context) ([]WorktreeEntry, error) {
-	out, err := run(ctx, r.CommonDir, "worktree", "list", "--porcelain", "-z")
+	// From the main worktree: git knows its path there even when the git
+	// dir lives elsewhere (--separate-git-dir).
+	out, err := run(ctx, r.Root, "worktree", "list", "--porcelain", "-z")
 	if err != nil {
 		return nil, fmt.Errorf("list worktrees: %w", err)
 	}
@@ -105,7 +107,16 @@ func exists(p string) bool {
 // another worktree, or a path registered on another branch give a
 // *grove.UserError wrapping grove.ErrConflict. On failure it removes the
 // worktree and branch this call created, so nothing stray is left.
-func (r *Repo) CreateWorktree(ctx context.Context, path, branch, base string) (err error) {
+func (r *Repo) CreateWorktree(ctx context.Context, path, branch, base string) error {
+	return r.createWorktree(ctx, path, branch, base, func(ctx context.Context, path string, _ bool) error {
+		return populate(ctx, path)
+	})
+}
+
+// createWorktree is CreateWorktree with fill doing the unlocked part (fresh
+// tells whether this call registered the worktree).
+func (r *Repo) createWorktree(ctx context.Context, path, branch, base string,
+	fill func(ctx context.Context, path string, fresh bool) error) (err error) {
 	path, err = absPath(path)
 	if err != nil {
 		return fmt.Errorf("add worktree %s: %w", path, err)
@@ -131,8 +142,8 @@ func (r *Repo) CreateWorktree(ctx context.Context, path, branch, base string) (e
 	if err := r.registerWorktree(ctx, path, branch, baseSHA, &createdBranch, &createdWT); err != nil {
 		return err
 	}
-	if err := populate(ctx, path); err != nil {
-		return fmt.Errorf("add worktree %s: %w", path, err)
+	if err := fill(ctx, path, createdWT); err != nil {
+		return fmt.Errorf("fill worktree %s: %w", path, err)
 	}
 	return nil
 }
@@ -352,4 +363,21 @@ func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 		return err
 	}
 	return r.deleteRef(ctx, ref, tip)
+}
+
+// GC runs `git gc --quiet` on the repository under the repository lock, so
+// it cannot race a worktree being added (gc reads every worktree's HEAD and
+// prunes worktrees). Run outside the lock, gc fails or prunes on a
+// half-made worktree. Another gc already running (gc.pid) counts as
+// success.
+func (r *Repo) GC(ctx context.Context) error {
+	unlock, err := r.Lock(ctx)
+	if err != nil {
+		return fmt.Errorf("gc %s: %w", r.Root, err)
+	}
+	defer unlock()
+	if _, err := runRetry(ctx, r.Root, "gc", "--quiet"); err != nil && !strings.Contains(stderrOf(err), "gc is already running") {
+		return fmt.Errorf("gc %s: %w", r.Root, err)
+	}
+	return nil
 }

@@ -1,0 +1,532 @@
+package gitops
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Risk reasons: stable strings, part of grove's JSON output.
+const (
+	RiskDirty        = "dirty"                 // modified tracked files (or unmerged)
+	RiskStaged       = "staged"                // changes in the index
+	RiskUntracked    = "untracked"             // untracked files
+	RiskIgnored      = "ignored"               // ignored files not in KeepIgnored
+	RiskHiddenEdit   = "hidden_edit"           // assume-unchanged or skip-worktree entries
+	RiskOperation    = "operation_in_progress" // merge, rebase, am, cherry-pick, revert, bisect
+	RiskDetached     = "detached_commits"      // detached HEAD with commits on no ref
+	RiskUnapplied    = "unapplied_commits"     // commits on the branch that no other ref holds
+	RiskStash        = "stash"                 // stash entries made on the branch
+	RiskWorktreeRefs = "worktree_refs"         // refs/worktree/*
+	RiskSubmodule    = "submodule"             // submodule with new commits or changes
+	RiskProcess      = "process"               // a live process whose cwd is inside
+	RiskLocked       = "locked"                // git worktree lock
+	RiskMissing      = "missing"               // the directory is gone
+	RiskGitError     = "git_error"             // a check failed: fail closed
+)
+
+// riskOrder is the order reasons appear in a Report.
+var riskOrder = []string{
+	RiskGitError, RiskMissing, RiskProcess, RiskOperation, RiskDirty, RiskStaged, RiskUntracked,
+	RiskIgnored, RiskHiddenEdit, RiskSubmodule, RiskDetached, RiskUnapplied, RiskWorktreeRefs,
+	RiskStash, RiskLocked,
+}
+
+// DefaultKeepIgnored are ignored paths that are reproducible (build output,
+// caches, dependencies) and so not at risk, used when
+// GateOptions.KeepIgnored is nil.
+var DefaultKeepIgnored = []string{
+	"node_modules", "target", "dist", "build", ".cache", "__pycache__", "*.pyc", ".venv",
+	"vendor", ".gradle", ".next", "*.o", "*.log", "tmp",
+}
+
+// Risk is one named reason a worktree holds work that removal would lose.
+type Risk struct {
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Report is the at-risk gate's answer for one worktree. Safe is true only
+// when Risks is empty.
+type Report struct {
+	Path  string `json:"path"`
+	Safe  bool   `json:"safe"`
+	Risks []Risk `json:"risks"`
+}
+
+// Has reports whether the report names reason.
+func (rep Report) Has(reason string) bool {
+	return slices.ContainsFunc(rep.Risks, func(r Risk) bool { return r.Reason == reason })
+}
+
+// GateOptions tune AtRisk.
+type GateOptions struct {
+	// Branch is the workspace's branch (short name), the one removal
+	// deletes. "" skips the unapplied-commits check.
+	Branch string
+	// AppliedRefs are refs (or commit SHAs) whose history counts as applied
+	// or kept, e.g. the target branch or a ref holding the head that was
+	// applied. Missing ones are ignored. Commits reachable from any ref
+	// other than refs/heads/<Branch> and refs/grove/*, or from another
+	// worktree's HEAD, count as kept too.
+	AppliedRefs []string
+	// KeepIgnored are ignored paths that are NOT at risk: gitignore-like
+	// patterns matched against each path component (or, with a "/", the
+	// path). nil means DefaultKeepIgnored; an empty slice keeps none.
+	KeepIgnored []string
+	// SkipProcesses skips the scan for processes working inside the worktree.
+	SkipProcesses bool
+}
+
+// maxListed is how many paths a Risk detail names.
+const maxListed = 5
+
+type riskSet struct {
+	mu    sync.Mutex
+	paths map[string][]string
+	count map[string]int
+	other map[string][]string
+}
+
+func (s *riskSet) add(reason, detail string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.other[reason] = append(s.other[reason], detail)
+}
+
+func (s *riskSet) addPath(reason, p string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.paths[reason]) < maxListed {
+		s.paths[reason] = append(s.paths[reason], p)
+	}
+	s.count[reason]++
+}
+
+func (s *riskSet) gitErr(what string, err error) {
+	s.add(RiskGitError, what+": "+err.Error())
+}
+
+func (s *riskSet) risks() []Risk {
+	out := []Risk{}
+	for _, reason := range riskOrder {
+		var details []string
+		if n := s.count[reason]; n > 0 {
+			d := strings.Join(s.paths[reason], ", ")
+			if n > len(s.paths[reason]) {
+				d += fmt.Sprintf(" (+%d more)", n-len(s.paths[reason]))
+			}
+			details = append(details, d)
+		}
+		for _, d := range s.other[reason] {
+			if d != "" {
+				details = append(details, d)
+			}
+		}
+		if s.count[reason] > 0 || len(s.other[reason]) > 0 {
+			out = append(out, Risk{Reason: reason, Detail: strings.Join(details, "; ")})
+		}
+	}
+	return out
+}
+
+// AtRisk inspects the worktree at path and reports every reason its
+// removal (and the deletion of refs/heads/<opt.Branch>) would lose work.
+// It never fails: a check that cannot run is a "git_error" risk (fail
+// closed), so Safe means every check ran and found nothing. It changes
+// nothing (status runs with --no-optional-locks).
+//
+// Checks: tracked changes, staged changes, untracked files and ignored
+// files not in KeepIgnored (status); assume-unchanged and skip-worktree
+// entries (ls-files -v); merge, rebase, am, cherry-pick, revert or bisect
+// in progress; refs/worktree/*; a detached HEAD with commits no ref holds;
+// commits on Branch that no other ref, no other worktree's HEAD and no
+// AppliedRefs hold; stash entries made on Branch; submodules with new
+// commits, changes or untracked files; live processes whose cwd is inside
+// path; a worktree lock. A missing directory is "missing" (the branch
+// checks still run). path must be the top of a linked worktree of r.
+func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Report) {
+	rs := &riskSet{paths: map[string][]string{}, count: map[string]int{}, other: map[string][]string{}}
+	rep.Path = path
+	defer func() {
+		rep.Risks = rs.risks()
+		rep.Safe = len(rep.Risks) == 0
+	}()
+	abs, err := absPath(path)
+	if err != nil {
+		rs.gitErr("path", err)
+		return rep
+	}
+	rep.Path = abs
+	keep := opt.KeepIgnored
+	if keep == nil {
+		keep = DefaultKeepIgnored
+	}
+	for _, ref := range opt.AppliedRefs {
+		if err := checkRev(ref); err != nil {
+			rs.gitErr("applied refs", err)
+			return rep
+		}
+	}
+
+	// Processes first: the git commands below run inside path themselves.
+	if !opt.SkipProcesses {
+		pids, err := ProcessesIn(abs)
+		switch {
+		case err != nil:
+			rs.add(RiskProcess, "cannot scan processes: "+err.Error())
+		case len(pids) > 0:
+			s := make([]string, len(pids))
+			for i, p := range pids {
+				s[i] = strconv.Itoa(p)
+			}
+			rs.add(RiskProcess, "pids "+strings.Join(s, ", "))
+		}
+	}
+
+	wts, err := r.Worktrees(ctx)
+	if err != nil {
+		rs.gitErr("list worktrees", err)
+		return rep
+	}
+	var otherHeads []string
+	for _, w := range wts {
+		if !samePath(w.Path, abs) && w.Head != "" {
+			otherHeads = append(otherHeads, w.Head)
+		}
+	}
+	branch := opt.Branch
+
+	var wg sync.WaitGroup
+	if _, err := os.Lstat(abs); errors.Is(err, os.ErrNotExist) {
+		rs.add(RiskMissing, "")
+	} else if err != nil {
+		rs.gitErr("stat", err)
+	} else {
+		info, err := r.worktreeInfo(ctx, abs)
+		if err != nil {
+			rs.gitErr("inspect worktree", err)
+		} else {
+			stashBranch := opt.Branch
+			if stashBranch == "" {
+				stashBranch = info.branch
+			}
+			wg.Go(func() { r.checkStatus(ctx, abs, keep, rs) })
+			wg.Go(func() { checkHidden(ctx, abs, rs) })
+			wg.Go(func() { checkWorktreeRefs(ctx, abs, rs) })
+			wg.Go(func() { r.checkStash(stashBranch, rs) })
+			checkGitDir(info.gitDir, rs)
+			if info.branch == "" {
+				wg.Go(func() {
+					n, err := r.unheld(ctx, info.head, "", otherHeads, opt.AppliedRefs)
+					switch {
+					case err != nil:
+						rs.gitErr("detached commits", err)
+					case n > 0:
+						rs.add(RiskDetached, fmt.Sprintf("%d commit(s) at %s on no branch", n, info.head))
+					}
+				})
+			}
+		}
+	}
+	if branch != "" {
+		wg.Go(func() {
+			ref := "refs/heads/" + branch
+			tip, err := r.RefCommit(ctx, ref)
+			if err != nil {
+				rs.gitErr("read branch", err)
+				return
+			}
+			if tip == "" {
+				return
+			}
+			n, err := r.unheld(ctx, tip, ref, otherHeads, opt.AppliedRefs)
+			switch {
+			case err != nil:
+				rs.gitErr("unapplied commits", err)
+			case n > 0:
+				rs.add(RiskUnapplied, fmt.Sprintf("%d commit(s) on %s that no other ref holds", n, branch))
+			}
+		})
+		if _, err := os.Lstat(abs); errors.Is(err, os.ErrNotExist) {
+			wg.Go(func() { r.checkStash(branch, rs) })
+		}
+	}
+	wg.Wait()
+	return rep
+}
+
+type wtInfo struct {
+	gitDir string
+	head   string
+	branch string // short; "" if detached
+}
+
+// worktreeInfo checks that dir is the top of a linked worktree of r and
+// reads its git dir and HEAD.
+func (r *Repo) worktreeInfo(ctx context.Context, dir string) (wtInfo, error) {
+	out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel",
+		"HEAD", "--symbolic-full-name", "HEAD")
+	if err != nil {
+		return wtInfo{}, err
+	}
+	l := lines(out)
+	if len(l) != 5 {
+		return wtInfo{}, fmt.Errorf("unexpected rev-parse output %q", out)
+	}
+	switch {
+	case !samePath(l[0], r.CommonDir):
+		return wtInfo{}, fmt.Errorf("%s belongs to another repository (%s)", dir, l[0])
+	case !samePath(l[2], dir):
+		return wtInfo{}, fmt.Errorf("%s is not the top of a worktree (%s is)", dir, l[2])
+	case samePath(l[1], r.CommonDir):
+		return wtInfo{}, fmt.Errorf("%s is the main worktree", dir)
+	}
+	info := wtInfo{gitDir: l[1], head: l[3]}
+	if b, ok := strings.CutPrefix(l[4], "refs/heads/"); ok {
+		info.branch = b
+	}
+	return info, nil
+}
+
+// unheld counts commits reachable from tip that no ref holds except
+// exclude and refs/grove/*, no other worktree HEAD and no applied ref.
+func (r *Repo) unheld(ctx context.Context, tip, exclude string, otherHeads, applied []string) (int, error) {
+	args := []string{"rev-list", "--count", "--ignore-missing", tip, "--not", "--exclude=refs/grove/*"}
+	if exclude != "" {
+		args = append(args, "--exclude="+exclude)
+	}
+	args = append(args, "--glob=refs/*")
+	args = append(args, otherHeads...)
+	args = append(args, applied...)
+	out, err := run(ctx, r.Root, args...)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(trim(out))
+}
+
+// checkStatus reads `status --porcelain=v2` for dirty, staged, untracked,
+// ignored and submodule risks.
+func (r *Repo) checkStatus(ctx context.Context, dir string, keep []string, rs *riskSet) {
+	out, err := run(ctx, dir, "--no-optional-locks", "status", "--porcelain=v2", "-z", "-uall",
+		"--ignored=matching", "--no-renames", "--ignore-submodules=none")
+	if err != nil {
+		rs.gitErr("status", err)
+		return
+	}
+	f := strings.Split(string(out), "\x00")
+	for i := 0; i < len(f); i++ {
+		e := f[i]
+		if len(e) < 2 {
+			continue
+		}
+		switch e[0] {
+		case '?':
+			rs.addPath(RiskUntracked, e[2:])
+		case '!':
+			if !keptIgnored(e[2:], keep) {
+				rs.addPath(RiskIgnored, e[2:])
+			}
+		case '1', '2', 'u':
+			n := map[byte]int{'1': 9, '2': 10, 'u': 11}[e[0]]
+			p := strings.SplitN(e, " ", n)
+			if len(p) != n {
+				rs.gitErr("status", fmt.Errorf("unexpected entry %q", e))
+				return
+			}
+			xy, sub, name := p[1], p[2], p[n-1]
+			if e[0] == '2' {
+				i++ // the original path follows
+			}
+			if e[0] == 'u' {
+				rs.addPath(RiskDirty, name+" (unmerged)")
+				continue
+			}
+			if xy[0] != '.' {
+				rs.addPath(RiskStaged, name)
+			}
+			if strings.HasPrefix(sub, "S") {
+				if sub != "S..." {
+					rs.addPath(RiskSubmodule, name)
+				}
+			} else if xy[1] != '.' {
+				rs.addPath(RiskDirty, name)
+			}
+		}
+	}
+}
+
+// keptIgnored reports whether the ignored path p (a directory ends in "/")
+// matches one of the keep patterns.
+func keptIgnored(p string, keep []string) bool {
+	p = strings.TrimSuffix(p, "/")
+	comps := strings.Split(p, "/")
+	for _, pat := range keep {
+		pat = strings.Trim(pat, "/")
+		if pat == "" {
+			continue
+		}
+		if strings.Contains(pat, "/") {
+			if ok, _ := path.Match(pat, p); ok || strings.HasPrefix(p, pat+"/") {
+				return true
+			}
+			continue
+		}
+		for _, c := range comps {
+			if ok, _ := path.Match(pat, c); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkHidden finds assume-unchanged entries, and skip-worktree entries
+// whose file exists (so may hold edits git does not look at).
+func checkHidden(ctx context.Context, dir string, rs *riskSet) {
+	out, err := run(ctx, dir, "ls-files", "-v", "-z")
+	if err != nil {
+		rs.gitErr("ls-files", err)
+		return
+	}
+	for _, e := range fields0(out) {
+		if len(e) < 3 {
+			continue
+		}
+		tag, name := e[0], e[2:]
+		switch {
+		case tag >= 'a' && tag <= 'z':
+			rs.addPath(RiskHiddenEdit, name+" (assume-unchanged)")
+		case tag == 'S' && exists(filepath.Join(dir, name)):
+			rs.addPath(RiskHiddenEdit, name+" (skip-worktree)")
+		}
+	}
+}
+
+func checkWorktreeRefs(ctx context.Context, dir string, rs *riskSet) {
+	out, err := run(ctx, dir, "for-each-ref", "--format=%(refname)", "refs/worktree/")
+	if err != nil {
+		rs.gitErr("worktree refs", err)
+		return
+	}
+	for _, ref := range lines(out) {
+		rs.addPath(RiskWorktreeRefs, ref)
+	}
+}
+
+// checkGitDir looks in the worktree's git dir for operations in progress
+// and a lock.
+func checkGitDir(gitDir string, rs *riskSet) {
+	ops := []struct{ file, name string }{
+		{"MERGE_HEAD", "merge"},
+		{"rebase-merge", "rebase"},
+		{"rebase-apply", "rebase"},
+		{"CHERRY_PICK_HEAD", "cherry-pick"},
+		{"REVERT_HEAD", "revert"},
+		{"sequencer", "cherry-pick or revert sequence"},
+		{"BISECT_LOG", "bisect"},
+	}
+	var found []string
+	for _, op := range ops {
+		if !exists(filepath.Join(gitDir, op.file)) {
+			continue
+		}
+		name := op.name
+		if op.file == "rebase-apply" && exists(filepath.Join(gitDir, "rebase-apply", "applying")) {
+			name = "am"
+		}
+		if !slices.Contains(found, name) {
+			found = append(found, name)
+		}
+	}
+	if len(found) > 0 {
+		rs.add(RiskOperation, strings.Join(found, ", "))
+	}
+	if b, err := os.ReadFile(filepath.Join(gitDir, "locked")); err == nil {
+		rs.add(RiskLocked, firstLine(string(b)))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		rs.add(RiskLocked, "cannot read lock: "+err.Error())
+	}
+}
+
+// checkStash counts stash entries made on branch, read from the stash
+// reflog ("WIP on <branch>: ..." or "On <branch>: ...").
+func (r *Repo) checkStash(branch string, rs *riskSet) {
+	if branch == "" {
+		return
+	}
+	f, err := os.Open(filepath.Join(r.CommonDir, "logs", "refs", "stash"))
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		rs.gitErr("stash", err)
+		return
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		_, msg, ok := strings.Cut(sc.Text(), "\t")
+		if ok && (strings.HasPrefix(msg, "WIP on "+branch+": ") || strings.HasPrefix(msg, "On "+branch+": ")) {
+			n++
+		}
+	}
+	if err := sc.Err(); err != nil {
+		rs.gitErr("stash", err)
+		return
+	}
+	if n > 0 {
+		rs.add(RiskStash, fmt.Sprintf("%d stash entr%s made on %s", n, map[bool]string{true: "y", false: "ies"}[n == 1], branch))
+	}
+}
+
+// ProcessesIn returns the pids of live processes whose working directory
+// is dir or inside it, from /proc/*/cwd, excluding the caller's own pid.
+// Processes whose cwd cannot be read (another user's) are not seen.
+func ProcessesIn(dir string) ([]int, error) {
+	abs, err := absPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	roots := []string{abs}
+	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+		roots = append(roots, real)
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
+		if err != nil {
+			continue
+		}
+		cwd = strings.TrimSuffix(cwd, " (deleted)")
+		for _, root := range roots {
+			if cwd == root || strings.HasPrefix(cwd, root+"/") {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	sort.Ints(pids)
+	return pids, nil
+}
