@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
 	"github.com/grove-dev/grove/jobs/supervise"
 	"github.com/grove-dev/grove/store"
 )
@@ -242,9 +243,9 @@ func AgentEnv(task grove.Task, ws grove.Workspace, port int) []string {
 	if path == "" {
 		path = os.Getenv("PATH")
 	}
-	env = append(env, "PATH="+path,
-		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=gc.auto", "GIT_CONFIG_VALUE_0=0",
-		"GROVE_TASK_ID="+task.ID, "GROVE_WORKTREE="+ws.Path, "GROVE_BASE_COMMIT="+ws.BaseCommit)
+	env = append(env, "PATH="+path)
+	env = append(env, gitops.AgentEnv()...)
+	env = append(env, "GROVE_TASK_ID="+task.ID, "GROVE_WORKTREE="+ws.Path, "GROVE_BASE_COMMIT="+ws.BaseCommit)
 	if port > 0 {
 		env = append(env, fmt.Sprintf("GROVE_PORT=%d", port))
 	}
