@@ -124,7 +124,7 @@ func (s *Store) upToDate(ctx context.Context) (bool, error) {
 	var v string
 	err := s.db.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v)
 	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) || isNoSuchTable(err) {
+		if errors.Is(err, sql.ErrNoRows) || strings.Contains(err.Error(), "no such table") {
 			return false, nil
 		}
 		return false, fmt.Errorf("read schema version of %s: %w", s.path, err)
@@ -143,14 +143,10 @@ func (s *Store) upToDate(ctx context.Context) (bool, error) {
 	var rv int
 	err = s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM river_migration WHERE line = 'main'`).Scan(&rv)
 	if err != nil {
-		if isNoSuchTable(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("read river migration version: %w", err)
+		// Missing or older than migration 5 (no line column): another
+		// process may be migrating right now; the caller re-checks under
+		// the migrate lock.
+		return false, nil
 	}
 	return rv >= riverTargetVersion, nil
-}
-
-func isNoSuchTable(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "no such table")
 }

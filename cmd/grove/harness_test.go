@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store"
+)
+
+// harness drives real grove processes (the test binary, installed as
+// `grove` on PATH by testscript.Main) against a real repo and home.
+type harness struct {
+	t      *testing.T
+	work   string
+	home   string
+	repo   string
+	env    []string
+	daemon *exec.Cmd
+	st     *store.Store
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	work := t.TempDir()
+	h := &harness{t: t, work: work, home: filepath.Join(work, "home"), repo: filepath.Join(work, "repo")}
+	h.env = append(os.Environ(), "GROVE_HOME="+h.home, "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_NAME=Test Author", "GIT_AUTHOR_EMAIL=author@example.com",
+		"GIT_COMMITTER_NAME=Test Author", "GIT_COMMITTER_EMAIL=author@example.com")
+	if err := os.MkdirAll(h.repo, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.repo, "README.md"), []byte("# repo\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.git("init", "-q", "-b", "main")
+	h.git("add", "-A")
+	h.git("commit", "-q", "-m", "first")
+	t.Cleanup(func() {
+		if h.daemon != nil && h.daemon.ProcessState == nil {
+			_ = h.daemon.Process.Signal(syscall.SIGKILL)
+			_ = h.daemon.Wait()
+		}
+		if h.st != nil {
+			h.st.Close()
+		}
+		if pids := killStrays(work); len(pids) > 0 {
+			t.Errorf("stray processes left behind and killed: %v", pids)
+		}
+	})
+	return h
+}
+
+func (h *harness) git(args ...string) string {
+	h.t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir, cmd.Env = h.repo, h.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		h.t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// grove runs the CLI and returns stdout, stderr and its error.
+func (h *harness) grove(args ...string) (string, string, error) {
+	cmd := exec.Command("grove", args...)
+	cmd.Dir, cmd.Env = h.work, h.env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// mustGrove runs the CLI and fails the test on an error.
+func (h *harness) mustGrove(args ...string) string {
+	h.t.Helper()
+	out, errOut, err := h.grove(args...)
+	if err != nil {
+		h.t.Fatalf("grove %v: %v\n%s", args, err, errOut)
+	}
+	return strings.TrimSpace(out)
+}
+
+// startDaemon starts `grove serve` and returns once it holds the home lock.
+func (h *harness) startDaemon(args ...string) *exec.Cmd {
+	h.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(h.work, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("grove", append([]string{"serve"}, args...)...)
+	cmd.Dir, cmd.Env = h.work, h.env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.daemon = cmd
+	h.until(10*time.Second, "daemon holds its lock", func() bool {
+		pid, up := daemonPid(h.home)
+		return up && pid == cmd.Process.Pid
+	})
+	return cmd
+}
+
+// stopDaemon signals the daemon and returns how long it took to exit.
+func (h *harness) stopDaemon(sig syscall.Signal) time.Duration {
+	h.t.Helper()
+	start := time.Now()
+	_ = h.daemon.Process.Signal(sig)
+	_ = h.daemon.Wait()
+	return time.Since(start)
+}
+
+func (h *harness) store() *store.Store {
+	if h.st == nil {
+		st, err := store.Open(context.Background(), h.home, store.Options{})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.st = st
+	}
+	return h.st
+}
+
+func (h *harness) task(id string) grove.Task {
+	h.t.Helper()
+	t, err := h.store().Task(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return t
+}
+
+// until polls cond every 20ms until it holds or the (CI-scaled) limit ends.
+func (h *harness) until(limit time.Duration, what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(slow(limit))
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.t.Fatalf("timed out after %s waiting for %s", slow(limit), what)
+}
+
+func (h *harness) writeAgent(name, body string) string {
+	h.t.Helper()
+	p := filepath.Join(h.work, name)
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	return p
+}
