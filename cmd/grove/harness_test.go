@@ -161,3 +161,9 @@ func (h *harness) writeAgent(name, body string) string {
 	}
 	return p
 }
+
+// diffHas reports whether task id's patch contains s.
+func (h *harness) diffHas(id, s string) bool {
+	h.t.Helper()
+	return strings.Contains(h.mustGrove("diff", id), s)
+}
