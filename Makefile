@@ -2,7 +2,7 @@
 # `make test` is what CI runs (.ci/run).
 GO          ?= go
 BIN         ?= bin
-STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: build run test test-short lint bench torture clean
 

@@ -74,7 +74,7 @@ func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error
 	}
 	report := repo.AtRisk(ctx, ws.Path, GateOptions(task, ws))
 	snapshot := ""
-	if !report.Safe {
+	if !report.Safe && !alreadyGone(report) {
 		if !job.Args.Force {
 			return w.recordRefusal(ctx, task, ws, report)
 		}
@@ -87,6 +87,13 @@ func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error
 		return fmt.Errorf("remove worktree: %w", err)
 	}
 	return w.markClosed(ctx, task, ws.ID, snapshot)
+}
+
+// alreadyGone reports whether the worktree directory is gone and nothing
+// else is at risk (a crash after the directory was removed): removal then
+// only prunes git's metadata and deletes the branch.
+func alreadyGone(rep gitops.Report) bool {
+	return len(rep.Risks) == 1 && rep.Has(gitops.RiskMissing)
 }
 
 // GateOptions are the at-risk gate's options for a task's workspace: its

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,7 +15,6 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/grove-dev/grove"
-	"github.com/grove-dev/grove/store"
 )
 
 func TestSecondDaemonIsRefused(t *testing.T) {
@@ -302,5 +300,48 @@ func countLines(t *testing.T, path string) map[string]int {
 	return out
 }
 
-var _ = sort.Strings
-var _ = store.Options{}
+
+// A supervisor that dies without writing its exit file (as after a reboot)
+// makes the run lost: the task fails with a hint to retry, and its agent is
+// never started a second time on its own.
+func TestLostSupervisorFailsTask(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	counter := filepath.Join(h.work, "counter")
+	agent := h.writeAgent("agent.sh", `echo "$GROVE_TASK_ID" >> "$COUNTER"
+exec sleep 600
+`)
+	h.startDaemon()
+	id := h.mustGrove("submit", "--repo", h.repo, "--env", "COUNTER="+counter, "--", agent)
+	h.until(30*time.Second, "agent started", func() bool { _, err := os.Stat(counter); return err == nil })
+	run, err := h.store().LatestAgentRun(context.Background(), id)
+	is.NoErr(err)
+	// Kill the supervisor and its agent group at once, like a power cut.
+	agentPids, _ := supervisedAgents(run.Dir)
+	is.NoErr(syscall.Kill(run.Pid, syscall.SIGKILL))
+	for _, p := range agentPids {
+		_ = syscall.Kill(-p, syscall.SIGKILL)
+	}
+	h.until(30*time.Second, "task failed", func() bool { return h.task(id).State == grove.StateFailed })
+	task := h.task(id)
+	is.True(strings.HasPrefix(task.Error, "agent lost: "))
+	is.True(strings.Contains(task.Error, "grove retry "+id))
+	is.Equal(countLines(t, counter), map[string]int{id: 1})
+	h.stopDaemon(syscall.SIGTERM)
+}
+
+// supervisedAgents reads the agent pid the supervisor logged.
+func supervisedAgents(runDir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(runDir, "log"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, l := range strings.Split(string(b), "\n") {
+		var p int
+		if _, err := fmt.Sscanf(l, "grove: agent started, pid %d", &p); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
+}
