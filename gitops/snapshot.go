@@ -7,14 +7,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
 // Snapshot layout: a commit whose parent is the worktree's HEAD (none if
 // HEAD was unborn) and whose tree holds
 //
-//	worktree/          every file as it is on disk: tracked, untracked and,
-//	                   with includeIgnored, ignored (modes and symlinks too)
+//	worktree/          every file as it is on disk: tracked, untracked,
+//	                   ignored files the gate counts as at risk (not in
+//	                   DefaultKeepIgnored) and, with includeIgnored, every
+//	                   ignored file (modes and symlinks too)
 //	index/             the index as a tree (stage 0); for an index with
 //	                   conflicts, entries live under index/<stage>/<path>
 //	grove-snapshot     text: format version, HEAD, path, flags
@@ -22,6 +25,10 @@ import (
 //	assume-unchanged   NUL-separated paths with that flag (if any)
 //	skip-worktree      NUL-separated paths with that flag (if any)
 //	skip-absent        of those, the ones with no file on disk (if any)
+//	worktree-refs      "<sha> <ref>" lines of refs/worktree/* (if any)
+//
+// The commit's first parent is HEAD; the commits refs/worktree/* point at
+// are further parents, so they stay reachable once the worktree is gone.
 const snapshotVersion = "grove-snapshot 1"
 
 type indexEntry struct {
@@ -59,14 +66,16 @@ func join0(paths []string) string {
 }
 
 // Snapshot records the full state of the worktree at wtPath — files
-// (tracked, untracked, and ignored if includeIgnored), the index (staged
-// state, conflicts, assume-unchanged and skip-worktree flags) and HEAD —
-// as one commit, points ref at it (no compare-and-swap) and returns the
-// commit. The worktree and its index are not touched: the files are
-// staged into a temporary index (GIT_INDEX_FILE, seeded from a copy of the
-// real one). Not recorded: empty directories, the contents of nested
-// repositories and submodules (their HEAD commit is), in-progress
-// operations, and intent-to-add marks.
+// (tracked, untracked, ignored files that are not reproducible by
+// DefaultKeepIgnored, and every ignored file if includeIgnored), the index
+// (staged state, conflicts, assume-unchanged and skip-worktree flags), HEAD
+// and refs/worktree/* — as one commit, points ref at it (no
+// compare-and-swap) and returns the commit. The worktree and its index are
+// not touched: the files are staged into a temporary index
+// (GIT_INDEX_FILE, seeded from a copy of the real one). Not recorded: empty
+// directories, the contents of nested repositories and submodules (their
+// HEAD commit is), in-progress operations, worktree locks and intent-to-add
+// marks. Snapshotting the same unchanged worktree twice gives the same tree.
 func (r *Repo) Snapshot(ctx context.Context, wtPath, ref string, includeIgnored bool) (string, error) {
 	wt, err := absPath(wtPath)
 	if err != nil {
@@ -75,7 +84,11 @@ func (r *Repo) Snapshot(ctx context.Context, wtPath, ref string, includeIgnored 
 	if !validRefName(ref) {
 		return "", fmt.Errorf("snapshot %s: invalid ref %q", wt, ref)
 	}
-	commit, err := r.snapshot(ctx, wt, includeIgnored)
+	snap, err := r.snapshotTree(ctx, wt, includeIgnored)
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: %w", wt, err)
+	}
+	commit, err := snap.commit(ctx)
 	if err != nil {
 		return "", fmt.Errorf("snapshot %s: %w", wt, err)
 	}
@@ -85,43 +98,80 @@ func (r *Repo) Snapshot(ctx context.Context, wtPath, ref string, includeIgnored 
 	return commit, nil
 }
 
-func (r *Repo) snapshot(ctx context.Context, wt string, includeIgnored bool) (string, error) {
-	out, err := run(ctx, wt, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel")
+// snapshotState is a snapshot's tree before it is committed.
+type snapshotState struct {
+	wt      string
+	tree    string   // the top tree (layout above)
+	parents []string // HEAD (if born), then refs/worktree/* commits
+}
+
+// commit writes the snapshot commit.
+func (s snapshotState) commit(ctx context.Context) (string, error) {
+	id, err := identityArgs(ctx, s.wt)
 	if err != nil {
 		return "", err
 	}
+	args := append(id, "commit-tree", "--no-gpg-sign", "-m", "grove snapshot of "+s.wt)
+	for _, p := range s.parents {
+		args = append(args, "-p", p)
+	}
+	out, err := run(ctx, s.wt, append(args, s.tree)...)
+	if err != nil {
+		return "", err
+	}
+	return trim(out), nil
+}
+
+// snapshotTree builds a snapshot's tree (writing its objects) without
+// committing it.
+func (r *Repo) snapshotTree(ctx context.Context, wt string, includeIgnored bool) (snapshotState, error) {
+	st := snapshotState{wt: wt}
+	out, err := run(ctx, wt, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel")
+	if err != nil {
+		return st, err
+	}
 	l := lines(out)
 	if len(l) != 3 {
-		return "", fmt.Errorf("unexpected rev-parse output %q", out)
+		return st, fmt.Errorf("unexpected rev-parse output %q", out)
 	}
 	if !samePath(l[0], r.CommonDir) {
-		return "", fmt.Errorf("%s belongs to another repository", wt)
+		return st, fmt.Errorf("%s belongs to another repository", wt)
 	}
 	if !samePath(l[2], wt) {
-		return "", fmt.Errorf("%s is not the top of a worktree", wt)
+		return st, fmt.Errorf("%s is not the top of a worktree", wt)
 	}
 	gitDir := l[1]
 	head := ""
 	if out, err := run(ctx, wt, "rev-parse", "--verify", "--quiet", "HEAD^{commit}"); err == nil {
 		head = trim(out)
+		st.parents = append(st.parents, head)
 	} else if exitCode(err) != 1 {
-		return "", err
+		return st, err
+	}
+	wtRefs, refCommits, err := worktreeRefs(ctx, wt)
+	if err != nil {
+		return st, err
+	}
+	for _, c := range refCommits {
+		if !slices.Contains(st.parents, c) {
+			st.parents = append(st.parents, c)
+		}
 	}
 
 	tmp, err := os.MkdirTemp("", "grove-snapshot-")
 	if err != nil {
-		return "", err
+		return st, err
 	}
 	defer os.RemoveAll(tmp)
 	idx := filepath.Join(tmp, "index")
 	if err := copyFile(filepath.Join(gitDir, "index"), idx); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", err
+		return st, err
 	}
 	env := []string{"GIT_INDEX_FILE=" + idx}
 
 	ents, err := readIndex(ctx, wt, env)
 	if err != nil {
-		return "", err
+		return st, err
 	}
 	var assume, skip, absent []string
 	var listing strings.Builder
@@ -150,7 +200,7 @@ func (r *Repo) snapshot(ctx context.Context, wt string, includeIgnored bool) (st
 	if !conflicted {
 		out, err := runGit(ctx, wt, env, nil, "write-tree")
 		if err != nil {
-			return "", err
+			return st, err
 		}
 		indexTree = trim(out)
 	} else {
@@ -160,11 +210,11 @@ func (r *Repo) snapshot(ctx context.Context, wt string, includeIgnored bool) (st
 		}
 		stageEnv := []string{"GIT_INDEX_FILE=" + filepath.Join(tmp, "stages")}
 		if _, err := runGit(ctx, wt, stageEnv, strings.NewReader(info.String()), "update-index", "-z", "--index-info"); err != nil {
-			return "", err
+			return st, err
 		}
 		out, err := runGit(ctx, wt, stageEnv, nil, "write-tree")
 		if err != nil {
-			return "", err
+			return st, err
 		}
 		indexTree = trim(out)
 	}
@@ -178,12 +228,12 @@ func (r *Repo) snapshot(ctx context.Context, wt string, includeIgnored bool) (st
 	}
 	if len(assume) > 0 {
 		if _, err := runGit(ctx, wt, env, strings.NewReader(join0(assume)), "update-index", "--no-assume-unchanged", "-z", "--stdin"); err != nil {
-			return "", err
+			return st, err
 		}
 	}
 	if len(present) > 0 {
 		if _, err := runGit(ctx, wt, env, strings.NewReader(join0(present)), "update-index", "--no-skip-worktree", "-z", "--stdin"); err != nil {
-			return "", err
+			return st, err
 		}
 	}
 	add := []string{"add", "-A"}
@@ -191,11 +241,31 @@ func (r *Repo) snapshot(ctx context.Context, wt string, includeIgnored bool) (st
 		add = append(add, "--force")
 	}
 	if _, err := runGit(ctx, wt, env, nil, add...); err != nil {
-		return "", err
+		return st, err
+	}
+	if !includeIgnored {
+		// Ignored files the gate counts as at risk are work too.
+		out, err := runGit(ctx, wt, env, nil, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+		if err != nil {
+			return st, err
+		}
+		var risky []string
+		for _, p := range fields0(out) {
+			if !keptIgnored(p, DefaultKeepIgnored) {
+				risky = append(risky, p)
+			}
+		}
+		if len(risky) > 0 {
+			literal := append(slices.Clone(env), "GIT_LITERAL_PATHSPECS=1")
+			if _, err := runGit(ctx, wt, literal, strings.NewReader(join0(risky)), "add", "--force",
+				"--pathspec-from-file=-", "--pathspec-file-nul"); err != nil {
+				return st, err
+			}
+		}
 	}
 	out, err = runGit(ctx, wt, env, nil, "write-tree")
 	if err != nil {
-		return "", err
+		return st, err
 	}
 	wtTree := trim(out)
 
@@ -212,35 +282,23 @@ func (r *Repo) snapshot(ctx context.Context, wt string, includeIgnored bool) (st
 		{"skip-worktree", join0(skip)},
 		{"skip-absent", join0(absent)},
 		{"index-entries", map[bool]string{true: listing.String()}[conflicted]},
+		{"worktree-refs", wtRefs},
 	} {
 		if b.content == "" {
 			continue
 		}
 		id, err := blob(b.content)
 		if err != nil {
-			return "", err
+			return st, err
 		}
 		fmt.Fprintf(&tree, "100644 blob %s\t%s\x00", id, b.name)
 	}
 	out, err = runGit(ctx, wt, nil, strings.NewReader(tree.String()), "mktree", "-z")
 	if err != nil {
-		return "", err
+		return st, err
 	}
-	top := trim(out)
-
-	id, err := identityArgs(ctx, wt)
-	if err != nil {
-		return "", err
-	}
-	args := append(id, "commit-tree", "--no-gpg-sign", "-m", "grove snapshot of "+wt)
-	if head != "" {
-		args = append(args, "-p", head)
-	}
-	out, err = run(ctx, wt, append(args, top)...)
-	if err != nil {
-		return "", err
-	}
-	return trim(out), nil
+	st.tree = trim(out)
+	return st, nil
 }
 
 func copyFile(src, dst string) error {
@@ -263,8 +321,9 @@ func copyFile(src, dst string) error {
 // Restore recreates the worktree a snapshot (ref: a ref or commit made by
 // Snapshot) recorded, at path on a new branch starting at the snapshot's
 // HEAD: the same files (bytes, executable bits, symlinks), the same index
-// (so `git status` reads the same) and the same assume-unchanged and
-// skip-worktree flags. Creating the worktree follows CreateWorktree
+// (so `git status` reads the same), the same assume-unchanged and
+// skip-worktree flags and the same refs/worktree/*. A detached HEAD comes
+// back as the branch, at the same commit. Creating the worktree follows CreateWorktree
 // (idempotent, cleans up after itself on failure); calling Restore again
 // for the same path and branch lays the snapshot over that worktree again.
 func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
@@ -302,13 +361,12 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 	if !strings.HasPrefix(meta, snapshotVersion+"\n") || obj["worktree"] == "" || obj["index"] == "" {
 		return fmt.Errorf("restore %s: not a grove snapshot", ref)
 	}
-	out, err = run(ctx, r.Root, "rev-parse", "--verify", "--quiet", snap+"^1")
-	if err != nil {
+	head := snapshotMeta(meta)["head"]
+	if head == "" {
 		return fmt.Errorf("restore %s: snapshot has no HEAD commit to start from", ref)
 	}
-	head := trim(out)
 	lists := map[string]string{}
-	for _, name := range []string{"assume-unchanged", "skip-worktree", "skip-absent", "index-entries"} {
+	for _, name := range []string{"assume-unchanged", "skip-worktree", "skip-absent", "index-entries", "worktree-refs"} {
 		if lists[name], err = read(name); err != nil {
 			return fmt.Errorf("restore %s: %w", ref, err)
 		}
@@ -356,10 +414,96 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 				return err
 			}
 		}
+		for _, l := range lines([]byte(lists["worktree-refs"])) {
+			sha, name, ok := strings.Cut(l, " ")
+			if !ok || !strings.HasPrefix(name, "refs/worktree/") || !validRefName(name) || checkRev(sha) != nil {
+				return fmt.Errorf("bad worktree-refs line %q", l)
+			}
+			if _, err := runRetry(ctx, wt, "update-ref", "-m", "grove restore", "--end-of-options", name, sha); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	if err := r.createWorktree(ctx, path, branch, head, fill); err != nil {
 		return fmt.Errorf("restore %s: %w", ref, err)
 	}
 	return nil
+}
+
+// worktreeRefs lists the refs/worktree/* of the worktree at wt as
+// "<sha> <ref>" lines, and the commits they point at. A ref pointing at
+// anything but a commit is an error: a snapshot could not keep it.
+func worktreeRefs(ctx context.Context, wt string) (text string, commits []string, err error) {
+	out, err := run(ctx, wt, "for-each-ref", "--format=%(objectname) %(objecttype) %(refname)", "refs/worktree/")
+	if err != nil {
+		return "", nil, err
+	}
+	var b strings.Builder
+	for _, l := range lines(out) {
+		f := strings.SplitN(l, " ", 3)
+		if len(f) != 3 {
+			return "", nil, fmt.Errorf("unexpected for-each-ref line %q", l)
+		}
+		if f[1] != "commit" {
+			return "", nil, fmt.Errorf("%s points at a %s, which a snapshot cannot keep; delete it or point it at a commit", f[2], f[1])
+		}
+		fmt.Fprintf(&b, "%s %s\n", f[0], f[2])
+		commits = append(commits, f[0])
+	}
+	return b.String(), commits, nil
+}
+
+// snapshotMeta reads the "key value" lines of a grove-snapshot blob.
+func snapshotMeta(meta string) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(meta, "\n")[1:] {
+		if k, v, ok := strings.Cut(l, " "); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// SnapshotsPrefix is where grove keeps snapshots.
+const SnapshotsPrefix = "refs/grove/snapshots/"
+
+// SnapshotCovers returns a ref under refs/grove/snapshots/ whose snapshot
+// records the worktree at wtPath exactly as it is now (files, index and
+// flags, HEAD, refs/worktree/*), or "" when none does. It builds a fresh
+// snapshot tree to compare (writing objects, like Snapshot) but changes no
+// ref and does not touch the worktree.
+func (r *Repo) SnapshotCovers(ctx context.Context, wtPath string) (string, error) {
+	wt, err := absPath(wtPath)
+	if err != nil {
+		return "", fmt.Errorf("check snapshots of %s: %w", wtPath, err)
+	}
+	out, err := run(ctx, r.Root, "for-each-ref", "--format=%(refname)%00%(tree)%00%(subject)", SnapshotsPrefix)
+	if err != nil {
+		return "", fmt.Errorf("check snapshots of %s: %w", wt, err)
+	}
+	fresh := map[bool]string{} // includeIgnored -> tree
+	for _, l := range lines(out) {
+		f := strings.Split(l, "\x00")
+		if len(f) != 3 || f[2] != "grove snapshot of "+wt {
+			continue
+		}
+		meta, err := run(ctx, r.Root, "cat-file", "blob", f[1]+":grove-snapshot")
+		if err != nil || !strings.HasPrefix(string(meta), snapshotVersion+"\n") {
+			continue // not one of ours
+		}
+		ignored := snapshotMeta(string(meta))["ignored"] == "true"
+		tree, ok := fresh[ignored]
+		if !ok {
+			st, err := r.snapshotTree(ctx, wt, ignored)
+			if err != nil {
+				return "", fmt.Errorf("check snapshots of %s: %w", wt, err)
+			}
+			tree, fresh[ignored] = st.tree, st.tree
+		}
+		if tree == f[1] {
+			return f[0], nil
+		}
+	}
+	return "", nil
 }

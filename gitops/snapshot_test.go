@@ -12,7 +12,7 @@ import (
 // messUp leaves every kind of state in the worktree at wt.
 func messUp(t *testing.T, wt string) {
 	t.Helper()
-	write(t, filepath.Join(wt, ".gitignore"), "*.secret\n")
+	write(t, filepath.Join(wt, ".gitignore"), "*.secret\nnode_modules/\n")
 	write(t, filepath.Join(wt, "tracked.sh"), "#!/bin/sh\n")
 	write(t, filepath.Join(wt, "gone-staged"), "x\n")
 	write(t, filepath.Join(wt, "gone-unstaged"), "x\n")
@@ -40,7 +40,8 @@ func messUp(t *testing.T, wt string) {
 	if err := os.Symlink("README", filepath.Join(wt, "link")); err != nil {
 		t.Fatal(err)
 	}
-	write(t, filepath.Join(wt, "key.secret"), "ignored\n") // "!!"
+	write(t, filepath.Join(wt, "key.secret"), "ignored\n")                      // "!!", at risk
+	write(t, filepath.Join(wt, "node_modules", "dep", "i.js"), "reproducible\n") // "!!", kept by the gate
 	git(t, wt, "update-index", "--assume-unchanged", "hidden")
 	write(t, filepath.Join(wt, "hidden"), "hidden edit\n")
 }
@@ -78,7 +79,7 @@ func TestSnapshotRestore(t *testing.T) {
 
 			want := treeFiles(t, wt)
 			if !withIgnored {
-				delete(want, "key.secret")
+				delete(want, "node_modules/dep/i.js") // reproducible: left out; key.secret is kept
 			}
 			is.Equal(treeFiles(t, restored), want) // bytes, exec bits, symlinks
 			is.Equal(git(t, restored, "rev-parse", "HEAD"), git(t, wt, "rev-parse", "HEAD"))

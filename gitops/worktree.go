@@ -305,17 +305,26 @@ func (r *Repo) undoCreate(ctx context.Context, path, ref, baseSHA string, wt, br
 	return errors.Join(errs...)
 }
 
-// RemoveWorktree removes the worktree at path with plain
-// `git worktree remove` (no --force: git refuses a dirty or locked
-// worktree) and deletes refs/heads/<branch> (compare-and-swap against its
-// current value), both under the repository lock. branch may be "" to
-// keep every branch.
+// RemoveWorktree removes the worktree at path and deletes
+// refs/heads/<branch> (compare-and-swap against its current value), both
+// under the repository lock. branch may be "" to keep every branch.
+//
+// It tries plain `git worktree remove` first. When git refuses — modified
+// or untracked files, a worktree lock, an initialised submodule — it
+// removes with --force only when nothing is lost by it: the worktree is
+// clean apart from clean submodules and not locked, or a snapshot under
+// refs/grove/snapshots/ records its current state exactly (see
+// SnapshotCovers; Snapshot first, then RemoveWorktree, is how a forced
+// removal is done). A submodule with changes or new commits is never
+// forced, since no snapshot holds them. A refusal is a *grove.UserError
+// wrapping grove.ErrAtRisk, with the worktree untouched. Ignored files go
+// with the worktree either way, as with plain git: the gate judges them.
 //
 // It is idempotent: a registered worktree whose directory is gone is
 // pruned, a path that is no worktree is left alone, and a missing branch
 // is fine. It refuses to delete a branch checked out in another worktree
 // (*grove.UserError, ErrConflict) and to remove the main worktree.
-// It does NOT check risk: callers run AtRisk first.
+// It does NOT run the at-risk gate: callers run AtRisk first.
 func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 	path, err := absPath(path)
 	if err != nil {
@@ -324,14 +333,35 @@ func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 	if branch != "" && !validRefName("refs/heads/"+branch) {
 		return grove.Userf(grove.ErrUsage, "", "invalid branch name: %q", branch)
 	}
+	refused, err := r.removeLocked(ctx, path, branch, 0)
+	if err != nil || refused == "" {
+		return err
+	}
+	// Outside the lock (a snapshot-sized job): may we force it?
+	force, err := r.forceLevel(ctx, path, refused)
+	if err != nil {
+		return err
+	}
+	refused, err = r.removeLocked(ctx, path, branch, force)
+	if err == nil && refused != "" {
+		err = fmt.Errorf("remove worktree %s: git refused even with --force: %s", path, refused)
+	}
+	return err
+}
+
+// removeLocked is the locked part of RemoveWorktree: `worktree remove`
+// with force times -f (0, 1 or 2). When git refuses for a reason forcing
+// would override, it returns that refusal (git's message) and nothing
+// else was changed.
+func (r *Repo) removeLocked(ctx context.Context, path, branch string, force int) (refused string, err error) {
 	unlock, err := r.Lock(ctx)
 	if err != nil {
-		return fmt.Errorf("remove worktree %s: %w", path, err)
+		return "", fmt.Errorf("remove worktree %s: %w", path, err)
 	}
 	defer unlock()
 	wts, err := r.Worktrees(ctx)
 	if err != nil {
-		return fmt.Errorf("remove worktree %s: %w", path, err)
+		return "", fmt.Errorf("remove worktree %s: %w", path, err)
 	}
 	var mine *WorktreeEntry
 	for i := range wts {
@@ -339,30 +369,104 @@ func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 		if samePath(w.Path, path) {
 			mine = w
 		} else if branch != "" && w.Branch == branch {
-			return grove.Userf(grove.ErrConflict, "", "branch %s is checked out at %s", branch, w.Path)
+			return "", grove.Userf(grove.ErrConflict, "", "branch %s is checked out at %s", branch, w.Path)
 		}
 	}
 	if mine != nil {
 		if mine == &wts[0] || samePath(mine.Path, r.Root) {
-			return fmt.Errorf("remove worktree %s: refusing to remove the main worktree", path)
+			return "", fmt.Errorf("remove worktree %s: refusing to remove the main worktree", path)
 		}
 		if !exists(path) {
 			if _, err := runRetry(ctx, r.CommonDir, "worktree", "prune"); err != nil {
-				return fmt.Errorf("prune worktree %s: %w", path, err)
+				return "", fmt.Errorf("prune worktree %s: %w", path, err)
 			}
-		} else if _, err := runRetry(ctx, r.Root, "worktree", "remove", "--", mine.Path); err != nil {
-			return fmt.Errorf("remove worktree %s: %w", path, err)
+		} else {
+			args := []string{"worktree", "remove"}
+			for range force {
+				args = append(args, "--force")
+			}
+			if _, err := runRetry(ctx, r.Root, append(args, "--", mine.Path)...); err != nil {
+				if why := forceable(err); why != "" {
+					return why, nil
+				}
+				return "", fmt.Errorf("remove worktree %s: %w", path, err)
+			}
 		}
 	}
 	if branch == "" {
-		return nil
+		return "", nil
 	}
 	ref := "refs/heads/" + branch
 	tip, err := r.RefCommit(ctx, ref)
 	if err != nil || tip == "" {
-		return err
+		return "", err
 	}
-	return r.deleteRef(ctx, ref, tip)
+	return "", r.deleteRef(ctx, ref, tip)
+}
+
+// Why `git worktree remove` refused, for the refusals --force overrides.
+const (
+	refusedChanges    = "changes"
+	refusedLocked     = "locked"
+	refusedSubmodules = "submodules"
+)
+
+func forceable(err error) string {
+	s := stderrOf(err)
+	switch {
+	case strings.Contains(s, "locked working tree"):
+		return refusedLocked
+	case strings.Contains(s, "contains modified or untracked files"):
+		return refusedChanges
+	case strings.Contains(s, "containing submodules"):
+		return refusedSubmodules
+	}
+	return ""
+}
+
+// forceLevel decides whether a worktree git refused to remove may be
+// removed with --force (1) or --force --force (2, locked), or returns why
+// not (*grove.UserError, ErrAtRisk).
+func (r *Repo) forceLevel(ctx context.Context, path, refused string) (int, error) {
+	force := 1
+	gd, err := gitDirOf(path)
+	if err != nil {
+		return 0, fmt.Errorf("remove worktree %s: %w", path, err)
+	}
+	locked := exists(filepath.Join(gd, "locked"))
+	if locked || refused == refusedLocked {
+		force = 2
+	}
+	out, err := run(ctx, path, "--no-optional-locks", "status", "--porcelain=v2", "-z", "-uall", "--no-renames", "--ignore-submodules=none")
+	if err != nil {
+		return 0, fmt.Errorf("remove worktree %s: %w", path, err)
+	}
+	clean := true
+	for _, e := range fields0(out) {
+		if len(e) < 2 {
+			continue
+		}
+		p := strings.SplitN(e, " ", 4)
+		if (e[0] == '1' || e[0] == '2') && len(p) == 4 && strings.HasPrefix(p[2], "S") && p[2] != "S..." {
+			return 0, grove.Userf(grove.ErrAtRisk, "commit and push its work, or remove it by hand",
+				"worktree %s not removed: a submodule has changes or commits a snapshot cannot keep", path)
+		}
+		if e[0] != '#' {
+			clean = false
+		}
+	}
+	if clean && !locked {
+		return force, nil // only clean submodules stood in the way
+	}
+	covered, err := r.SnapshotCovers(ctx, path)
+	if err != nil {
+		return 0, fmt.Errorf("remove worktree %s: %w", path, err)
+	}
+	if covered == "" {
+		return 0, grove.Userf(grove.ErrAtRisk, "snapshot it first (grove close --force does)",
+			"worktree %s not removed: it holds changes no snapshot records", path)
+	}
+	return force, nil
 }
 
 // GC runs `git gc --quiet` on the repository under the repository lock, so

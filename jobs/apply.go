@@ -98,6 +98,12 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 		if err := tx.AddEvent(ctx, id, "", "applied", fmt.Sprintf("applied to %s as %s", task.TargetBranch, res.Commit)); err != nil {
 			return err
 		}
+		if task.SessionID != "" {
+			// The session's base moves forward: nothing is counted twice.
+			if err := tx.SetSessionBase(ctx, task.SessionID, change.HeadCommit); err != nil {
+				return err
+			}
+		}
 		_, err = client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
 		return err
 	})

@@ -65,7 +65,8 @@ func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error
 	if err != nil {
 		return err
 	}
-	if ws.State == grove.WorkspaceRemoved {
+	if ws.State == grove.WorkspaceRemoved || task.SessionID != "" {
+		// A session's worktree outlives its tasks: grove session close.
 		return w.markClosed(ctx, task, 0, "")
 	}
 	repo, err := d.Repo(ctx, task.RepoPath)
@@ -108,7 +109,6 @@ func GateOptions(task grove.Task, ws grove.Workspace) gitops.GateOptions {
 }
 
 func (w *CloseWorker) recordRefusal(ctx context.Context, task grove.Task, ws grove.Workspace, report gitops.Report) error {
-	b, _ := json.Marshal(report)
 	var reasons []string
 	for _, r := range report.Risks {
 		reasons = append(reasons, r.Reason)
@@ -116,7 +116,7 @@ func (w *CloseWorker) recordRefusal(ctx context.Context, task grove.Task, ws gro
 	msg := "worktree kept, at risk: " + strings.Join(reasons, ", ")
 	w.d.Logger.Warn("close refused", "task", task.ID, "path", ws.Path, "reasons", reasons)
 	return w.d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.SetWorkspaceRisk(ctx, ws.ID, string(b)); err != nil {
+		if err := tx.SetWorkspaceRisk(ctx, ws.ID, reportJSON(report)); err != nil {
 			return err
 		}
 		return tx.AddEvent(ctx, task.ID, "", "close_refused", msg)
@@ -149,4 +149,13 @@ func (w *CloseWorker) markClosed(ctx context.Context, task grove.Task, wsID int6
 		}
 		return tx.AddEvent(ctx, task.ID, "", "closed", msg)
 	})
+}
+
+// reportJSON is the gate report as stored on a workspace.
+func reportJSON(rep gitops.Report) string {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return fmt.Sprintf(`{"error": %q}`, err.Error())
+	}
+	return string(b)
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -50,6 +51,9 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 	if !in(task.State, grove.StateQueued, grove.StatePreparing) || task.Attempt != job.Args.Attempt {
 		return nil
 	}
+	if task.SessionID != "" {
+		return w.attach(ctx, client, task)
+	}
 	repoRow, err := d.Store.Repo(ctx, task.RepoID)
 	if err != nil {
 		return err
@@ -92,6 +96,80 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 			return err
 		}
 		if err := tx.AddEvent(ctx, id, "", "worktree", "worktree ready at "+ws.Path); err != nil {
+			return err
+		}
+		_, err = client.InsertTx(ctx, tx.SQL(), RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}, nil)
+		return err
+	})
+}
+
+// attach starts a session's task in the session's worktree: once the
+// session's worktree is ready and every task submitted before this one has
+// settled (tasks of a session run one at a time, in order). The task's
+// diff base is the worktree's HEAD now, so a diff never holds an earlier
+// task's work. An evicted session's service is started again.
+func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task grove.Task) error {
+	d, id := w.d, task.ID
+	var (
+		sess  grove.Session
+		ws    grove.Workspace
+		wait  bool
+		ended bool
+	)
+	err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		if sess, err = tx.Session(ctx, task.SessionID); err != nil {
+			return err
+		}
+		if sess.State == grove.SessionClosed {
+			ended = true
+			return nil
+		}
+		ws, err = tx.SessionWorkspace(ctx, sess.ID)
+		if errors.Is(err, grove.ErrNotFound) || (err == nil && ws.State != grove.WorkspaceReady) {
+			wait = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		wait, err = tx.SessionBusy(ctx, sess.ID, id, true)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if ended {
+		return d.stageError(ctx, client, id, 1, 1, "start in session", grove.Userf(grove.ErrConflict, "", "session %s is closed", task.SessionID))
+	}
+	if wait {
+		return river.JobSnooze(200 * time.Millisecond)
+	}
+	repo, err := d.Repo(ctx, task.RepoPath)
+	if err != nil {
+		return err
+	}
+	head, err := repo.RefCommit(ctx, "refs/heads/"+ws.Branch)
+	if err != nil {
+		return err
+	}
+	if sess.State == grove.SessionEvicted {
+		if err := d.startService(ctx, sess, ws); err != nil {
+			return err
+		}
+	}
+	return d.Store.InTx(ctx, func(tx *store.Tx) error {
+		ok, err := tx.SetState(ctx, id, []grove.TaskState{grove.StateQueued, grove.StatePreparing}, grove.StatePreparing, "")
+		if err != nil || !ok {
+			return err
+		}
+		if err := tx.SetTaskBase(ctx, id, head); err != nil {
+			return err
+		}
+		if err := tx.SetSessionState(ctx, sess.ID, grove.SessionLive, true); err != nil {
+			return err
+		}
+		if err := tx.AddEvent(ctx, id, sess.ID, "worktree", fmt.Sprintf("in session %s at %.12s", sess.ID, head)); err != nil {
 			return err
 		}
 		_, err = client.InsertTx(ctx, tx.SQL(), RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}, nil)

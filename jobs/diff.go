@@ -62,14 +62,16 @@ func (w *DiffWorker) Work(ctx context.Context, job *river.Job[DiffArgs]) error {
 	if err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "commit agent's work", err)
 	}
-	files, err := repo.DiffStat(ctx, ws.BaseCommit, head)
+	// The task's base, not the workspace's: a session task's base is the
+	// session worktree's HEAD when it started.
+	files, err := repo.DiffStat(ctx, task.BaseCommit, head)
 	if err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "diff", err)
 	}
 	if err := repo.SetRef(ctx, TaskRef(id), head); err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "keep task ref", err)
 	}
-	change := grove.Change{TaskID: id, BaseCommit: ws.BaseCommit, HeadCommit: head, Files: files}
+	change := grove.Change{TaskID: id, BaseCommit: task.BaseCommit, HeadCommit: head, Files: files}
 	for _, f := range files {
 		change.Added += max(f.Added, 0)
 		change.Deleted += max(f.Deleted, 0)
@@ -80,6 +82,11 @@ func (w *DiffWorker) Work(ctx context.Context, job *river.Job[DiffArgs]) error {
 		}
 		if err := tx.SetWorkspaceHead(ctx, ws.ID, head); err != nil {
 			return err
+		}
+		if task.SessionID != "" {
+			if err := tx.TouchSession(ctx, task.SessionID); err != nil {
+				return err
+			}
 		}
 		ok, err := tx.SetState(ctx, id, []grove.TaskState{grove.StateDiffing}, grove.StateReview, "")
 		if err != nil || !ok {

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,33 +52,15 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 	if req.Timeout < 0 {
 		return task, false, grove.Userf(grove.ErrUsage, "give a positive duration, e.g. --timeout 30m", "negative timeout %s", req.Timeout)
 	}
+	if req.Session != "" {
+		return i.submitToSession(ctx, req)
+	}
 	repo, err := gitops.Open(ctx, req.RepoDir)
 	if err != nil {
 		return task, false, err
 	}
-	current, err := repo.CurrentBranch(ctx)
+	base, commit, target, err := resolveBase(ctx, repo, req.Base)
 	if err != nil {
-		return task, false, err
-	}
-	base, target := req.Base, ""
-	if base == "" {
-		if current == "" {
-			base = "HEAD"
-		} else {
-			base = current
-		}
-	}
-	commit, err := repo.ResolveCommit(ctx, base)
-	if err != nil {
-		return task, false, err
-	}
-	if isBranch, err := repo.IsLocalBranch(ctx, base); err != nil {
-		return task, false, err
-	} else if isBranch {
-		target = base
-	} else if current != "" {
-		target = current
-	} else if target, err = repo.DefaultBranch(ctx); err != nil {
 		return task, false, err
 	}
 	task = grove.Task{ID: grove.NewTaskID(), RepoPath: repo.Root, BaseRef: base, BaseCommit: commit,
@@ -99,6 +82,136 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 		return err
 	})
 	return task, created, err
+}
+
+// submitToSession records a task that runs in a session's worktree: the
+// session fixes the repository, base and target.
+func (i *Intents) submitToSession(ctx context.Context, req SubmitRequest) (task grove.Task, created bool, err error) {
+	task = grove.Task{ID: grove.NewTaskID(), Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout,
+		Apply: req.Apply, IdemKey: req.Key, SessionID: req.Session, State: grove.StateQueued}
+	err = i.Store.InTx(ctx, func(tx *store.Tx) error {
+		sess, err := tx.Session(ctx, req.Session)
+		if err != nil {
+			return err
+		}
+		if sess.State == grove.SessionClosed {
+			return grove.Userf(grove.ErrConflict, "start it again with: grove session start "+sess.ID+" --repo DIR", "session %s is closed", sess.ID)
+		}
+		task.RepoID, task.RepoPath = sess.RepoID, sess.RepoPath
+		task.BaseRef, task.BaseCommit, task.TargetBranch = "session "+sess.ID, sess.BaseCommit, sess.TargetBranch
+		task, created, err = tx.InsertTask(ctx, task)
+		if err != nil || !created {
+			return err
+		}
+		if err := tx.TouchSession(ctx, sess.ID); err != nil {
+			return err
+		}
+		if err := tx.AddEvent(ctx, task.ID, sess.ID, "submitted", "in session "+sess.ID); err != nil {
+			return err
+		}
+		_, err = i.Client.InsertTx(ctx, tx.SQL(), CreateWorktreeArgs{TaskID: task.ID, Attempt: 1}, nil)
+		return err
+	})
+	return task, created, err
+}
+
+// SessionRequest is what `grove session start` asks for.
+type SessionRequest struct {
+	Key     string
+	RepoDir string
+	Base    string   // "" = the main checkout's branch
+	Serve   []string // the service's argv; empty = none
+}
+
+// StartSession records a session and enqueues the creation of its
+// worktree (and service). A bad key or repository records nothing.
+func (i *Intents) StartSession(ctx context.Context, req SessionRequest) error {
+	if err := validSessionKey(ctx, req.Key); err != nil {
+		return err
+	}
+	repo, err := gitops.Open(ctx, req.RepoDir)
+	if err != nil {
+		return err
+	}
+	base, commit, target, err := resolveBase(ctx, repo, req.Base)
+	if err != nil {
+		return err
+	}
+	return i.Store.InTx(ctx, func(tx *store.Tx) error {
+		repoID, err := tx.UpsertRepo(ctx, grove.Repo{Path: repo.Root, CommonDir: repo.CommonDir, DefaultBranch: target})
+		if err != nil {
+			return err
+		}
+		sess := grove.Session{ID: req.Key, RepoID: repoID, State: grove.SessionLive, BaseCommit: commit,
+			TargetBranch: target, Serve: req.Serve}
+		if err := tx.InsertSession(ctx, sess); err != nil {
+			return err
+		}
+		if err := tx.AddEvent(ctx, "", req.Key, "session_asked", fmt.Sprintf("base %s (%.12s), target %s", base, commit, target)); err != nil {
+			return err
+		}
+		_, err = i.Client.InsertTx(ctx, tx.SQL(), SessionArgs{Key: req.Key, Op: SessionStart}, nil)
+		return err
+	})
+}
+
+// SessionOp enqueues stop, resume or close of a session.
+func (i *Intents) SessionOp(ctx context.Context, key, op string, force bool) error {
+	return i.Store.InTx(ctx, func(tx *store.Tx) error {
+		sess, err := tx.Session(ctx, key)
+		if err != nil {
+			return err
+		}
+		if sess.State == grove.SessionClosed {
+			return grove.Userf(grove.ErrConflict, "list sessions with: grove session ls", "session %s is closed", key)
+		}
+		if err := tx.AddEvent(ctx, "", key, "session_"+op+"_asked", ""); err != nil {
+			return err
+		}
+		_, err = i.Client.InsertTx(ctx, tx.SQL(), SessionArgs{Key: key, Op: op, Force: force}, nil)
+		return err
+	})
+}
+
+// validSessionKey accepts keys that make a safe directory and branch name.
+func validSessionKey(ctx context.Context, key string) error {
+	ok := key != "" && len(key) <= 64 && key[0] != '-' && key[0] != '.'
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			ok = false
+		}
+	}
+	if !ok {
+		return grove.Userf(grove.ErrUsage, "use letters, digits, '-', '_' and '.', at most 64, e.g. chat-42", "invalid session key %q", key)
+	}
+	return gitops.CheckBranchName(ctx, SessionBranch(key))
+}
+
+// resolveBase resolves a --base (default: the main checkout's branch, or
+// HEAD when detached) to a commit, and picks the target branch: the base
+// itself when it is a local branch, else the main checkout's branch, else
+// the repository's default branch.
+func resolveBase(ctx context.Context, repo *gitops.Repo, base string) (name, commit, target string, err error) {
+	current, err := repo.CurrentBranch(ctx)
+	if err != nil {
+		return "", "", "", err
+	}
+	name = cmp.Or(base, current, "HEAD")
+	if commit, err = repo.ResolveCommit(ctx, name); err != nil {
+		return "", "", "", err
+	}
+	isBranch, err := repo.IsLocalBranch(ctx, name)
+	switch {
+	case err != nil:
+		return "", "", "", err
+	case isBranch:
+		target = name
+	case current != "":
+		target = current
+	default:
+		target, err = repo.DefaultBranch(ctx)
+	}
+	return name, commit, target, err
 }
 
 // Apply asks for a task in review to be applied.
@@ -220,7 +333,6 @@ func (i *Intents) Retry(ctx context.Context, id string) error {
 		return err
 	})
 }
-
 
 func stateError(task grove.Task, verb string, want ...grove.TaskState) error {
 	hint := "see its state with: grove show " + task.ID

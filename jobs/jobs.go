@@ -46,6 +46,15 @@ type Deps struct {
 	Grace time.Duration
 	// Poll is how often a waiting worker looks at a run (default 50ms).
 	Poll time.Duration
+	// Now is the clock of TTL decisions (tests inject one).
+	Now func() time.Time
+	// IdleTTL: a live session idle this long has its service stopped.
+	IdleTTL time.Duration
+	// MaxLive caps live sessions; the least recently used idle ones are
+	// evicted beyond it (0: no cap).
+	MaxLive int
+	// PortLo and PortHi bound the ports leased to session services.
+	PortLo, PortHi int
 
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo
@@ -80,7 +89,8 @@ func NewDeps(st *store.Store, home string, logger *slog.Logger) (*Deps, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Deps{Store: st, Home: home, Exe: exe, Logger: logger, Grace: 3 * time.Second,
-		Poll: 50 * time.Millisecond, repos: map[string]*gitops.Repo{}, stopping: make(chan struct{})}, nil
+		Poll: 50 * time.Millisecond, Now: time.Now, IdleTTL: 30 * time.Minute, MaxLive: 8,
+		PortLo: 20000, PortHi: 20999, repos: map[string]*gitops.Repo{}, stopping: make(chan struct{})}, nil
 }
 
 // Repo opens (and caches) the git repository at path.
@@ -156,6 +166,9 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	river.AddWorker(workers, &DiffWorker{d: d})
 	river.AddWorker(workers, &ApplyWorker{d: d})
 	river.AddWorker(workers, &CloseWorker{d: d})
+	river.AddWorker(workers, &SessionWorker{d: d})
+	river.AddWorker(workers, &EvictIdleWorker{d: d})
+	river.AddWorker(workers, &LRUCapWorker{d: d})
 	if cfg.ExtraWork != nil {
 		cfg.ExtraWork(workers)
 	}

@@ -78,7 +78,15 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 		if err != nil {
 			return err
 		}
-		spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: AgentEnv(task, ws, 0),
+		port := 0
+		if task.SessionID != "" {
+			sess, err := d.Store.Session(ctx, task.SessionID)
+			if err != nil {
+				return err
+			}
+			port = sess.Port
+		}
+		spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: AgentEnv(task, ws, port),
 			Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == ""}
 		started, err := supervise.Start(d.Exe, dir, spec)
 		if err != nil {

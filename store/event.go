@@ -25,10 +25,14 @@ func (s *Store) AddEvent(ctx context.Context, taskID, sessionID, kind, msg strin
 
 // Events returns a task's events, oldest first, with id > after.
 func (s *Store) Events(ctx context.Context, taskID string, after int64) ([]grove.Event, error) {
+	return s.events(ctx, `task_id = ? AND id > ?`, taskID, after)
+}
+
+func (s *Store) events(ctx context.Context, where string, args ...any) ([]grove.Event, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message
-		FROM event WHERE task_id = ? AND id > ? ORDER BY id`, taskID, after)
+		FROM event WHERE `+where+` ORDER BY id`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list events of task %s: %w", taskID, err)
+		return nil, fmt.Errorf("list events: %w", err)
 	}
 	defer rows.Close()
 	var out []grove.Event

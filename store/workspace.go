@@ -90,10 +90,12 @@ func (t *Tx) ArchiveWorkspace(ctx context.Context, id int64) error {
 	return nil
 }
 
-// TaskWorkspace returns the newest workspace of a task (archived or not).
+// TaskWorkspace returns the newest workspace of a task (archived or not);
+// for a session's task, the session's live workspace.
 func (s *Store) TaskWorkspace(ctx context.Context, taskID string) (grove.Workspace, error) {
 	w, err := scanWorkspace(s.db.QueryRowContext(ctx,
-		`SELECT `+wsColumns+` FROM workspace WHERE task_id = ? ORDER BY id DESC LIMIT 1`, taskID))
+		`SELECT `+wsColumns+` FROM workspace WHERE task_id = ?1 OR (task_id IS NULL AND archived_at IS NULL
+		AND session_id = (SELECT session_id FROM task WHERE id = ?1)) ORDER BY id DESC LIMIT 1`, taskID))
 	if err != nil {
 		return w, notFound(err, "workspace of task "+taskID)
 	}
@@ -103,7 +105,8 @@ func (s *Store) TaskWorkspace(ctx context.Context, taskID string) (grove.Workspa
 // TaskWorkspace returns the newest workspace of a task inside the transaction.
 func (t *Tx) TaskWorkspace(ctx context.Context, taskID string) (grove.Workspace, error) {
 	w, err := scanWorkspace(t.tx.QueryRowContext(ctx,
-		`SELECT `+wsColumns+` FROM workspace WHERE task_id = ? ORDER BY id DESC LIMIT 1`, taskID))
+		`SELECT `+wsColumns+` FROM workspace WHERE task_id = ?1 OR (task_id IS NULL AND archived_at IS NULL
+		AND session_id = (SELECT session_id FROM task WHERE id = ?1)) ORDER BY id DESC LIMIT 1`, taskID))
 	if err != nil {
 		return w, notFound(err, "workspace of task "+taskID)
 	}

@@ -12,13 +12,13 @@ func TestPercentile(t *testing.T) {
 	is := is.New(t)
 	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 
-	is.True(math.IsNaN(percentile(nil, 50)))       // no samples
-	is.Equal(percentile([]float64{7}, 0), 7.0)     // one sample is every percentile
-	is.Equal(percentile([]float64{7}, 99), 7.0)    //
-	is.Equal(percentile([]float64{7}, 100), 7.0)   //
-	is.Equal(percentile([]float64{4, 1, 3, 2}, 50), 2.5) // even count: midpoint, unsorted input
-	is.Equal(percentile([]float64{3, 1, 2}, 50), 2.0)    // odd count: the middle one
-	is.Equal(percentile([]float64{1, 2, 3, 4}, 0), 1.0)  // p0 is the minimum
+	is.True(math.IsNaN(percentile(nil, 50)))              // no samples
+	is.Equal(percentile([]float64{7}, 0), 7.0)            // one sample is every percentile
+	is.Equal(percentile([]float64{7}, 99), 7.0)           //
+	is.Equal(percentile([]float64{7}, 100), 7.0)          //
+	is.Equal(percentile([]float64{4, 1, 3, 2}, 50), 2.5)  // even count: midpoint, unsorted input
+	is.Equal(percentile([]float64{3, 1, 2}, 50), 2.0)     // odd count: the middle one
+	is.Equal(percentile([]float64{1, 2, 3, 4}, 0), 1.0)   // p0 is the minimum
 	is.Equal(percentile([]float64{1, 2, 3, 4}, 100), 4.0) // p100 is the maximum
 	is.Equal(percentile([]float64{1, 2, 3, 4}, 150), 4.0) // clamped
 	is.Equal(percentile([]float64{1, 2, 3, 4}, -5), 1.0)  // clamped

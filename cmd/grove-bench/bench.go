@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// config is the command line.
+type config struct {
+	files       int
+	tasks       int
+	concurrency int
+	warm        int
+	warmSettle  time.Duration
+	grove       string
+	json        bool
+	keep        bool
+	submits     int
+	lsRuns      int
+	poll        time.Duration
+	timeout     time.Duration
+	dir         string
+}
+
+const usageText = `grove-bench builds a synthetic repository, runs --tasks trivial agents
+through a real 'grove serve' at --concurrency, does the same git work with
+plain git commands as a baseline, and reports latencies, throughput and
+grove/baseline ratios.
+
+usage: grove-bench [flags]
+
+`
+
+// parseFlags reads args; flag.ErrHelp means -h was asked for.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("grove-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&c.files, "files", 10000, "files in the synthetic repository")
+	fs.IntVar(&c.tasks, "tasks", 40, "tasks to run on each side")
+	fs.IntVar(&c.concurrency, "concurrency", 4, "tasks in flight at once (and grove serve --max-agents)")
+	fs.IntVar(&c.warm, "warm", 0, "pass --warm N to grove serve and report warm_start_p50_ms (0: off)")
+	fs.DurationVar(&c.warmSettle, "warm-settle", 5*time.Second, "with --warm, time given to the daemon to fill its pool before submitting")
+	fs.StringVar(&c.grove, "grove", "", "the grove binary (default: grove next to this binary, then $PATH)")
+	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of the table")
+	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (repository, home, daemon log)")
+	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")
+	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
+	fs.DurationVar(&c.poll, "poll", 20*time.Millisecond, "pause between `grove ls --json` polls")
+	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
+	fs.StringVar(&c.dir, "dir", "", "where to create the temporary directory (default $TMPDIR)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	case c.files < 1:
+		return c, errors.New("--files must be at least 1")
+	case c.tasks < 1:
+		return c, errors.New("--tasks must be at least 1")
+	case c.concurrency < 1:
+		return c, errors.New("--concurrency must be at least 1")
+	case c.warm < 0 || c.submits < 0 || c.lsRuns < 0:
+		return c, errors.New("--warm, --submits and --ls-runs must not be negative")
+	}
+	return c, nil
+}
+
+// run is the whole program: exit 0 ok, 1 failure, 2 usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "grove-bench: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	rep, err := bench(ctx, cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "grove-bench: %v\n", err)
+		return 1
+	}
+	if cfg.json {
+		err = writeJSON(stdout, rep)
+	} else {
+		err = writeTable(stdout, rep)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "grove-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// findGrove is --grove, else grove next to this binary, else grove on PATH.
+func findGrove(flagged string) (string, error) {
+	if flagged != "" {
+		return filepath.Abs(flagged)
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "grove")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	return "", errors.New("no grove binary next to grove-bench; build it (make build) or pass --grove PATH")
+}
+
+// bench runs every phase and returns the report. Progress goes to progress.
+func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err error) {
+	logf := func(format string, args ...any) { fmt.Fprintf(progress, "grove-bench: "+format+"\n", args...) }
+	bin, err := findGrove(cfg.grove)
+	if err != nil {
+		return rep, err
+	}
+	r := runner{env: benchEnv()}
+	gv, err := r.git(ctx, "", "version")
+	if err != nil {
+		return rep, err
+	}
+	rep = report{Files: cfg.files, Tasks: cfg.tasks, Concurrency: cfg.concurrency, CPUs: runtime.NumCPU(),
+		GitVersion: strings.TrimPrefix(strings.TrimSpace(string(gv)), "git version "), Warm: cfg.warm}
+
+	root, err := os.MkdirTemp(cfg.dir, "grove-bench-")
+	if err != nil {
+		return rep, err
+	}
+	root, _ = filepath.EvalSymlinks(root)
+	defer func() {
+		if cfg.keep {
+			logf("kept %s", root)
+			return
+		}
+		if rerr := os.RemoveAll(root); rerr != nil {
+			logf("cleanup: %v", rerr)
+		}
+	}()
+	var (
+		repo     = filepath.Join(root, "repo")
+		tiny     = filepath.Join(root, "tiny")
+		home     = filepath.Join(root, "home")
+		wtRoot   = filepath.Join(root, "baseline-worktrees")
+		marks    = filepath.Join(root, "marks")
+		daemonLg = filepath.Join(root, "daemon.log")
+	)
+	for _, d := range []string{wtRoot, marks} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return rep, err
+		}
+	}
+
+	logf("building a synthetic repository with %d files in %s", cfg.files, repo)
+	t0 := time.Now()
+	base, err := buildRepo(ctx, r, repo, cfg.files)
+	if err != nil {
+		return rep, fmt.Errorf("build repository: %w", err)
+	}
+	rep.RepoBuildS = time.Since(t0).Seconds()
+	if _, err := buildRepo(ctx, r, tiny, 10); err != nil {
+		return rep, fmt.Errorf("build small repository: %w", err)
+	}
+	logf("repository ready in %.1fs", rep.RepoBuildS)
+
+	logf("baseline: %d tasks at concurrency %d with plain git", cfg.tasks, cfg.concurrency)
+	baseRes, err := runBaseline(ctx, r, repo, base, wtRoot, marks, cfg.tasks, cfg.concurrency, progress)
+	if err != nil {
+		return rep, err
+	}
+
+	logf("grove: starting grove serve --max-agents %d", cfg.concurrency)
+	d, err := startDaemon(ctx, r, bin, home, cfg.concurrency, cfg.warm, daemonLg)
+	if errors.Is(err, errFlagRejected) && cfg.warm > 0 {
+		rep.WarmPool = "not available: grove serve rejected --warm"
+		logf("warm pool not available (%v); continuing without --warm", err)
+		d, err = startDaemon(ctx, r, bin, home, cfg.concurrency, 0, daemonLg)
+	} else if err == nil && cfg.warm > 0 {
+		rep.WarmPool = "enabled"
+	}
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		if serr := d.stop(); serr != nil && err == nil {
+			err = serr
+		}
+		if err != nil {
+			logf("daemon log (last lines of %s):\n%s", daemonLg, tail(daemonLg, 15))
+		}
+	}()
+	g := groveCLI{r: r, bin: bin, home: home}
+	tr := newTracker(g, cfg.poll)
+	// The poller runs until stopPolling; if it dies, the phases waiting on
+	// it are canceled with its error.
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	phaseCtx, phaseCancel := context.WithCancelCause(ctx)
+	defer phaseCancel(nil)
+	pollErr := make(chan error, 1)
+	go func() {
+		err := tr.run(pollCtx)
+		if err != nil {
+			phaseCancel(fmt.Errorf("poller: %w", err))
+		}
+		pollErr <- err
+	}()
+	stopPolling := sync.OnceValue(func() error { stopPoll(); return <-pollErr })
+	defer stopPolling()
+
+	if rep.WarmPool == "enabled" && cfg.warmSettle > 0 {
+		logf("grove: giving the warm pool %s to fill", cfg.warmSettle)
+		select {
+		case <-time.After(cfg.warmSettle):
+		case <-phaseCtx.Done():
+			return rep, context.Cause(phaseCtx)
+		}
+	}
+	logf("grove: %d tasks at concurrency %d", cfg.tasks, cfg.concurrency)
+	groveRes, err := runGrove(phaseCtx, g, tr, repo, marks, cfg.tasks, cfg.concurrency, progress)
+	if err != nil {
+		return rep, withCause(phaseCtx, err)
+	}
+	stages, e2eEvent, err := stageTimes(phaseCtx, g, groveRes.Tasks)
+	if err != nil {
+		return rep, withCause(phaseCtx, err)
+	}
+	var submitWalls []time.Duration
+	if cfg.submits > 0 {
+		logf("grove: %d sequential submits on an idle daemon", cfg.submits)
+		submitWalls, err = measureSubmits(phaseCtx, g, tr, tiny, marks, cfg.submits)
+		if err != nil {
+			return rep, withCause(phaseCtx, err)
+		}
+	}
+	pollWalls := tr.pollWalls()
+	if err := stopPolling(); err != nil {
+		return rep, err
+	}
+	lsWalls, lsTasks, err := measureLs(ctx, g, cfg.lsRuns)
+	if err != nil {
+		return rep, err
+	}
+	logf("stopping grove serve")
+	if err := d.stop(); err != nil {
+		return rep, err
+	}
+	rep.fill(baseRes, groveRes, e2eEvent, stages, submitWalls, lsWalls, lsTasks, pollWalls,
+		worktreeCreateTimes(daemonLg), d.maxRSSMB())
+	return rep, nil
+}
+
+// withCause prefers the reason phaseCtx was canceled (a failed poller)
+// over the context error it caused.
+func withCause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, context.DeadlineExceeded) {
+		return c
+	}
+	return err
+}
