@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/grove-dev/grove"
 )
@@ -246,4 +247,12 @@ func (s *Store) SessionReady(ctx context.Context, id string) bool {
 // SessionEvents returns a session's events, oldest first.
 func (s *Store) SessionEvents(ctx context.Context, id string) ([]grove.Event, error) {
 	return s.events(ctx, `session_id = ?`, id)
+}
+
+// TouchSessionAt sets a session's last activity to at (tests and imports).
+func (t *Tx) TouchSessionAt(ctx context.Context, id string, at time.Time) error {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE session SET last_used_at = ? WHERE id = ?`, ms(at), id); err != nil {
+		return fmt.Errorf("touch session %s: %w", id, err)
+	}
+	return nil
 }

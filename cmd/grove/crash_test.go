@@ -300,7 +300,6 @@ func countLines(t *testing.T, path string) map[string]int {
 	return out
 }
 
-
 // A supervisor that dies without writing its exit file (as after a reboot)
 // makes the run lost: the task fails with a hint to retry, and its agent is
 // never started a second time on its own.
