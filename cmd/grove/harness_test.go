@@ -150,7 +150,36 @@ func (h *harness) until(limit time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	h.dumpState()
 	h.t.Fatalf("timed out after %s waiting for %s", slow(limit), what)
+}
+
+// dumpState logs what a failing test needs to be understood: the tail of
+// the daemon's log and how many tasks are in each state.
+func (h *harness) dumpState() {
+	if b, err := os.ReadFile(filepath.Join(h.work, "daemon.log")); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		h.t.Logf("daemon.log (last 40 lines):\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+	}
+	if h.home != "" {
+		if _, err := os.Stat(filepath.Join(h.home, "grove.db")); err == nil {
+			if counts, err := h.store().CountTasks(context.Background()); err == nil {
+				h.t.Logf("tasks by state: %v", counts)
+			}
+			if tasks, err := h.store().ListTasks(context.Background(), store.TaskFilter{}); err == nil {
+				for _, t := range tasks {
+					if t.State != grove.StateClosed {
+						evs, _ := h.store().Events(context.Background(), t.ID, 0)
+						var kinds []string
+						for _, e := range evs {
+							kinds = append(kinds, e.Kind+":"+e.Message)
+						}
+						h.t.Logf("task %s %s %q events %v", t.ID, t.State, t.Error, kinds)
+					}
+				}
+			}
+		}
+	}
 }
 
 func (h *harness) writeAgent(name, body string) string {
