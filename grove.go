@@ -109,7 +109,7 @@ type Workspace struct {
 	Branch      string    `json:"branch"`
 	BaseCommit  string    `json:"base_commit"`
 	HeadCommit  string    `json:"head_commit,omitempty"`
-	State       string    `json:"state"` // creating | ready | removed | at_risk
+	State       string    `json:"state"` // creating | ready | removed | pool...
 	AtRisk      string    `json:"at_risk,omitempty"`
 	SnapshotRef string    `json:"snapshot_ref,omitempty"`
 	LastUsedAt  time.Time `json:"last_used_at"`
@@ -120,6 +120,13 @@ const (
 	WorkspaceCreating = "creating"
 	WorkspaceReady    = "ready"
 	WorkspaceRemoved  = "removed"
+	// Warm pool: a checked-out worktree at the default branch's tip that
+	// no task owns yet; pool_creating while it is made, claiming while a
+	// task takes it over, stale when it was found dirty (never reused).
+	WorkspacePool         = "pool"
+	WorkspacePoolCreating = "pool_creating"
+	WorkspaceClaiming     = "claiming"
+	WorkspaceStale        = "stale"
 )
 
 // Repo is a registered git repository.

@@ -98,6 +98,9 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 		if err := tx.AddEvent(ctx, id, "", "applied", fmt.Sprintf("applied to %s as %s", task.TargetBranch, res.Commit)); err != nil {
 			return err
 		}
+		if err := d.requestFill(ctx, client, tx, task.RepoID); err != nil { // the tip moved
+			return err
+		}
 		if task.SessionID != "" {
 			// The session's base moves forward: nothing is counted twice.
 			if err := tx.SetSessionBase(ctx, task.SessionID, change.HeadCommit); err != nil {

@@ -54,6 +54,13 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 	if task.SessionID != "" {
 		return w.attach(ctx, client, task)
 	}
+	// A warm worktree at the task's base skips the checkout entirely.
+	if ws, ok, err := w.warmStart(ctx, client, task); err != nil {
+		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "take warm worktree", err)
+	} else if ok {
+		d.Logger.Info("worktree ready (warm)", "task", id, "path", ws.Path)
+		return w.handOff(ctx, client, task, ws)
+	}
 	repoRow, err := d.Store.Repo(ctx, task.RepoID)
 	if err != nil {
 		return err
@@ -79,6 +86,37 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "create worktree", err)
 	}
 	d.Logger.Info("worktree ready", "task", id, "path", ws.Path, "took", time.Since(start).Round(time.Millisecond))
+	return w.handOff(ctx, client, task, ws)
+}
+
+// warmStart takes a warm-pool worktree for the task, or resumes taking one
+// after a crash.
+func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, task grove.Task) (grove.Workspace, bool, error) {
+	d := w.d
+	ws, err := d.Store.TaskWorkspace(ctx, task.ID)
+	switch {
+	case err == nil && ws.State == grove.WorkspaceClaiming:
+		return d.finishClaim(ctx, client, task, ws)
+	case err == nil && ws.State == grove.WorkspaceReady && ws.Branch == TaskBranch(task.ID):
+		return ws, true, nil
+	case err == nil:
+		return ws, false, nil // its own worktree, being created
+	case !errors.Is(err, grove.ErrNotFound):
+		return ws, false, err
+	}
+	if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+		_, err := tx.SetState(ctx, task.ID, []grove.TaskState{grove.StateQueued}, grove.StatePreparing, "")
+		return err
+	}); err != nil {
+		return ws, false, err
+	}
+	return d.claimPool(ctx, client, task)
+}
+
+// handOff records the worktree ready and inserts run_agent, unless the
+// task was canceled meanwhile.
+func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) error {
+	d, id := w.d, task.ID
 	return d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if err := tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady); err != nil {
 			return err
@@ -96,6 +134,9 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 			return err
 		}
 		if err := tx.AddEvent(ctx, id, "", "worktree", "worktree ready at "+ws.Path); err != nil {
+			return err
+		}
+		if err := d.requestFill(ctx, client, tx, task.RepoID); err != nil {
 			return err
 		}
 		_, err = client.InsertTx(ctx, tx.SQL(), RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}, nil)

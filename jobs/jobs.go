@@ -55,6 +55,9 @@ type Deps struct {
 	MaxLive int
 	// PortLo and PortHi bound the ports leased to session services.
 	PortLo, PortHi int
+	// Warm is how many checked-out worktrees the pool keeps ready per
+	// repository at its default branch's tip (0: no pool).
+	Warm int
 
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo
@@ -169,6 +172,7 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	river.AddWorker(workers, &SessionWorker{d: d})
 	river.AddWorker(workers, &EvictIdleWorker{d: d})
 	river.AddWorker(workers, &LRUCapWorker{d: d})
+	river.AddWorker(workers, &PoolFillWorker{d: d})
 	if cfg.ExtraWork != nil {
 		cfg.ExtraWork(workers)
 	}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/grove-dev/grove"
+)
+
+// poolEntries returns the ready warm worktrees of the harness's repo.
+func (h *harness) poolEntries() []grove.Workspace {
+	h.t.Helper()
+	all, err := h.store().PoolEntries(context.Background(), 1)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var ready []grove.Workspace
+	for _, w := range all {
+		if w.State == grove.WorkspacePool {
+			ready = append(ready, w)
+		}
+	}
+	return ready
+}
+
+func (h *harness) tip() string { return strings.TrimSpace(h.git("rev-parse", "main")) }
+
+// The warm pool: a task takes a ready worktree, the pool refills, a moved
+// tip moves clean entries forward in place, a dirty entry is not reused.
+func TestWarmPool(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon("--warm", "2")
+	ctx := context.Background()
+
+	first := h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	h.mustGrove("wait", first)
+	h.until(30*time.Second, "pool of 2", func() bool { return len(h.poolEntries()) == 2 })
+	pool := h.poolEntries()
+	is.True(len(pool) <= 2)
+	taken := map[string]bool{pool[0].Path: true, pool[1].Path: true}
+
+	// A task at the tip takes a ready worktree; the pool refills to 2.
+	id := h.mustGrove("submit", "--repo", h.repo, "--apply", "auto", "--", "sh", "-c", "echo warm > warm.txt")
+	h.mustGrove("wait", id)
+	ws, err := h.store().TaskWorkspace(ctx, id)
+	is.NoErr(err)
+	is.True(taken[ws.Path]) // it is one of the pool's worktrees
+	h.until(30*time.Second, "task applied and closed", func() bool { return h.task(id).State == grove.StateClosed })
+
+	// The apply moved the tip: the clean entries move forward in place.
+	tip := h.tip()
+	h.until(30*time.Second, "pool at the new tip", func() bool {
+		p := h.poolEntries()
+		return len(p) == 2 && p[0].BaseCommit == tip && p[1].BaseCommit == tip
+	})
+	pool = h.poolEntries()
+	kept := 0
+	for _, w := range pool {
+		if taken[w.Path] {
+			kept++ // moved forward, not re-created
+		}
+		b, err := os.ReadFile(filepath.Join(w.Path, "warm.txt"))
+		is.NoErr(err)
+		is.Equal(string(b), "warm\n")
+		clean, err := h.deps().Repo(ctx, h.repo)
+		is.NoErr(err)
+		ok, err := clean.Clean(ctx, w.Path)
+		is.NoErr(err)
+		is.True(ok)
+	}
+	is.Equal(kept, 1) // the untaken original entry; the other one is the refill
+
+	// A dirty entry is not reused: after the next tip move it is stale and
+	// keeps its file; tasks only ever get clean entries.
+	dirty := pool[0].Path
+	is.NoErr(os.WriteFile(filepath.Join(dirty, "scratch.txt"), []byte("someone's work\n"), 0o644))
+	id2 := h.mustGrove("submit", "--repo", h.repo, "--apply", "auto", "--", "sh", "-c", "echo two > two.txt")
+	h.mustGrove("wait", id2)
+	h.until(30*time.Second, "task 2 closed", func() bool { return h.task(id2).State == grove.StateClosed })
+	tip = h.tip()
+	h.until(30*time.Second, "pool refilled at the new tip", func() bool {
+		p := h.poolEntries()
+		return len(p) == 2 && p[0].BaseCommit == tip && p[1].BaseCommit == tip
+	})
+	for _, w := range h.poolEntries() {
+		is.True(w.Path != dirty)
+	}
+	ws2, err := h.store().TaskWorkspace(ctx, id2)
+	is.NoErr(err)
+	is.True(ws2.Path != dirty)
+	b, err := os.ReadFile(filepath.Join(dirty, "scratch.txt"))
+	is.NoErr(err)
+	is.Equal(string(b), "someone's work\n")
+	h.stopDaemon(syscall.SIGTERM)
+}

@@ -1,0 +1,70 @@
+package gitops
+
+import (
+	"context"
+	"fmt"
+)
+
+// RenameBranch renames refs/heads/<from> to refs/heads/<to> under the
+// repository lock; a worktree that has <from> checked out follows it.
+// Idempotent: if <from> is gone and <to> exists, it was done already.
+func (r *Repo) RenameBranch(ctx context.Context, from, to string) error {
+	for _, b := range []string{from, to} {
+		if !validRefName("refs/heads/" + b) {
+			return fmt.Errorf("rename branch: invalid name %q", b)
+		}
+	}
+	unlock, err := r.Lock(ctx)
+	if err != nil {
+		return fmt.Errorf("rename branch %s: %w", from, err)
+	}
+	defer unlock()
+	oldC, err := r.RefCommit(ctx, "refs/heads/"+from)
+	if err != nil {
+		return fmt.Errorf("rename branch %s: %w", from, err)
+	}
+	if oldC == "" {
+		if newC, err := r.RefCommit(ctx, "refs/heads/"+to); err == nil && newC != "" {
+			return nil
+		}
+		return fmt.Errorf("rename branch %s: no such branch", from)
+	}
+	if _, err := runRetry(ctx, r.Root, "branch", "-m", "--", from, to); err != nil {
+		return fmt.Errorf("rename branch %s to %s: %w", from, to, err)
+	}
+	return nil
+}
+
+// Advance moves a clean worktree on branch from commit `from` to commit
+// `to` in place: only the files that differ are checked out (`read-tree -m
+// -u`), then the branch moves with a compare-and-swap. A worktree with
+// local changes that the move would touch is refused and left as it was.
+func (r *Repo) Advance(ctx context.Context, path, branch, from, to string) error {
+	if err := checkRev(from); err != nil {
+		return fmt.Errorf("advance: %w", err)
+	}
+	if err := checkRev(to); err != nil {
+		return fmt.Errorf("advance: %w", err)
+	}
+	if err := r.moveCheckout(ctx, path, from, to); err != nil {
+		return fmt.Errorf("advance %s: %w", path, err)
+	}
+	if _, err := runRetry(ctx, path, "update-ref", "-m", "grove: advance", "--end-of-options", "refs/heads/"+branch, to, from); err != nil {
+		uctx := context.WithoutCancel(ctx)
+		if _, uerr := runRetry(uctx, path, "read-tree", "-m", "-u", to, from); uerr != nil {
+			return fmt.Errorf("advance %s: move branch: %w (undo: %v)", path, err, uerr)
+		}
+		return fmt.Errorf("advance %s: move branch: %w", path, err)
+	}
+	return nil
+}
+
+// Clean reports whether the worktree at path has no modified, staged or
+// untracked file (`status --porcelain -uall` is empty).
+func (r *Repo) Clean(ctx context.Context, path string) (bool, error) {
+	out, err := run(ctx, path, "status", "--porcelain", "-uall")
+	if err != nil {
+		return false, fmt.Errorf("status of %s: %w", path, err)
+	}
+	return len(out) == 0, nil
+}

@@ -1,0 +1,216 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store"
+)
+
+// PoolFillArgs tops up a repository's warm pool and moves its clean
+// entries forward to the default branch's tip.
+type PoolFillArgs struct {
+	RepoID int64 `json:"repo_id"`
+}
+
+// Kind is stable: it is stored in river_job rows.
+func (PoolFillArgs) Kind() string { return "pool_fill" }
+
+// InsertOpts puts the job on the git queue, one waiting per repository.
+func (PoolFillArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueGit, MaxAttempts: 3, UniqueOpts: river.UniqueOpts{
+		ByArgs:  true,
+		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable},
+	}}
+}
+
+// PoolFillWorker keeps up to Deps.Warm checked-out worktrees per
+// repository at the tip of its default branch.
+type PoolFillWorker struct {
+	river.WorkerDefaults[PoolFillArgs]
+	d *Deps
+}
+
+// requestFill enqueues a pool pass for a repository in tx (a no-op without
+// a pool; at most one waits per repository).
+func (d *Deps) requestFill(ctx context.Context, client *Client, tx *store.Tx, repoID int64) error {
+	if d.Warm <= 0 {
+		return nil
+	}
+	_, err := client.InsertTx(ctx, tx.SQL(), PoolFillArgs{RepoID: repoID}, nil)
+	return err
+}
+
+// Timeout allows several large checkouts.
+func (w *PoolFillWorker) Timeout(*river.Job[PoolFillArgs]) time.Duration { return 30 * time.Minute }
+
+// Work moves clean entries forward in place (a checkout of the difference,
+// never a re-creation), marks dirty ones stale (never reused; the reaper
+// and the gate decide their fate), and creates entries up to Deps.Warm.
+func (w *PoolFillWorker) Work(ctx context.Context, job *river.Job[PoolFillArgs]) error {
+	return FillPool(ctx, w.d, job.Args.RepoID)
+}
+
+// FillPool is one pool pass for a repository, or for every known one when
+// repoID is 0 (see PoolFillWorker).
+func FillPool(ctx context.Context, d *Deps, repoID int64) error {
+	if d.Warm <= 0 {
+		return nil
+	}
+	if repoID == 0 {
+		repos, err := d.Store.Repos(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range repos {
+			if err := FillPool(ctx, d, r.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	repoRow, err := d.Store.Repo(ctx, repoID)
+	if err != nil {
+		return err
+	}
+	repo, err := d.Repo(ctx, repoRow.Path)
+	if err != nil {
+		return err
+	}
+	tip, err := repo.RefCommit(ctx, "refs/heads/"+repoRow.DefaultBranch)
+	if err != nil || tip == "" {
+		return err
+	}
+	entries, err := d.Store.PoolEntries(ctx, repoID)
+	if err != nil {
+		return err
+	}
+	ready := 0
+	for _, e := range entries {
+		if _, err := os.Stat(e.Path); err != nil {
+			if e.State == grove.WorkspacePoolCreating {
+				// A crash mid-creation: finish it below.
+				if err := repo.CreateWorktree(ctx, e.Path, e.Branch, e.BaseCommit); err != nil {
+					return err
+				}
+			} else {
+				if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) }); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		state := grove.WorkspacePool
+		if e.BaseCommit != tip {
+			clean, err := repo.Clean(ctx, e.Path)
+			if err != nil {
+				return err
+			}
+			if clean {
+				err = repo.Advance(ctx, e.Path, e.Branch, e.BaseCommit, tip)
+			}
+			if !clean || err != nil {
+				d.Logger.Warn("pool entry not reusable", "path", e.Path, "clean", clean, "err", err)
+				state = grove.WorkspaceStale
+			}
+		}
+		err = d.Store.InTx(ctx, func(tx *store.Tx) error {
+			if state == grove.WorkspacePool {
+				if err := tx.SetWorkspaceBranch(ctx, e.ID, e.Branch, tip); err != nil {
+					return err
+				}
+			}
+			return tx.SetWorkspaceState(ctx, e.ID, state)
+		})
+		if err != nil {
+			return err
+		}
+		if state == grove.WorkspacePool {
+			ready++
+		}
+	}
+	for ; ready < d.Warm; ready++ {
+		suffix := randomSuffix()
+		ws := grove.Workspace{RepoID: repoID, Path: filepath.Join(filepath.Dir(d.WorktreePath(repoRow, "x")), "p-"+suffix),
+			Branch: "grove/pool/" + suffix, BaseCommit: tip, State: grove.WorkspacePoolCreating}
+		if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+			var err error
+			ws, err = tx.PutWorkspace(ctx, ws)
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, tip); err != nil {
+			return err
+		}
+		if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspacePool) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// claimPool hands task a ready pool worktree at its base, if there is one:
+// its branch is renamed to the task's and the next fill is enqueued. ok is
+// false when the task must create its own worktree.
+func (d *Deps) claimPool(ctx context.Context, client *Client, task grove.Task) (ws grove.Workspace, ok bool, err error) {
+	if d.Warm <= 0 {
+		return ws, false, nil
+	}
+	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		ws, ok, err = tx.ClaimPoolEntry(ctx, task.RepoID, task.BaseCommit, task.ID)
+		return err
+	})
+	if err != nil || !ok {
+		return ws, false, err
+	}
+	return d.finishClaim(ctx, client, task, ws)
+}
+
+// finishClaim renames a claimed entry's branch; a dirty entry goes back as
+// stale and the task creates its own worktree. Safe to repeat.
+func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) (grove.Workspace, bool, error) {
+	repo, err := d.Repo(ctx, task.RepoPath)
+	if err != nil {
+		return ws, false, err
+	}
+	branch := TaskBranch(task.ID)
+	if ws.Branch != branch {
+		clean, err := repo.Clean(ctx, ws.Path)
+		if err != nil || !clean {
+			d.Logger.Warn("pool entry dirty, not reused", "path", ws.Path, "err", err)
+			return ws, false, d.Store.InTx(ctx, func(tx *store.Tx) error {
+				return tx.ReleasePoolEntry(ctx, ws.ID, grove.WorkspaceStale)
+			})
+		}
+		if err := repo.RenameBranch(ctx, ws.Branch, branch); err != nil {
+			return ws, false, err
+		}
+	}
+	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetWorkspaceBranch(ctx, ws.ID, branch, task.BaseCommit); err != nil {
+			return err
+		}
+		return tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady)
+	})
+	ws.Branch, ws.State = branch, grove.WorkspaceReady
+	return ws, err == nil, err
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+

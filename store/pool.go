@@ -1,0 +1,77 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/grove-dev/grove"
+)
+
+// PoolEntries lists a repository's warm-pool workspaces (ready or stale).
+func (s *Store) PoolEntries(ctx context.Context, repoID int64) ([]grove.Workspace, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
+		AND session_id IS NULL AND state IN ('pool', 'pool_creating') AND archived_at IS NULL ORDER BY id`, repoID)
+	if err != nil {
+		return nil, fmt.Errorf("list pool of repo %d: %w", repoID, err)
+	}
+	defer rows.Close()
+	var out []grove.Workspace
+	for rows.Next() {
+		w, err := scanWorkspace(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan pool entry: %w", err)
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+// CountPool counts ready warm-pool worktrees per repository.
+func (s *Store) CountPool(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE state = 'pool' AND archived_at IS NULL`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count pool: %w", err)
+	}
+	return n, nil
+}
+
+// ClaimPoolEntry gives task taskID a ready pool worktree of repoID at
+// commit, if there is one: the row becomes the task's (state claiming
+// until its branch is renamed). ok is false when none is ready.
+func (t *Tx) ClaimPoolEntry(ctx context.Context, repoID int64, commit, taskID string) (w grove.Workspace, ok bool, err error) {
+	w, err = scanWorkspace(t.tx.QueryRowContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
+		AND session_id IS NULL AND state = 'pool' AND base_commit = ? AND archived_at IS NULL ORDER BY id LIMIT 1`, repoID, commit))
+	if errors.Is(err, sql.ErrNoRows) {
+		return w, false, nil
+	}
+	if err != nil {
+		return w, false, fmt.Errorf("find pool entry: %w", err)
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE workspace SET task_id = ?, state = ?, last_used_at = ? WHERE id = ?`,
+		taskID, grove.WorkspaceClaiming, ms(t.now), w.ID); err != nil {
+		return w, false, fmt.Errorf("claim pool entry %d: %w", w.ID, err)
+	}
+	w.TaskID, w.State = taskID, grove.WorkspaceClaiming
+	return w, true, nil
+}
+
+// ReleasePoolEntry undoes a claim: the worktree goes back to the pool in
+// state (pool, or stale when it turned out dirty).
+func (t *Tx) ReleasePoolEntry(ctx context.Context, id int64, state string) error {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE workspace SET task_id = NULL, state = ? WHERE id = ?`, state, id); err != nil {
+		return fmt.Errorf("release pool entry %d: %w", id, err)
+	}
+	return nil
+}
+
+// SetWorkspaceBranch records a workspace's branch and base commit.
+func (t *Tx) SetWorkspaceBranch(ctx context.Context, id int64, branch, base string) error {
+	if _, err := t.tx.ExecContext(ctx, `UPDATE workspace SET branch = ?, base_commit = ?, last_used_at = ? WHERE id = ?`,
+		branch, base, ms(t.now), id); err != nil {
+		return fmt.Errorf("set workspace %d branch: %w", id, err)
+	}
+	return nil
+}
