@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -25,6 +26,8 @@ func (a *app) serveCmd() *cobra.Command {
 	var (
 		maxAgents int
 		verbose   bool
+		maint     maintenance
+		opts      serveOptions
 	)
 	c := &cobra.Command{
 		Use:   "serve",
@@ -34,19 +37,47 @@ supervisors, diffs, applies and closes. One daemon per home. SIGTERM or
 SIGINT stops it within 10 s; running agents keep running and the next serve
 adopts them.`,
 		Example: `  grove serve
-  grove serve --max-agents 8 --home /tmp/grove`,
+  grove serve --max-agents 8 --home /tmp/grove
+  grove serve --reap-every '*/30 * * * *' --reap-grace 4h
+  grove serve --reap-every off`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
 			if verbose {
 				level = slog.LevelDebug
 			}
-			return a.serve(c.Context(), maxAgents, newLogger(a.stderr, level))
+			return a.serve(c.Context(), maxAgents, maint, opts, newLogger(a.stderr, level))
 		},
 	}
 	c.Flags().IntVar(&maxAgents, "max-agents", 4, "agents that may run at once")
+	maint.flags(c)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logs")
+	c.Flags().IntVar(&opts.warm, "warm", 0, "checked-out worktrees to keep ready per repository at its default branch's tip")
+	c.Flags().DurationVar(&opts.idleTTL, "idle-ttl", 30*time.Minute, "stop the service of a session idle this long")
+	c.Flags().IntVar(&opts.maxLive, "max-live-sessions", 8, "live sessions at most; the least recently used idle ones are evicted")
+	c.Flags().StringVar(&opts.portRange, "port-range", "20000-20999", "ports leased to session services")
 	return c
+}
+
+// serveOptions are the daemon's lifecycle settings.
+type serveOptions struct {
+	warm      int
+	idleTTL   time.Duration
+	maxLive   int
+	portRange string
+}
+
+// apply copies the options onto the workers' dependencies.
+func (o serveOptions) apply(d *jobs.Deps) error {
+	var lo, hi int
+	if _, err := fmt.Sscanf(o.portRange, "%d-%d", &lo, &hi); err != nil || lo < 1 || hi > 65535 || lo > hi {
+		return grove.Userf(grove.ErrUsage, "write it as LOW-HIGH, e.g. --port-range 20000-20999", "bad --port-range %q", o.portRange)
+	}
+	if o.warm < 0 || o.maxLive < 0 || o.idleTTL <= 0 {
+		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --max-live-sessions and --idle-ttl must be positive")
+	}
+	d.Warm, d.IdleTTL, d.MaxLive, d.PortLo, d.PortHi = o.warm, o.idleTTL, o.maxLive, lo, hi
+	return nil
 }
 
 // daemonLock holds $GROVE_HOME/daemon.lock for the daemon's lifetime.
@@ -61,11 +92,22 @@ func lockDaemon(home string) (*daemonLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open daemon lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+	// A daemon killed a moment ago may still have a child between fork and
+	// exec holding a copy of the lock: while the recorded pid is dead, wait
+	// a little for that copy to go.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
 		pid, _ := daemonPid(home)
-		return nil, grove.Userf(grove.ErrDaemonRunning, "stop it first, or use another --home",
-			"grove serve is already running on %s (pid %d)", home, pid)
+		if (pid > 0 && unix.Kill(pid, 0) == nil) || time.Now().After(deadline) {
+			f.Close()
+			return nil, grove.Userf(grove.ErrDaemonRunning, "stop it first, or use another --home",
+				"grove serve is already running on %s (pid %d)", home, pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
@@ -92,8 +134,12 @@ func daemonPid(home string) (int, bool) {
 	return pid, true
 }
 
-func (a *app) serve(ctx context.Context, maxAgents int, log *slog.Logger) error {
+func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts serveOptions, log *slog.Logger) error {
 	home, err := a.homeDir()
+	if err != nil {
+		return err
+	}
+	periodic, err := maint.periodic()
 	if err != nil {
 		return err
 	}
@@ -117,8 +163,13 @@ func (a *app) serve(ctx context.Context, maxAgents int, log *slog.Logger) error 
 	if err != nil {
 		return err
 	}
+	if err := opts.apply(deps); err != nil {
+		return err
+	}
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
-		ErrorLogger: log.With("component", "river")})
+		ErrorLogger: log.With("component", "river"),
+		Periodic:    periodic,
+		ExtraWork:   func(w *river.Workers) { jobs.AddReapWorker(w, deps, maint.reapGrace) }})
 	if err != nil {
 		return err
 	}
