@@ -137,7 +137,7 @@ func (a *app) closeCmd() *cobra.Command {
 				return err
 			}
 			ws, err := a.st.TaskWorkspace(ctx, id)
-			if err == nil && ws.State != grove.WorkspaceRemoved && !force {
+			if err == nil && ws.State != grove.WorkspaceRemoved && !force && t.SessionID == "" {
 				repo, err := a.openRepo(ctx, t.RepoPath)
 				if err != nil {
 					return err

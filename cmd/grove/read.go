@@ -24,13 +24,15 @@ func (a *app) lsCmd() *cobra.Command {
 		repo   string
 		limit  int
 		asJSON bool
+		atRisk bool
 	)
 	c := &cobra.Command{
 		Use:   "ls",
 		Short: "List tasks, newest first",
 		Example: `  grove ls
   grove ls --state running --state review
-  grove ls --repo . --json`,
+  grove ls --repo . --json
+  grove ls --at-risk        # worktrees kept because they hold work, with the reasons`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ctx := c.Context()
@@ -54,12 +56,18 @@ func (a *app) lsCmd() *cobra.Command {
 				}
 				row, err := a.st.RepoByPath(ctx, r.Root)
 				if errors.Is(err, grove.ErrNotFound) {
+					if atRisk {
+						return a.printAtRisk(ctx, -1, asJSON)
+					}
 					return a.printTasks(nil, asJSON)
 				}
 				if err != nil {
 					return err
 				}
 				f.RepoID = row.ID
+			}
+			if atRisk {
+				return a.printAtRisk(ctx, f.RepoID, asJSON)
 			}
 			tasks, err := a.st.ListTasks(ctx, f)
 			if err != nil {
@@ -72,6 +80,7 @@ func (a *app) lsCmd() *cobra.Command {
 	c.Flags().StringVar(&repo, "repo", "", "only tasks of this repository")
 	c.Flags().IntVar(&limit, "limit", 0, "at most this many tasks (0: all)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&atRisk, "at-risk", false, "list worktrees kept because they hold work (refused close or reap), with the reasons")
 	return c
 }
 
@@ -93,7 +102,13 @@ func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, age(now.Sub(t.CreatedAt)), exit,
 			shortPath(t.RepoPath), clip(strings.Join(t.Argv, " "), 50))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if n, err := a.st.CountPool(context.Background()); err == nil && n > 0 {
+		fmt.Fprintf(a.stdout, "warm pool: %d ready worktree(s)\n", n)
+	}
+	return nil
 }
 
 func age(d time.Duration) string {
