@@ -56,15 +56,9 @@ func enqueueApply(ctx context.Context, client *Client, tx *store.Tx, id string) 
 func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error {
 	d, id := w.d, job.Args.TaskID
 	client := river.ClientFromContext[*sqlTx](ctx)
-	task, err := d.Store.Task(ctx, id)
-	if errors.Is(err, grove.ErrNotFound) {
-		return river.JobCancel(err)
-	}
-	if err != nil {
+	task, ok, err := d.stageTask(ctx, id, grove.StateApplying)
+	if err != nil || !ok {
 		return err
-	}
-	if task.State != grove.StateApplying {
-		return nil
 	}
 	change, err := d.Store.Change(ctx, id)
 	if err != nil {
@@ -98,7 +92,7 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 		if err := tx.AddEvent(ctx, id, "", "applied", fmt.Sprintf("applied to %s as %s", task.TargetBranch, res.Commit)); err != nil {
 			return err
 		}
-		if err := d.requestFill(ctx, client, tx, task.RepoID); err != nil { // the tip moved
+		if err := d.requestFill(ctx, client, tx, task.RepoID, res.Commit); err != nil { // the tip moved
 			return err
 		}
 		if task.SessionID != "" {

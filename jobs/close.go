@@ -48,15 +48,9 @@ var closable = []grove.TaskState{grove.StateApplied, grove.StateDiscarded, grove
 // Work is idempotent: RemoveWorktree tolerates a worktree already gone.
 func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error {
 	d, id := w.d, job.Args.TaskID
-	task, err := d.Store.Task(ctx, id)
-	if errors.Is(err, grove.ErrNotFound) {
-		return river.JobCancel(err)
-	}
-	if err != nil {
+	task, ok, err := d.stageTask(ctx, id, closable...)
+	if err != nil || !ok {
 		return err
-	}
-	if !in(task.State, closable...) {
-		return nil
 	}
 	ws, err := d.Store.TaskWorkspace(ctx, id)
 	if errors.Is(err, grove.ErrNotFound) {

@@ -41,15 +41,9 @@ func (w *CreateWorktreeWorker) Timeout(*river.Job[CreateWorktreeArgs]) time.Dura
 func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWorktreeArgs]) error {
 	d, id := w.d, job.Args.TaskID
 	client := river.ClientFromContext[*sqlTx](ctx)
-	task, err := d.Store.Task(ctx, id)
-	if errors.Is(err, grove.ErrNotFound) {
-		return river.JobCancel(err)
-	}
-	if err != nil {
+	task, ok, err := d.stageTask(ctx, id, grove.StateQueued, grove.StatePreparing)
+	if err != nil || !ok || task.Attempt != job.Args.Attempt {
 		return err
-	}
-	if !in(task.State, grove.StateQueued, grove.StatePreparing) || task.Attempt != job.Args.Attempt {
-		return nil
 	}
 	if task.SessionID != "" {
 		return w.attach(ctx, client, task)
@@ -136,7 +130,7 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		if err := tx.AddEvent(ctx, id, "", "worktree", "worktree ready at "+ws.Path); err != nil {
 			return err
 		}
-		if err := d.requestFill(ctx, client, tx, task.RepoID); err != nil {
+		if err := d.requestFill(ctx, client, tx, task.RepoID, task.BaseCommit); err != nil {
 			return err
 		}
 		_, err = client.InsertTx(ctx, tx.SQL(), RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}, nil)

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -40,15 +39,9 @@ func (w *DiffWorker) Timeout(*river.Job[DiffArgs]) time.Duration { return 30 * t
 func (w *DiffWorker) Work(ctx context.Context, job *river.Job[DiffArgs]) error {
 	d, id := w.d, job.Args.TaskID
 	client := river.ClientFromContext[*sqlTx](ctx)
-	task, err := d.Store.Task(ctx, id)
-	if errors.Is(err, grove.ErrNotFound) {
-		return river.JobCancel(err)
-	}
-	if err != nil {
+	task, ok, err := d.stageTask(ctx, id, grove.StateDiffing)
+	if err != nil || !ok {
 		return err
-	}
-	if task.State != grove.StateDiffing {
-		return nil
 	}
 	ws, err := d.Store.TaskWorkspace(ctx, id)
 	if err != nil {

@@ -61,6 +61,7 @@ type Deps struct {
 
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo
+	fills    map[int64]*sync.Mutex // pool passes, one at a time per repo
 	stopping chan struct{}
 	stopOnce sync.Once
 }
@@ -246,6 +247,20 @@ func (d *Deps) stageError(ctx context.Context, client *Client, id string, attemp
 		return fmt.Errorf("%s; record failure: %w", msg, ferr)
 	}
 	return river.JobCancel(errors.New(msg))
+}
+
+// stageTask loads the task a stage job works on. ok is false (with a nil
+// error) when the task is in none of states: the stage already ran, or the
+// task was canceled. A task that does not exist cancels the job.
+func (d *Deps) stageTask(ctx context.Context, id string, states ...grove.TaskState) (grove.Task, bool, error) {
+	task, err := d.Store.Task(ctx, id)
+	if errors.Is(err, grove.ErrNotFound) {
+		return task, false, river.JobCancel(err)
+	}
+	if err != nil {
+		return task, false, err
+	}
+	return task, in(task.State, states...), nil
 }
 
 func in(s grove.TaskState, states ...grove.TaskState) bool { return slices.Contains(states, s) }

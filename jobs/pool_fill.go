@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -19,6 +20,10 @@ import (
 // entries forward to the default branch's tip.
 type PoolFillArgs struct {
 	RepoID int64 `json:"repo_id"`
+	// Tip is the commit that asked for this pass (a new tip after an
+	// apply); it makes the job distinct from a pass already running, which
+	// may have read the old tip.
+	Tip string `json:"tip,omitempty"`
 }
 
 // Kind is stable: it is stored in river_job rows.
@@ -39,14 +44,27 @@ type PoolFillWorker struct {
 	d *Deps
 }
 
-// requestFill enqueues a pool pass for a repository in tx (a no-op without
-// a pool; at most one waits per repository).
-func (d *Deps) requestFill(ctx context.Context, client *Client, tx *store.Tx, repoID int64) error {
+// requestFill enqueues a pool pass for a repository whose tip is (or just
+// became) tip, in tx; a no-op without a pool.
+func (d *Deps) requestFill(ctx context.Context, client *Client, tx *store.Tx, repoID int64, tip string) error {
 	if d.Warm <= 0 {
 		return nil
 	}
-	_, err := client.InsertTx(ctx, tx.SQL(), PoolFillArgs{RepoID: repoID}, nil)
+	_, err := client.InsertTx(ctx, tx.SQL(), PoolFillArgs{RepoID: repoID, Tip: tip}, nil)
 	return err
+}
+
+// fillLock is the in-process lock of a repository's pool passes.
+func (d *Deps) fillLock(repoID int64) *sync.Mutex {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fills == nil {
+		d.fills = map[int64]*sync.Mutex{}
+	}
+	if d.fills[repoID] == nil {
+		d.fills[repoID] = &sync.Mutex{}
+	}
+	return d.fills[repoID]
 }
 
 // Timeout allows several large checkouts.
@@ -77,42 +95,64 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 		}
 		return nil
 	}
+	// One pass at a time per repository (one daemon per home); a claim or a
+	// tip move that happens while a pass runs is caught by running again
+	// until stable.
+	mu := d.fillLock(repoID)
+	mu.Lock()
+	defer mu.Unlock()
+	for range 5 {
+		settled, err := fillOnce(ctx, d, repoID)
+		if err != nil || settled {
+			return err
+		}
+	}
+	return nil
+}
+
+// fillOnce is one pass; settled reports that the pool was already full and
+// at the tip, so no further pass is needed.
+func fillOnce(ctx context.Context, d *Deps, repoID int64) (settled bool, err error) {
 	repoRow, err := d.Store.Repo(ctx, repoID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	repo, err := d.Repo(ctx, repoRow.Path)
 	if err != nil {
-		return err
+		return false, err
 	}
 	tip, err := repo.RefCommit(ctx, "refs/heads/"+repoRow.DefaultBranch)
 	if err != nil || tip == "" {
-		return err
+		return true, err
 	}
 	entries, err := d.Store.PoolEntries(ctx, repoID)
 	if err != nil {
-		return err
+		return false, err
 	}
+	settled = true
 	ready := 0
 	for _, e := range entries {
 		if _, err := os.Stat(e.Path); err != nil {
 			if e.State == grove.WorkspacePoolCreating {
 				// A crash mid-creation: finish it below.
 				if err := repo.CreateWorktree(ctx, e.Path, e.Branch, e.BaseCommit); err != nil {
-					return err
+					return false, err
 				}
 			} else {
 				if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) }); err != nil {
-					return err
+					return false, err
 				}
 				continue
 			}
 		}
 		state := grove.WorkspacePool
+		if e.BaseCommit != tip || e.State != grove.WorkspacePool {
+			settled = false
+		}
 		if e.BaseCommit != tip {
 			clean, err := repo.Clean(ctx, e.Path)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if clean {
 				err = repo.Advance(ctx, e.Path, e.Branch, e.BaseCommit, tip)
@@ -131,11 +171,14 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 			return tx.SetWorkspaceState(ctx, e.ID, state)
 		})
 		if err != nil {
-			return err
+			return false, err
 		}
 		if state == grove.WorkspacePool {
 			ready++
 		}
+	}
+	if ready < d.Warm {
+		settled = false
 	}
 	for ; ready < d.Warm; ready++ {
 		suffix := randomSuffix()
@@ -146,16 +189,16 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 			ws, err = tx.PutWorkspace(ctx, ws)
 			return err
 		}); err != nil {
-			return err
+			return false, err
 		}
 		if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, tip); err != nil {
-			return err
+			return false, err
 		}
 		if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspacePool) }); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return settled, nil
 }
 
 // claimPool hands task a ready pool worktree at its base, if there is one:
@@ -213,4 +256,3 @@ func randomSuffix() string {
 	}
 	return hex.EncodeToString(b[:])
 }
-

@@ -53,15 +53,9 @@ func (w *RunAgentWorker) Timeout(job *river.Job[RunAgentArgs]) time.Duration {
 func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs]) error {
 	d, id := w.d, job.Args.TaskID
 	client := river.ClientFromContext[*sqlTx](ctx)
-	task, err := d.Store.Task(ctx, id)
-	if errors.Is(err, grove.ErrNotFound) {
-		return river.JobCancel(err)
-	}
-	if err != nil {
+	task, ok, err := d.stageTask(ctx, id, grove.StatePreparing, grove.StateRunning)
+	if err != nil || !ok || task.Attempt != job.Args.Attempt {
 		return err
-	}
-	if !in(task.State, grove.StatePreparing, grove.StateRunning) || task.Attempt != job.Args.Attempt {
-		return nil
 	}
 	dir := d.RunDir(id, task.Attempt)
 	status, exit, err := supervise.Probe(dir)

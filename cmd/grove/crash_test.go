@@ -61,6 +61,15 @@ echo done > "out-$GROVE_TASK_ID.txt"
 		is.Equal(h.task(id).State, grove.StateRunning)
 	}
 	h.startDaemon("--max-agents", "4")
+	h.until(30*time.Second, "4 runs adopted", func() bool {
+		for _, id := range ids {
+			evs, err := h.store().Events(context.Background(), id, 0)
+			if err != nil || !hasEvent(evs, "adopted") {
+				return false
+			}
+		}
+		return true
+	})
 	is.NoErr(os.WriteFile(release, nil, 0o644))
 	h.mustGrove(append([]string{"wait"}, ids...)...)
 	for _, id := range ids {
