@@ -22,7 +22,7 @@ type ApplyArgs struct {
 func (ApplyArgs) Kind() string { return "apply" }
 
 // InsertOpts puts the job on the git queue.
-func (ApplyArgs) InsertOpts() river.InsertOpts { return gitOpts() }
+func (ApplyArgs) InsertOpts() river.InsertOpts { return gitOpts(priorityStage) }
 
 // ApplyWorker applies the change as one commit (merge-tree in memory, ref
 // moved by compare-and-swap, main checkout updated when the target is

@@ -26,7 +26,7 @@ type CloseArgs struct {
 func (CloseArgs) Kind() string { return "close" }
 
 // InsertOpts puts the job on the git queue.
-func (CloseArgs) InsertOpts() river.InsertOpts { return gitOpts() }
+func (CloseArgs) InsertOpts() river.InsertOpts { return gitOpts(priorityCleanup) }
 
 // CloseWorker removes the worktree when the gate says safe (or after a
 // snapshot with Force), archives the workspace row, and moves an applied,

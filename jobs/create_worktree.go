@@ -23,7 +23,7 @@ type CreateWorktreeArgs struct {
 func (CreateWorktreeArgs) Kind() string { return "create_worktree" }
 
 // InsertOpts puts the job on the git queue.
-func (CreateWorktreeArgs) InsertOpts() river.InsertOpts { return gitOpts() }
+func (CreateWorktreeArgs) InsertOpts() river.InsertOpts { return gitOpts(priorityStart) }
 
 // CreateWorktreeWorker creates the task's worktree and hands off to run_agent.
 type CreateWorktreeWorker struct {

@@ -21,7 +21,7 @@ type DiffArgs struct {
 func (DiffArgs) Kind() string { return "diff" }
 
 // InsertOpts puts the job on the git queue.
-func (DiffArgs) InsertOpts() river.InsertOpts { return gitOpts() }
+func (DiffArgs) InsertOpts() river.InsertOpts { return gitOpts(priorityStage) }
 
 // DiffWorker commits everything in the worktree (hooks off), keeps the
 // result reachable at refs/grove/tasks/<id>, records the change and moves the

@@ -193,8 +193,10 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 		},
 		Workers:           workers,
 		PeriodicJobs:      cfg.Periodic,
-		FetchCooldown:     20 * time.Millisecond,
-		FetchPollInterval: 200 * time.Millisecond,
+		// SQLite has no LISTEN: a job inserted by a stage (or the CLI) waits
+		// for the next fetch poll, so poll often (a cheap indexed query).
+		FetchCooldown:     10 * time.Millisecond,
+		FetchPollInterval: 50 * time.Millisecond,
 		JobTimeout:        15 * time.Minute,
 		// Jobs left running by a dead daemon are taken back at startup
 		// (store.RescueRunningJobs); this is only the fallback.
@@ -207,9 +209,18 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	return c, nil
 }
 
+// Priorities on the git queue (1 is worked first): starting a task is
+// what users wait for; cleanup and pool refills can wait.
+const (
+	priorityStart   = 1 // create_worktree, session ops
+	priorityStage   = 2 // diff, apply
+	priorityCleanup = 3 // close
+	priorityPool    = 4 // pool_fill
+)
+
 // gitOpts is the insert policy of short git stages.
-func gitOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueGit, MaxAttempts: stageAttempts}
+func gitOpts(priority int) river.InsertOpts {
+	return river.InsertOpts{Queue: QueueGit, MaxAttempts: stageAttempts, Priority: priority}
 }
 
 // fail ends task id in state failed (from any of `from`, or any unfinished

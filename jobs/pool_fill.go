@@ -31,7 +31,7 @@ func (PoolFillArgs) Kind() string { return "pool_fill" }
 
 // InsertOpts puts the job on the git queue, one waiting per repository.
 func (PoolFillArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueGit, MaxAttempts: 3, UniqueOpts: river.UniqueOpts{
+	return river.InsertOpts{Queue: QueueGit, MaxAttempts: 3, Priority: priorityPool, UniqueOpts: river.UniqueOpts{
 		ByArgs:  true,
 		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable},
 	}}

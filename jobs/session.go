@@ -36,7 +36,7 @@ type SessionArgs struct {
 func (SessionArgs) Kind() string { return "session" }
 
 // InsertOpts puts the job on the git queue.
-func (SessionArgs) InsertOpts() river.InsertOpts { return gitOpts() }
+func (SessionArgs) InsertOpts() river.InsertOpts { return gitOpts(priorityStart) }
 
 // SessionWorker creates, stops, resumes and closes sessions. Every op is
 // idempotent: a worktree that exists is reused, a service that runs is

@@ -22,12 +22,23 @@ type taskTimes struct {
 	Start  time.Duration // Submit → the agent's recorded start
 	Create time.Duration // baseline: Submit → worktree ready (mutex wait included)
 	E2E    time.Duration // Submit → done
+
+	// Baseline steps: `git worktree add` alone (no mutex wait), the agent,
+	// add+commit+diff-tree, and worktree remove + branch -D (mutex wait
+	// included).
+	AddGit, Agent, Commit, Remove time.Duration
 }
 
 // phaseResult is what one side measured.
 type phaseResult struct {
 	Tasks []taskTimes
-	Wall  time.Duration // first task began → last task fully done (worktree gone)
+	Wall  time.Duration // first task began → last task fully done (worktree gone), summed over rounds
+}
+
+// add merges another round's result.
+func (p *phaseResult) add(q phaseResult) {
+	p.Tasks = append(p.Tasks, q.Tasks...)
+	p.Wall += q.Wall
 }
 
 // runBaseline does each task's git work directly, at concurrency c with
@@ -40,20 +51,22 @@ type phaseResult struct {
 //
 // Plain git must serialise what touches the shared worktree list and refs
 // (worktree add/remove, branch -D): concurrent ones fail on lock files.
-func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir string, tasks, c int, progress io.Writer) (phaseResult, error) {
+//
+// Task ids are b<first+1> .. b<first+tasks>, so rounds do not collide.
+func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir string, first, tasks, c int, progress io.Writer) (phaseResult, error) {
 	var (
-		mu      sync.Mutex // plain git's serialisation
-		next    atomic.Int64
-		done    atomic.Int64
-		resMu   sync.Mutex
-		results []taskTimes
-		errOnce sync.Once
-		first   error
+		mu       sync.Mutex // plain git's serialisation
+		next     atomic.Int64
+		done     atomic.Int64
+		resMu    sync.Mutex
+		results  []taskTimes
+		errOnce  sync.Once
+		firstErr error
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fail := func(err error) {
-		errOnce.Do(func() { first = err; cancel() })
+		errOnce.Do(func() { firstErr = err; cancel() })
 	}
 	one := func(i int) (taskTimes, error) {
 		id := fmt.Sprintf("b%04d", i)
@@ -61,16 +74,21 @@ func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir str
 		branch := "bench/" + id
 		t := taskTimes{ID: id, Submit: time.Now()}
 		mu.Lock()
+		locked := time.Now()
 		_, err := r.git(ctx, repo, "worktree", "add", "-q", "-b", branch, path, base)
+		t.AddGit = time.Since(locked)
 		mu.Unlock()
 		if err != nil {
 			return t, err
 		}
 		t.Create = time.Since(t.Submit)
+		step := time.Now()
 		agent := r.cmd(ctx, path, []string{"GROVE_TASK_ID=" + id, "BENCH_DIR=" + benchDir}, "sh", "-c", agentScript)
 		if _, err := output(agent, nil); err != nil {
 			return t, err
 		}
+		t.Agent = time.Since(step)
+		step = time.Now()
 		if _, err := r.git(ctx, path, "add", "-A"); err != nil {
 			return t, err
 		}
@@ -84,6 +102,8 @@ func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir str
 		if len(patch) == 0 {
 			return t, fmt.Errorf("baseline task %s: empty diff", id)
 		}
+		t.Commit = time.Since(step)
+		step = time.Now()
 		mu.Lock()
 		_, err = r.git(ctx, repo, "worktree", "remove", path)
 		if err == nil {
@@ -93,6 +113,7 @@ func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir str
 		if err != nil {
 			return t, err
 		}
+		t.Remove = time.Since(step)
 		t.E2E = time.Since(t.Submit)
 		start, err := readStart(benchDir, id)
 		if err != nil {
@@ -110,7 +131,7 @@ func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir str
 				if i > tasks {
 					return
 				}
-				t, err := one(i)
+				t, err := one(first + i)
 				if err != nil {
 					fail(fmt.Errorf("baseline task %d: %w", i, err))
 					return
@@ -119,14 +140,14 @@ func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir str
 				results = append(results, t)
 				resMu.Unlock()
 				if n := done.Add(1); n%10 == 0 || int(n) == tasks {
-					fmt.Fprintf(progress, "grove-bench: baseline %d/%d tasks\n", n, tasks)
+					fmt.Fprintf(progress, "grove-bench:   baseline %d/%d\n", n, tasks)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if first != nil {
-		return phaseResult{}, first
+	if firstErr != nil {
+		return phaseResult{}, firstErr
 	}
 	return phaseResult{Tasks: results, Wall: time.Since(began)}, nil
 }

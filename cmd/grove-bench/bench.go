@@ -26,6 +26,7 @@ type config struct {
 	grove       string
 	json        bool
 	keep        bool
+	rounds      int
 	submits     int
 	lsRuns      int
 	poll        time.Duration
@@ -59,11 +60,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.grove, "grove", "", "the grove binary (default: grove next to this binary, then $PATH)")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of the table")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (repository, home, daemon log)")
+	fs.IntVar(&c.rounds, "rounds", 2, "split the tasks into rounds alternating baseline and grove (ABBA), so background load hits both")
 	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")
 	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
 	fs.DurationVar(&c.poll, "poll", 20*time.Millisecond, "pause between `grove ls --json` polls")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
-	fs.StringVar(&c.dir, "dir", "", "where to create the temporary directory (default $TMPDIR)")
+	fs.StringVar(&c.dir, "dir", "", "where to create the temporary directory (default $TMPDIR if set, else /dev/shm if it is a tmpfs with room, else /tmp)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -76,6 +78,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--tasks must be at least 1")
 	case c.concurrency < 1:
 		return c, errors.New("--concurrency must be at least 1")
+	case c.rounds < 1 || c.rounds > c.tasks:
+		return c, errors.New("--rounds must be between 1 and --tasks")
 	case c.warm < 0 || c.submits < 0 || c.lsRuns < 0:
 		return c, errors.New("--warm, --submits and --ls-runs must not be negative")
 	}
@@ -139,14 +143,15 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	if err != nil {
 		return rep, err
 	}
-	rep = report{Files: cfg.files, Tasks: cfg.tasks, Concurrency: cfg.concurrency, CPUs: runtime.NumCPU(),
+	rep = report{Files: cfg.files, Tasks: cfg.tasks, Concurrency: cfg.concurrency, Rounds: cfg.rounds, CPUs: runtime.NumCPU(), LoadStart: loadAvg(),
 		GitVersion: strings.TrimPrefix(strings.TrimSpace(string(gv)), "git version "), Warm: cfg.warm}
 
-	root, err := os.MkdirTemp(cfg.dir, "grove-bench-")
+	root, err := os.MkdirTemp(pickDir(cfg.dir, cfg.files, cfg.concurrency), "grove-bench-")
 	if err != nil {
 		return rep, err
 	}
 	root, _ = filepath.EvalSymlinks(root)
+	rep.Dir, rep.FS = filepath.Dir(root), fsType(root)
 	defer func() {
 		if cfg.keep {
 			logf("kept %s", root)
@@ -170,7 +175,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		}
 	}
 
-	logf("building a synthetic repository with %d files in %s", cfg.files, repo)
+	logf("building a synthetic repository with %d files in %s (%s)", cfg.files, repo, rep.FS)
 	t0 := time.Now()
 	base, err := buildRepo(ctx, r, repo, cfg.files)
 	if err != nil {
@@ -182,13 +187,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	}
 	logf("repository ready in %.1fs", rep.RepoBuildS)
 
-	logf("baseline: %d tasks at concurrency %d with plain git", cfg.tasks, cfg.concurrency)
-	baseRes, err := runBaseline(ctx, r, repo, base, wtRoot, marks, cfg.tasks, cfg.concurrency, progress)
-	if err != nil {
-		return rep, err
-	}
-
-	logf("grove: starting grove serve --max-agents %d", cfg.concurrency)
+	logf("starting grove serve --max-agents %d", cfg.concurrency)
 	d, err := startDaemon(ctx, r, bin, home, cfg.concurrency, cfg.warm, daemonLg)
 	if errors.Is(err, errFlagRejected) && cfg.warm > 0 {
 		rep.WarmPool = "not available: grove serve rejected --warm"
@@ -225,6 +224,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	}()
 	stopPolling := sync.OnceValue(func() error { stopPoll(); return <-pollErr })
 	defer stopPolling()
+	go d.watch(phaseCtx, phaseCancel)
 
 	if rep.WarmPool == "enabled" && cfg.warmSettle > 0 {
 		logf("grove: giving the warm pool %s to fill", cfg.warmSettle)
@@ -234,10 +234,31 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 			return rep, context.Cause(phaseCtx)
 		}
 	}
-	logf("grove: %d tasks at concurrency %d", cfg.tasks, cfg.concurrency)
-	groveRes, err := runGrove(phaseCtx, g, tr, repo, marks, cfg.tasks, cfg.concurrency, progress)
-	if err != nil {
-		return rep, withCause(phaseCtx, err)
+	// Rounds alternate the sides ABBA-style (B G, G B, B G, ...): load from
+	// elsewhere on the box, or a drift over the run, falls on both.
+	var baseRes, groveRes phaseResult
+	for i := range cfg.rounds {
+		lo, hi := cfg.tasks*i/cfg.rounds, cfg.tasks*(i+1)/cfg.rounds
+		sides := []string{"baseline", "grove"}
+		if i%2 == 1 {
+			sides = []string{"grove", "baseline"}
+		}
+		for _, side := range sides {
+			logf("round %d/%d: %s, %d tasks at concurrency %d", i+1, cfg.rounds, side, hi-lo, cfg.concurrency)
+			if side == "baseline" {
+				res, err := runBaseline(phaseCtx, r, repo, base, wtRoot, marks, lo, hi-lo, cfg.concurrency, progress)
+				if err != nil {
+					return rep, withCause(phaseCtx, err)
+				}
+				baseRes.add(res)
+				continue
+			}
+			res, err := runGrove(phaseCtx, g, tr, repo, marks, hi-lo, cfg.concurrency, progress)
+			if err != nil {
+				return rep, withCause(phaseCtx, err)
+			}
+			groveRes.add(res)
+		}
 	}
 	stages, e2eEvent, err := stageTimes(phaseCtx, g, groveRes.Tasks)
 	if err != nil {
@@ -263,6 +284,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	if err := d.stop(); err != nil {
 		return rep, err
 	}
+	rep.LoadEnd = loadAvg()
 	rep.fill(baseRes, groveRes, e2eEvent, stages, submitWalls, lsWalls, lsTasks, pollWalls,
 		worktreeCreateTimes(daemonLg), d.maxRSSMB())
 	return rep, nil
@@ -275,4 +297,16 @@ func withCause(ctx context.Context, err error) error {
 		return c
 	}
 	return err
+}
+
+// loadAvg is the 1-minute load average (0 if unknown): other work on the
+// box skews the figures.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscanf(string(b), "%f", &l)
+	return l
 }

@@ -26,6 +26,7 @@ type daemon struct {
 	logPath string
 	exited  chan struct{} // closed when the process has been waited for
 	waitErr error         // valid after exited
+	stopped atomic.Bool   // stop was called: an exit is expected
 	maxRSS  atomic.Int64  // kB, sampled from /proc/<pid>/status
 }
 
@@ -79,6 +80,7 @@ func startDaemon(ctx context.Context, r runner, bin, home string, maxAgents, war
 
 // stop sends SIGTERM and waits (KILL after 20 s). Safe to call twice.
 func (d *daemon) stop() error {
+	d.stopped.Store(true)
 	select {
 	case <-d.exited:
 		return nil
@@ -92,6 +94,17 @@ func (d *daemon) stop() error {
 		_ = d.cmd.Process.Kill()
 		<-d.exited
 		return errors.New("grove serve did not stop within 20s of SIGTERM; killed")
+	}
+}
+
+// watch cancels ctx (with cause) if the daemon exits before stop is called.
+func (d *daemon) watch(ctx context.Context, cancel context.CancelCauseFunc) {
+	select {
+	case <-d.exited:
+		if !d.stopped.Load() && ctx.Err() == nil {
+			cancel(fmt.Errorf("grove serve exited unexpectedly (%v)", d.waitErr))
+		}
+	case <-ctx.Done():
 	}
 }
 

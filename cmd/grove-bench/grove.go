@@ -79,13 +79,16 @@ type tracker struct {
 	g        groveCLI
 	interval time.Duration
 
+	wake chan struct{} // a task was added
+
 	mu      sync.Mutex
 	tasks   map[string]*tracked
+	pending int             // tracked tasks not yet closed or failed
 	lsWalls []time.Duration // every poll's wall time, under load
 }
 
 func newTracker(g groveCLI, interval time.Duration) *tracker {
-	return &tracker{g: g, interval: interval, tasks: map[string]*tracked{}}
+	return &tracker{g: g, interval: interval, tasks: map[string]*tracked{}, wake: make(chan struct{}, 1)}
 }
 
 // add starts tracking id.
@@ -94,6 +97,11 @@ func (t *tracker) add(id string) *tracked {
 	defer t.mu.Unlock()
 	k := &tracked{done: make(chan struct{})}
 	t.tasks[id] = k
+	t.pending++
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
 	return k
 }
 
@@ -102,11 +110,23 @@ func (t *tracker) add(id string) *tracked {
 // diff moves review → applying in one transaction.)
 var badStates = map[string]bool{"failed": true, "conflict": true, "canceled": true, "discarded": true, "review": true}
 
-// run polls every interval until ctx ends. Twenty failed polls in a row
-// end it with an error.
+// run polls every interval until ctx ends, while some tracked task is
+// not closed yet (so it does not load the box during baseline rounds).
+// Twenty failed polls in a row end it with an error.
 func (t *tracker) run(ctx context.Context) error {
 	failures := 0
 	for ctx.Err() == nil {
+		t.mu.Lock()
+		idle := t.pending == 0
+		t.mu.Unlock()
+		if idle {
+			select {
+			case <-t.wake:
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
 		began := time.Now()
 		ts, err := t.g.ls(ctx)
 		seen := time.Now()
@@ -147,9 +167,11 @@ func (t *tracker) update(ts []lsTask, seen time.Time, wall time.Duration) {
 			}
 			if task.State == "closed" {
 				k.closedAt = seen
+				t.pending--
 			}
 		case badStates[task.State]:
 			k.err = fmt.Sprintf("task %s ended in state %s: %s", task.ID, task.State, task.Error)
+			t.pending--
 			if k.doneAt.IsZero() {
 				close(k.done)
 			}
@@ -263,7 +285,7 @@ func runGrove(ctx context.Context, g groveCLI, tr *tracker, repo, benchDir strin
 				results = append(results, t)
 				resMu.Unlock()
 				if n := done.Add(1); n%10 == 0 || int(n) == tasks {
-					fmt.Fprintf(progress, "grove-bench: grove %d/%d tasks applied\n", n, tasks)
+					fmt.Fprintf(progress, "grove-bench:   grove %d/%d applied\n", n, tasks)
 				}
 			}
 		})

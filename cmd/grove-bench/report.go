@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -17,10 +16,17 @@ type report struct {
 	Files       int    `json:"files"`
 	Tasks       int    `json:"tasks"`
 	Concurrency int    `json:"concurrency"`
+	Rounds      int    `json:"rounds"`
 	CPUs        int    `json:"cpus"`
 	GitVersion  string `json:"git_version"`
+	Dir         string `json:"dir"` // where the repository, worktrees and home were
+	FS          string `json:"fs"`  // its filesystem
 	Warm        int    `json:"warm,omitempty"`
 	WarmPool    string `json:"warm_pool,omitempty"` // "enabled" or why not
+	// 1-minute load average at the start and end: other work on the box
+	// skews everything.
+	LoadStart float64 `json:"load_avg_start"`
+	LoadEnd   float64 `json:"load_avg_end"`
 
 	// Ratios grove/baseline.
 	ThroughputRatio float64 `json:"throughput_ratio"` // grove tasks/s ÷ baseline tasks/s
@@ -58,6 +64,11 @@ type report struct {
 	StagesP50Ms         map[string]float64 `json:"stages_p50_ms"`
 	StagesP99Ms         map[string]float64 `json:"stages_p99_ms"`
 	WorktreeCreateP50Ms float64            `json:"worktree_create_p50_ms"`
+	// baseline steps (p50): create (mutex wait included), agent,
+	// commit (add+commit+diff-tree), remove (worktree remove + branch -D,
+	// mutex wait included); and `git worktree add` alone.
+	BaselineStepsP50Ms       map[string]float64 `json:"baseline_steps_p50_ms"`
+	BaselineWorktreeAddP50Ms float64            `json:"baseline_worktree_add_p50_ms"`
 
 	SubmitWallP50Ms float64 `json:"submit_wall_p50_ms"` // sequential, idle daemon
 	SubmitWallP99Ms float64 `json:"submit_wall_p99_ms"`
@@ -110,11 +121,27 @@ func (rep *report) fill(base, grove phaseResult, e2eEvent []time.Duration, stage
 		rep.StagesP50Ms[s.name], rep.StagesP99Ms[s.name] = sum.P50, sum.P99
 	}
 	rep.WorktreeCreateP50Ms = summarize(creates).P50
+	rep.BaselineStepsP50Ms = map[string]float64{}
+	for _, st := range baselineSteps {
+		rep.BaselineStepsP50Ms[st.name] = pick(base.Tasks, st.get).P50
+	}
+	rep.BaselineWorktreeAddP50Ms = pick(base.Tasks, func(t taskTimes) time.Duration { return t.AddGit }).P50
 	sub := summarize(submitWalls)
 	rep.SubmitWallP50Ms, rep.SubmitWallP99Ms, rep.SubmitSamples = sub.P50, sub.P99, sub.N
 	rep.LsWallP50Ms, rep.LsTasks = summarize(lsWalls).P50, lsTasks
 	rep.LsPollP50Ms, rep.LsPolls = summarize(pollWalls).P50, len(pollWalls)
 	rep.DaemonRSSMB = rssMB
+}
+
+// baselineSteps are the baseline's steps in order.
+var baselineSteps = []struct {
+	name string
+	get  func(taskTimes) time.Duration
+}{
+	{"create", func(t taskTimes) time.Duration { return t.Create }},
+	{"agent", func(t taskTimes) time.Duration { return t.Agent }},
+	{"commit", func(t taskTimes) time.Duration { return t.Commit }},
+	{"remove", func(t taskTimes) time.Duration { return t.Remove }},
 }
 
 // clean rounds to 0.01 and turns NaN/Inf (not measured) into 0, which JSON
@@ -134,7 +161,7 @@ func writeJSON(w io.Writer, rep report) error {
 		&r.BaselineCreateP50Ms, &r.BaselineCreateP99Ms, &r.BaselineStartP50Ms, &r.E2EP50Ms, &r.E2EP99Ms,
 		&r.E2EEventP50Ms, &r.E2EEventP99Ms, &r.BaselineE2EP50Ms, &r.BaselineE2EP99Ms,
 		&r.WorktreeCreateP50Ms, &r.SubmitWallP50Ms, &r.SubmitWallP99Ms, &r.LsWallP50Ms, &r.LsPollP50Ms,
-		&r.DaemonRSSMB, &r.RepoBuildS} {
+		&r.DaemonRSSMB, &r.RepoBuildS, &r.BaselineWorktreeAddP50Ms} {
 		*p = clean(*p)
 	}
 	if r.WarmStartP50Ms != nil {
@@ -142,6 +169,7 @@ func writeJSON(w io.Writer, rep report) error {
 		r.WarmStartP50Ms = &v
 	}
 	r.StagesP50Ms, r.StagesP99Ms = cleanMap(r.StagesP50Ms), cleanMap(r.StagesP99Ms)
+	r.BaselineStepsP50Ms = cleanMap(r.BaselineStepsP50Ms)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
@@ -170,41 +198,45 @@ func writeTable(w io.Writer, r report) error {
 		}
 		return "-"
 	}
-	fmt.Fprintf(w, "grove-bench: %d files, %d tasks, concurrency %d, %d CPUs, git %s\n",
-		r.Files, r.Tasks, r.Concurrency, r.CPUs, r.GitVersion)
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("grove-bench: %d files, %d tasks in %d rounds, concurrency %d, git %s, on %s (%s)\n",
+		r.Files, r.Tasks, r.Rounds, r.Concurrency, r.GitVersion, r.FS, r.Dir)
+	p("%d CPUs, load average %.2f at start, %.2f at end\n", r.CPUs, r.LoadStart, r.LoadEnd)
 	if r.WarmPool != "" {
-		fmt.Fprintf(w, "warm pool (--warm %d): %s\n", r.Warm, r.WarmPool)
+		p("warm pool (--warm %d): %s\n", r.Warm, r.WarmPool)
 	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	row := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") }
-	row("", "grove", "baseline", "grove/baseline")
+	p("\n%-28s %10s %10s %10s\n", "", "grove", "baseline", "ratio")
+	row := func(label, g, bl, rt string) { p("%-28s %10s %10s %10s\n", label, g, bl, rt) }
 	row("tasks/s", f(r.GroveTasksPerS, 2), f(r.BaselineTasksPerS, 2), x(r.ThroughputRatio))
 	row("wall (s)", f(r.GroveWallS, 1), f(r.BaselineWallS, 1), "")
-	row("start p50 (ms) [grove: submit→agent; git: →worktree]", ms(r.StartP50Ms), ms(r.BaselineCreateP50Ms), x(r.StartRatioP50))
+	row("start p50 (ms)", ms(r.StartP50Ms), ms(r.BaselineCreateP50Ms), x(r.StartRatioP50))
 	row("start p99 (ms)", ms(r.StartP99Ms), ms(r.BaselineCreateP99Ms), x(ratio(r.StartP99Ms, r.BaselineCreateP99Ms)))
 	row("end-to-end p50 (ms)", ms(r.E2EP50Ms), ms(r.BaselineE2EP50Ms), x(r.E2ERatioP50))
 	row("end-to-end p99 (ms)", ms(r.E2EP99Ms), ms(r.BaselineE2EP99Ms), x(ratio(r.E2EP99Ms, r.BaselineE2EP99Ms)))
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	kv := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	p("  start: grove = submit → agent runs; baseline = task begins → worktree added\n")
+	p("  end-to-end: grove = submit → applied (first seen by grove ls); baseline = through branch -D\n\n")
+
 	if r.WarmStartP50Ms != nil {
-		kv("warm start p50", ms(*r.WarmStartP50Ms)+" ms")
+		p("%-28s %s ms\n", "warm start p50", ms(*r.WarmStartP50Ms))
 	}
-	kv("end-to-end p50/p99 by audit event", ms(r.E2EEventP50Ms)+" / "+ms(r.E2EEventP99Ms)+" ms (submit → \"applied\", no polling)")
-	var stages []string
+	p("%-28s %s / %s ms (submit → \"applied\" event, no polling)\n", "end-to-end p50/p99, events", ms(r.E2EEventP50Ms), ms(r.E2EEventP99Ms))
+	var gs, bs []string
 	for _, s := range stageNames {
-		stages = append(stages, fmt.Sprintf("%s %s/%s", s.name, ms(r.StagesP50Ms[s.name]), ms(r.StagesP99Ms[s.name])))
+		gs = append(gs, fmt.Sprintf("%s %s/%s", s.name, ms(r.StagesP50Ms[s.name]), ms(r.StagesP99Ms[s.name])))
 	}
-	kv("stages p50/p99 (ms)", strings.Join(stages, ", "))
-	kv("worktree create p50", ms(r.WorktreeCreateP50Ms)+" ms (daemon's CreateWorktree, no queueing)")
-	kv("submit wall p50/p99", fmt.Sprintf("%s / %s ms (%d sequential, idle daemon)", ms(r.SubmitWallP50Ms), ms(r.SubmitWallP99Ms), r.SubmitSamples))
-	kv("ls wall p50", fmt.Sprintf("%s ms (%d tasks, idle); %s ms while polling under load (%d polls)",
-		ms(r.LsWallP50Ms), r.LsTasks, ms(r.LsPollP50Ms), r.LsPolls))
-	kv("daemon peak RSS", f(r.DaemonRSSMB, 1)+" MB")
-	kv("repo build", f(r.RepoBuildS, 1)+" s")
-	return tw.Flush()
+	for _, s := range baselineSteps {
+		bs = append(bs, fmt.Sprintf("%s %s", s.name, ms(r.BaselineStepsP50Ms[s.name])))
+	}
+	p("%-28s %s\n", "grove stages p50/p99 (ms)", strings.Join(gs, ", "))
+	p("%-28s %s\n", "baseline steps p50 (ms)", strings.Join(bs, ", "))
+	p("%-28s grove %s ms (CreateWorktree, from the daemon log); git worktree add %s ms\n", "worktree create p50",
+		ms(r.WorktreeCreateP50Ms), ms(r.BaselineWorktreeAddP50Ms))
+	p("%-28s %s / %s ms (%d sequential, idle daemon)\n", "submit wall p50/p99", ms(r.SubmitWallP50Ms), ms(r.SubmitWallP99Ms), r.SubmitSamples)
+	p("%-28s %s ms idle (%d tasks); %s ms while polling under load (%d polls)\n", "ls wall p50",
+		f(r.LsWallP50Ms, 1), r.LsTasks, f(r.LsPollP50Ms, 1), r.LsPolls)
+	p("%-28s %s MB\n", "daemon peak RSS", f(r.DaemonRSSMB, 1))
+	p("%-28s %s s\n", "repo build", f(r.RepoBuildS, 1))
+	_, err := io.WriteString(w, b.String())
+	return err
 }
