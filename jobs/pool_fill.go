@@ -235,6 +235,16 @@ func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task,
 				return tx.ReleasePoolEntry(ctx, ws.ID, grove.WorkspaceStale)
 			})
 		}
+		if ws.BaseCommit != task.BaseCommit {
+			// An entry at another commit (the tip just moved) is moved in
+			// place: only the files that differ are checked out.
+			if err := repo.Advance(ctx, ws.Path, ws.Branch, ws.BaseCommit, task.BaseCommit); err != nil {
+				d.Logger.Warn("pool entry could not be moved, not reused", "path", ws.Path, "err", err)
+				return ws, false, d.Store.InTx(ctx, func(tx *store.Tx) error {
+					return tx.ReleasePoolEntry(ctx, ws.ID, grove.WorkspaceStale)
+				})
+			}
+		}
 		if err := repo.RenameBranch(ctx, ws.Branch, branch); err != nil {
 			return ws, false, err
 		}

@@ -38,12 +38,13 @@ func (s *Store) CountPool(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// ClaimPoolEntry gives task taskID a ready pool worktree of repoID at
-// commit, if there is one: the row becomes the task's (state claiming
-// until its branch is renamed). ok is false when none is ready.
+// ClaimPoolEntry gives task taskID a ready pool worktree of repoID, one at
+// commit if there is one, else any (the caller moves it to commit): the
+// row becomes the task's (state claiming until its branch is renamed). ok
+// is false when none is ready.
 func (t *Tx) ClaimPoolEntry(ctx context.Context, repoID int64, commit, taskID string) (w grove.Workspace, ok bool, err error) {
 	w, err = scanWorkspace(t.tx.QueryRowContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
-		AND session_id IS NULL AND state = 'pool' AND base_commit = ? AND archived_at IS NULL ORDER BY id LIMIT 1`, repoID, commit))
+		AND session_id IS NULL AND state = 'pool' AND archived_at IS NULL ORDER BY base_commit = ? DESC, id LIMIT 1`, repoID, commit))
 	if errors.Is(err, sql.ErrNoRows) {
 		return w, false, nil
 	}
