@@ -24,5 +24,9 @@
 // AtRisk is the at-risk gate: it never answers with a bare boolean but
 // with a Report naming every reason removal would lose work, and it fails
 // closed (any git error is a risk). RemoveWorktree does not consult it;
-// callers must.
+// callers must. A forced removal is Snapshot, then RemoveWorktree: it
+// forces git only when a snapshot under refs/grove/snapshots/ records the
+// worktree exactly as it is (SnapshotCovers), so no work is destroyed
+// without a snapshot even when a caller gets the order wrong. Prune
+// clears the metadata of worktrees whose directory is gone.
 package gitops

@@ -12,7 +12,7 @@ import (
 // messUp leaves every kind of state in the worktree at wt.
 func messUp(t *testing.T, wt string) {
 	t.Helper()
-	write(t, filepath.Join(wt, ".gitignore"), "*.secret\nnode_modules/\n")
+	write(t, filepath.Join(wt, ".gitignore"), "*.secret\nnode_modules/\nprivate/\n")
 	write(t, filepath.Join(wt, "tracked.sh"), "#!/bin/sh\n")
 	write(t, filepath.Join(wt, "gone-staged"), "x\n")
 	write(t, filepath.Join(wt, "gone-unstaged"), "x\n")
@@ -40,8 +40,9 @@ func messUp(t *testing.T, wt string) {
 	if err := os.Symlink("README", filepath.Join(wt, "link")); err != nil {
 		t.Fatal(err)
 	}
-	write(t, filepath.Join(wt, "key.secret"), "ignored\n")                      // "!!", at risk
+	write(t, filepath.Join(wt, "key.secret"), "ignored\n")                       // "!!", at risk
 	write(t, filepath.Join(wt, "node_modules", "dep", "i.js"), "reproducible\n") // "!!", kept by the gate
+	write(t, filepath.Join(wt, "private", "[x] *.txt"), "ignored dir\n")         // "!!", at risk, a glob-like name
 	git(t, wt, "update-index", "--assume-unchanged", "hidden")
 	write(t, filepath.Join(wt, "hidden"), "hidden edit\n")
 }

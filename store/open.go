@@ -28,7 +28,7 @@ type Store struct {
 }
 
 // DSNPragmas are the connection settings every grove process uses.
-const DSNPragmas = "_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+const DSNPragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
 
 // Options tune Open.
 type Options struct {

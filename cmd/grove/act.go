@@ -38,10 +38,25 @@ func (a *app) idCmd(use, short, example string, fn func(ctx context.Context, id 
 	}
 }
 
+// daemonGone reports whether no daemon has served this home for a second
+// and a half: a daemon that is just starting gets time to take its lock.
+// missing holds when it was first seen absent.
+func (a *app) daemonGone(missing *time.Time) bool {
+	if _, up := daemonPid(a.home); up {
+		*missing = time.Time{}
+		return false
+	}
+	if missing.IsZero() {
+		*missing = time.Now()
+	}
+	return time.Since(*missing) > 1500*time.Millisecond
+}
+
 // settle waits, while a daemon runs, until done(task) holds; without a
 // daemon it says the request is queued. It returns the last task seen.
 func (a *app) settle(ctx context.Context, id string, what string, done func(grove.Task) bool) (grove.Task, bool, error) {
 	start := time.Now()
+	var missing time.Time
 	for {
 		t, err := a.st.Task(ctx, id)
 		if err != nil {
@@ -50,7 +65,7 @@ func (a *app) settle(ctx context.Context, id string, what string, done func(grov
 		if done(t) {
 			return t, true, nil
 		}
-		if _, up := daemonPid(a.home); !up {
+		if a.daemonGone(&missing) {
 			fmt.Fprintf(a.stdout, "%s %s queued; it runs when grove serve is up\n", id, what)
 			return t, false, nil
 		}

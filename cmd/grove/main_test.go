@@ -52,6 +52,8 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			env.Setenv("GIT_COMMITTER_NAME", "Test Author")
 			env.Setenv("GIT_COMMITTER_EMAIL", "author@example.com")
 			env.Setenv("CI", os.Getenv("CI"))
+			// A -race binary pauses 1 s at every exit otherwise.
+			env.Setenv("GORACE", "atexit_sleep_ms=0")
 			env.Defer(func() {
 				if pids := killStrays(work); len(pids) > 0 {
 					t.Errorf("%s: stray processes left behind and killed: %v", filepath.Base(work), pids)
@@ -69,6 +71,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"exitcode":  cmdExitCode,
 			"pidgone":   cmdPidGone,
 			"maxlines":  cmdMaxLines,
+			"wtpath":    cmdWtPath,
 		},
 	}
 }
@@ -341,4 +344,18 @@ func contains(s []int, v int) bool {
 		}
 	}
 	return false
+}
+
+// wtpath ID VAR: set $VAR to the path of task ID's (newest) workspace.
+func cmdWtPath(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: wtpath ID VAR")
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, ts.Getenv("GROVE_HOME"), store.Options{})
+	ts.Check(err)
+	defer st.Close()
+	ws, err := st.TaskWorkspace(ctx, args[0])
+	ts.Check(err)
+	ts.Setenv(args[1], ws.Path)
 }

@@ -202,6 +202,7 @@ func (a *app) printSessionLine(s grove.Session) error {
 // settleSession waits (while a daemon runs) until done holds for the
 // session; started reports whether its worktree is ready.
 func (a *app) settleSession(ctx context.Context, key, what string, done func(s grove.Session, started bool) bool) (grove.Session, bool, error) {
+	var missing time.Time
 	for {
 		s, err := a.st.Session(ctx, key)
 		if err != nil {
@@ -211,7 +212,7 @@ func (a *app) settleSession(ctx context.Context, key, what string, done func(s g
 		if done(s, started) {
 			return s, true, nil
 		}
-		if _, up := daemonPid(a.home); !up {
+		if a.daemonGone(&missing) {
 			fmt.Fprintf(a.stdout, "session %s %s queued; it runs when grove serve is up\n", key, what)
 			return s, false, nil
 		}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/grove-dev/grove/gitops"
+)
+
+// atRiskView is one line of `grove ls --at-risk --json`.
+type atRiskView struct {
+	TaskID     string          `json:"task_id,omitempty"`
+	SessionID  string          `json:"session_id,omitempty"`
+	Owner      string          `json:"owner"` // the task's state, "session <state>", or "unknown"
+	Repo       string          `json:"repo"`
+	Path       string          `json:"path"`
+	Branch     string          `json:"branch,omitempty"`
+	LastUsedAt time.Time       `json:"last_used_at"`
+	Report     json.RawMessage `json:"report"` // the gate's report (gitops.Report)
+}
+
+// printAtRisk lists live workspaces with a recorded at-risk report, of
+// repository repoID (0: all; -1: none).
+func (a *app) printAtRisk(ctx context.Context, repoID int64, asJSON bool) error {
+	ws, err := a.st.AtRiskWorkspaces(ctx)
+	if err != nil {
+		return err
+	}
+	views := []atRiskView{}
+	for _, w := range ws {
+		if repoID != 0 && w.RepoID != repoID {
+			continue
+		}
+		owner := "unknown"
+		switch {
+		case w.SessionID != "":
+			owner = "session " + w.SessionState
+		case w.TaskID != "":
+			owner = string(w.TaskState)
+		}
+		views = append(views, atRiskView{TaskID: w.TaskID, SessionID: w.SessionID, Owner: owner, Repo: w.RepoPath,
+			Path: w.Path, Branch: w.Branch, LastUsedAt: w.LastUsedAt, Report: json.RawMessage(w.AtRisk)})
+	}
+	if asJSON {
+		return a.printJSON(views)
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TASK\tOWNER\tIDLE\tPATH\tREASONS")
+	now := time.Now()
+	for _, v := range views {
+		id := v.TaskID
+		if id == "" {
+			id = "-"
+			if v.SessionID != "" {
+				id = "session " + v.SessionID
+			}
+		}
+		var rep gitops.Report
+		reasons := string(v.Report)
+		if err := json.Unmarshal(v.Report, &rep); err == nil {
+			reasons = riskText(rep.Risks)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", id, v.Owner, age(now.Sub(v.LastUsedAt)), v.Path, reasons)
+	}
+	return tw.Flush()
+}
