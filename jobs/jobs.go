@@ -191,8 +191,8 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 			QueueAgent:       {MaxWorkers: cfg.MaxAgents},
 			QueueMaintenance: {MaxWorkers: 1},
 		},
-		Workers:           workers,
-		PeriodicJobs:      cfg.Periodic,
+		Workers:      workers,
+		PeriodicJobs: cfg.Periodic,
 		// SQLite has no LISTEN: a job inserted by a stage (or the CLI) waits
 		// for the next fetch poll, so poll often (a cheap indexed query).
 		FetchCooldown:     10 * time.Millisecond,

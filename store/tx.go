@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/grove-dev/grove"
@@ -25,8 +26,20 @@ func (t *Tx) Now() time.Time { return t.now }
 
 // InTx runs fn in one immediate (write-locking) transaction and commits it
 // if fn returns nil. fn must not call Store methods (one connection).
+//
+// BEGIN IMMEDIATE takes the write lock; when many processes write at once
+// and the busy timeout runs out, it is tried again (nothing has happened
+// yet) for up to a minute, so SQLITE_BUSY never reaches a user.
 func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
+	for wait, deadline := 10*time.Millisecond, time.Now().Add(time.Minute); err != nil && isBusy(err) && time.Now().Before(deadline); wait = min(2*wait, 500*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("begin: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		tx, err = s.db.BeginTx(ctx, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -49,4 +62,9 @@ func notFound(err error, what string) error {
 		return fmt.Errorf("%s: %w", what, grove.ErrNotFound)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// isBusy reports whether err is SQLite's "database is locked" (SQLITE_BUSY).
+func isBusy(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "SQLITE_BUSY")
 }
