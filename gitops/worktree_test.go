@@ -65,6 +65,7 @@ func TestCreateWorktreeRefusesAndLeavesNothing(t *testing.T) {
 	is.True(errors.Is(err, grove.ErrUsage))
 	err = r.CreateWorktree(ctx, filepath.Join(t.TempDir(), "a"), "bad..name", "main")
 	is.True(errors.Is(err, grove.ErrUsage))
+	is.Equal(git(t, r.Root, "for-each-ref"), before) // refused: no ref made
 
 	// A user branch of that name that has moved on is not taken over.
 	git(t, r.Root, "branch", "mine")
