@@ -39,6 +39,14 @@ func (a *app) lsCmd() *cobra.Command {
 			if err := a.open(ctx); err != nil {
 				return err
 			}
+			// The table shows the newest 100 unless told otherwise; --json
+			// gives every task unless --limit is set.
+			if limit < 0 {
+				limit = 0
+				if !asJSON {
+					limit = tableLimit
+				}
+			}
 			f := store.TaskFilter{Limit: limit}
 			for _, s := range states {
 				for _, s := range strings.Split(s, ",") {
@@ -73,16 +81,25 @@ func (a *app) lsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printTasks(tasks, asJSON)
+			if err := a.printTasks(tasks, asJSON); err != nil {
+				return err
+			}
+			if !asJSON && f.Limit > 0 && len(tasks) == f.Limit {
+				fmt.Fprintf(a.stderr, "showing the newest %d tasks; --limit 0 shows all\n", f.Limit)
+			}
+			return nil
 		},
 	}
 	c.Flags().StringArrayVar(&states, "state", nil, "only tasks in this state (repeatable, or comma-separated)")
 	c.Flags().StringVar(&repo, "repo", "", "only tasks of this repository")
-	c.Flags().IntVar(&limit, "limit", 0, "at most this many tasks (0: all)")
+	c.Flags().IntVar(&limit, "limit", -1, "at most this many tasks (0: all; default 100 in the table, all with --json)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().BoolVar(&atRisk, "at-risk", false, "list worktrees kept because they hold work (refused close or reap), with the reasons")
 	return c
 }
+
+// tableLimit is how many tasks the `grove ls` table shows by default.
+const tableLimit = 100
 
 func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 	if asJSON {
