@@ -28,7 +28,10 @@ type Store struct {
 }
 
 // DSNPragmas are the connection settings every grove process uses.
-const DSNPragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+// journal_mode(WAL) is not among them: WAL is persistent in the file, set
+// once by the migration; setting it on every connection needs a lock that
+// a busy database refuses at once, busy timeout or not.
+const DSNPragmas = "_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
 
 // Options tune Open.
 type Options struct {
@@ -80,22 +83,35 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Close() error { return s.db.Close() }
 
 func (s *Store) migrate(ctx context.Context, home string) error {
-	ok, err := s.upToDate(ctx)
-	if err != nil || ok {
-		return err
-	}
-	// Slow path: one process migrates at a time.
+	// migrate.lock: shared while a process opens its connection and checks
+	// the version (so its first connection, and its journal-mode pragma,
+	// never meets a migration half-way), exclusive while one migrates.
 	lf, err := os.OpenFile(filepath.Join(home, "migrate.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("open migrate lock: %w", err)
 	}
-	defer lf.Close()
-	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("take migrate lock: %w", err)
+	defer lf.Close() // releases the lock
+	if err := flock(ctx, lf, unix.LOCK_SH); err != nil {
+		return err
 	}
-	defer unix.Flock(int(lf.Fd()), unix.LOCK_UN) //nolint:errcheck // closing releases it too
+	ok, err := s.upToDate(ctx)
+	for wait, deadline := 10*time.Millisecond, time.Now().Add(30*time.Second); isBusy(err) && time.Now().Before(deadline); wait = min(2*wait, 500*time.Millisecond) {
+		time.Sleep(wait)
+		ok, err = s.upToDate(ctx)
+	}
+	if err != nil || ok {
+		return err
+	}
+	// Slow path: one process migrates at a time.
+	if err := flock(ctx, lf, unix.LOCK_EX); err != nil {
+		return err
+	}
 	if ok, err := s.upToDate(ctx); err != nil || ok {
 		return err
+	}
+	var mode string
+	if err := s.db.QueryRowContext(ctx, `PRAGMA journal_mode=WAL`).Scan(&mode); err != nil || mode != "wal" {
+		return fmt.Errorf("set WAL journal mode on %s: %v (mode %q)", s.path, err, mode)
 	}
 	if _, err := s.db.ExecContext(ctx, grove.Schema); err != nil {
 		return fmt.Errorf("apply grove schema: %w", err)
@@ -113,6 +129,24 @@ func (s *Store) migrate(ctx context.Context, home string) error {
 		return fmt.Errorf("river migrations: %w", err)
 	}
 	return nil
+}
+
+// flock takes (or converts to) lock how on f, waiting until it is free.
+func flock(ctx context.Context, f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EWOULDBLOCK {
+			return fmt.Errorf("take migrate lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("take migrate lock: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // riverTargetVersion is the last River migration this grove was built with.

@@ -27,7 +27,10 @@ func openTemp(t *testing.T) (*Store, string) {
 
 func TestOpenCreatesPrivateHomeAndDB(t *testing.T) {
 	is := is.New(t)
-	_, home := openTemp(t)
+	st, home := openTemp(t)
+	var mode string
+	is.NoErr(st.db.QueryRow(`PRAGMA journal_mode`).Scan(&mode))
+	is.Equal(mode, "wal") // set once by the migration, persistent in the file
 	fi, err := os.Stat(home)
 	is.NoErr(err)
 	is.Equal(fi.Mode().Perm(), os.FileMode(0o700))

@@ -65,7 +65,9 @@ func (a *app) sessionStartCmd() *cobra.Command {
 			if err := a.intents().StartSession(ctx, req); err != nil {
 				return err
 			}
-			s, ok, err := a.settleSession(ctx, req.Key, "start", func(s grove.Session, started bool) bool { return started })
+			s, ok, err := a.settleSession(ctx, req.Key, "start", func(s grove.Session, started bool) bool {
+				return started && (len(s.Serve) == 0 || s.Port != 0)
+			})
 			if err != nil || !ok {
 				return err
 			}
