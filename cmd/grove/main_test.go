@@ -124,105 +124,85 @@ func cmdCapture(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
 }
 
-// waitstate ID STATE [SECONDS]: poll the database until task ID is in STATE.
-func cmdWaitState(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 2 {
-		ts.Fatalf("usage: waitstate ID STATE [SECONDS]")
+// waitArgs checks a wait command's arity and returns its optional SECONDS
+// argument (at index n, default 30) as a CI-scaled limit.
+func waitArgs(ts *testscript.TestScript, neg bool, args []string, n int, usage string) time.Duration {
+	if neg || len(args) < n || len(args) > n+1 {
+		ts.Fatalf("usage: %s", usage)
 	}
 	limit := 30 * time.Second
-	if len(args) > 2 {
-		n, err := strconv.Atoi(args[2])
+	if len(args) > n {
+		secs, err := strconv.Atoi(args[n])
 		ts.Check(err)
-		limit = time.Duration(n) * time.Second
+		limit = time.Duration(secs) * time.Second
 	}
-	ctx := context.Background()
-	st, err := store.Open(ctx, ts.Getenv("GROVE_HOME"), store.Options{})
-	ts.Check(err)
-	defer st.Close()
-	deadline := time.Now().Add(slow(limit))
-	var task grove.Task
+	return slow(limit)
+}
+
+// pollUntil polls cond every 20ms until it holds, or fails the script
+// with failure() after limit.
+func pollUntil(ts *testscript.TestScript, limit time.Duration, cond func() bool, failure func() string) {
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		task, err = st.Task(ctx, args[0])
-		ts.Check(err)
-		if string(task.State) == args[1] {
+		if cond() {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	ts.Fatalf("task %s is %s (%s), not %s after %s", args[0], task.State, task.Error, args[1], limit)
+	ts.Fatalf("%s after %s", failure(), limit)
+}
+
+// scriptStore opens the script's grove store; closed when the script ends.
+func scriptStore(ts *testscript.TestScript) *store.Store {
+	st, err := store.Open(context.Background(), ts.Getenv("GROVE_HOME"), store.Options{})
+	ts.Check(err)
+	ts.Defer(func() { st.Close() })
+	return st
+}
+
+// waitstate ID STATE [SECONDS]: poll the database until task ID is in STATE.
+func cmdWaitState(ts *testscript.TestScript, neg bool, args []string) {
+	limit := waitArgs(ts, neg, args, 2, "waitstate ID STATE [SECONDS]")
+	st := scriptStore(ts)
+	var task grove.Task
+	pollUntil(ts, limit, func() bool {
+		var err error
+		task, err = st.Task(context.Background(), args[0])
+		ts.Check(err)
+		return string(task.State) == args[1]
+	}, func() string { return fmt.Sprintf("task %s is %s (%s), not %s", args[0], task.State, task.Error, args[1]) })
 }
 
 // waitevent ID KIND [SECONDS]: poll until task ID has an event of KIND.
 func cmdWaitEvent(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 2 {
-		ts.Fatalf("usage: waitevent ID KIND [SECONDS]")
-	}
-	limit := 30 * time.Second
-	if len(args) > 2 {
-		n, err := strconv.Atoi(args[2])
-		ts.Check(err)
-		limit = time.Duration(n) * time.Second
-	}
-	ctx := context.Background()
-	st, err := store.Open(ctx, ts.Getenv("GROVE_HOME"), store.Options{})
-	ts.Check(err)
-	defer st.Close()
-	deadline := time.Now().Add(slow(limit))
-	for time.Now().Before(deadline) {
-		evs, err := st.Events(ctx, args[0], 0)
+	limit := waitArgs(ts, neg, args, 2, "waitevent ID KIND [SECONDS]")
+	st := scriptStore(ts)
+	pollUntil(ts, limit, func() bool {
+		evs, err := st.Events(context.Background(), args[0], 0)
 		ts.Check(err)
 		for _, e := range evs {
 			if e.Kind == args[1] {
-				return
+				return true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ts.Fatalf("task %s has no %s event after %s", args[0], args[1], limit)
+		return false
+	}, func() string { return fmt.Sprintf("task %s has no %s event", args[0], args[1]) })
 }
 
 // waitfile FILE [SECONDS]: wait until FILE exists.
 func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 1 {
-		ts.Fatalf("usage: waitfile FILE [SECONDS]")
-	}
-	limit := 30 * time.Second
-	if len(args) > 1 {
-		n, err := strconv.Atoi(args[1])
-		ts.Check(err)
-		limit = time.Duration(n) * time.Second
-	}
+	limit := waitArgs(ts, neg, args, 1, "waitfile FILE [SECONDS]")
 	path := ts.MkAbs(args[0])
-	deadline := time.Now().Add(slow(limit))
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ts.Fatalf("%s did not appear within %s", args[0], limit)
+	pollUntil(ts, limit, func() bool { _, err := os.Stat(path); return err == nil },
+		func() string { return args[0] + " did not appear" })
 }
 
 // waitgone PATH [SECONDS]: wait until PATH no longer exists.
 func cmdWaitGone(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 1 {
-		ts.Fatalf("usage: waitgone PATH [SECONDS]")
-	}
-	limit := 30 * time.Second
-	if len(args) > 1 {
-		n, err := strconv.Atoi(args[1])
-		ts.Check(err)
-		limit = time.Duration(n) * time.Second
-	}
+	limit := waitArgs(ts, neg, args, 1, "waitgone PATH [SECONDS]")
 	path := ts.MkAbs(args[0])
-	deadline := time.Now().Add(slow(limit))
-	for time.Now().Before(deadline) {
-		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	ts.Fatalf("%s still exists after %s", args[0], limit)
+	pollUntil(ts, limit, func() bool { _, err := os.Lstat(path); return errors.Is(err, os.ErrNotExist) },
+		func() string { return args[0] + " still exists" })
 }
 
 // exitcode N PROG ARGS...: run PROG and require exit code N.
