@@ -26,10 +26,7 @@ func (a *app) idCmd(use, short, example string, fn func(ctx context.Context, id 
 		Args:    exactArgs(1, "a task id"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			if err := a.open(ctx); err != nil {
-				return err
-			}
-			id, err := a.resolve(ctx, args[0])
+			id, err := a.openTask(ctx, args[0])
 			if err != nil {
 				return err
 			}

@@ -159,6 +159,14 @@ func (a *app) intents() *jobs.Intents {
 	return &jobs.Intents{Store: a.st, Client: a.client, Home: a.home}
 }
 
+// openTask opens the store and resolves a task id argument.
+func (a *app) openTask(ctx context.Context, arg string) (string, error) {
+	if err := a.open(ctx); err != nil {
+		return "", err
+	}
+	return a.resolve(ctx, arg)
+}
+
 // resolve turns a user-typed id (or unique prefix) into a task id.
 func (a *app) resolve(ctx context.Context, id string) (string, error) {
 	return a.st.ResolveTaskID(ctx, id)

@@ -24,10 +24,7 @@ func (a *app) logsCmd() *cobra.Command {
 		Args:    exactArgs(1, "a task id"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			if err := a.open(ctx); err != nil {
-				return err
-			}
-			id, err := a.resolve(ctx, args[0])
+			id, err := a.openTask(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -129,10 +126,7 @@ func (a *app) diffCmd() *cobra.Command {
 		Args:    exactArgs(1, "a task id"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			if err := a.open(ctx); err != nil {
-				return err
-			}
-			id, err := a.resolve(ctx, args[0])
+			id, err := a.openTask(ctx, args[0])
 			if err != nil {
 				return err
 			}

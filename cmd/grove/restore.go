@@ -23,10 +23,7 @@ branch grove/ID (grove/ID-restored if that exists). Works without a daemon.`,
 		Args: exactArgs(1, "a task id"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			if err := a.open(ctx); err != nil {
-				return err
-			}
-			id, err := a.resolve(ctx, args[0])
+			id, err := a.openTask(ctx, args[0])
 			if err != nil {
 				return err
 			}
