@@ -62,7 +62,9 @@ func (r *Repo) Advance(ctx context.Context, path, branch, from, to string) error
 // Clean reports whether the worktree at path has no modified, staged or
 // untracked file (`status --porcelain -uall` is empty).
 func (r *Repo) Clean(ctx context.Context, path string) (bool, error) {
-	out, err := run(ctx, path, "status", "--porcelain", "-uall")
+	// The untracked cache (kept in the worktree's index) lets repeated
+	// checks of an unchanged pool worktree skip most of the directory walk.
+	out, err := run(ctx, path, "-c", "core.untrackedCache=true", "status", "--porcelain", "-uall")
 	if err != nil {
 		return false, fmt.Errorf("status of %s: %w", path, err)
 	}

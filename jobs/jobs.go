@@ -196,7 +196,7 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 		// SQLite has no LISTEN: a job inserted by a stage (or the CLI) waits
 		// for the next fetch poll, so poll often (a cheap indexed query).
 		FetchCooldown:     10 * time.Millisecond,
-		FetchPollInterval: 50 * time.Millisecond,
+		FetchPollInterval: 25 * time.Millisecond,
 		JobTimeout:        15 * time.Minute,
 		// Jobs left running by a dead daemon are taken back at startup
 		// (store.RescueRunningJobs); this is only the fallback.

@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
 	"github.com/grove-dev/grove/store"
 )
 
@@ -194,11 +195,28 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) (settled bool, err err
 		if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, tip); err != nil {
 			return false, err
 		}
+		if err := primeIndex(ctx, repo, ws.Path, time.Now()); err != nil {
+			return false, err
+		}
 		if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspacePool) }); err != nil {
 			return false, err
 		}
 	}
 	return settled, nil
+}
+
+// primeIndex makes the cleanliness check of a fresh pool entry cheap: files
+// checked out in the same second as the index is written are "racily
+// clean", and git would re-read all of them at every status. A status a
+// little over a second after the checkout rewrites the index with trusted
+// stat data (and its untracked cache). This runs in the background pass,
+// never on a task's path.
+func primeIndex(ctx context.Context, repo *gitops.Repo, path string, checkedOut time.Time) error {
+	if err := sleepCtx(ctx, time.Until(checkedOut.Add(1100*time.Millisecond))); err != nil {
+		return err
+	}
+	_, err := repo.Clean(ctx, path)
+	return err
 }
 
 // claimPool hands task a ready pool worktree at its base, if there is one:
