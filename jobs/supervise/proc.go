@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,35 +86,6 @@ func (p Proc) Signal(sig syscall.Signal) error {
 		return os.ErrProcessDone
 	}
 	return syscall.Kill(p.Pid, sig)
-}
-
-// ProcessesIn lists pids (other than this process) whose cwd is dir or
-// inside it. Processes that vanish or cannot be read are skipped.
-func ProcessesIn(dir string) ([]int, error) {
-	dir = filepath.Clean(dir)
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = real
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("scan /proc: %w", err)
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
-		if err != nil {
-			continue
-		}
-		if cwd == dir || strings.HasPrefix(cwd, dir+"/") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, nil
 }
 
 // killGroup signals a process group; a group already gone is not an error.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/grove-dev/grove/gitops"
 )
 
 // Spec describes one supervised run. It is written to DIR/spec.json.
@@ -291,7 +293,7 @@ func cleanup(pgid int, spec Spec, grace time.Duration) {
 			pids = append(pids, -pgid)
 		}
 		if spec.Sweep {
-			in, _ := ProcessesIn(spec.WorkDir)
+			in, _ := gitops.ProcessesIn(spec.WorkDir)
 			pids = append(pids, in...)
 		}
 		return pids
