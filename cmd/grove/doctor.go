@@ -248,6 +248,9 @@ func checkLocks(ctx context.Context, rep *doctorReport, home string, st *store.S
 	if st == nil {
 		return
 	}
+	if n, err := st.CountPool(ctx); err == nil {
+		rep.add("warm pool", checkInfo, "", "%d ready worktree(s) (grove serve --warm N)", n)
+	}
 	repos, err := st.Repos(ctx)
 	if err != nil {
 		rep.add("locks", checkProblem, "check the database", "cannot list repositories: %v", err)
