@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -71,8 +70,7 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 	msg := applyMessage(task, change)
 	res, err := repo.Apply(ctx, task.TargetBranch, change.BaseCommit, change.HeadCommit, msg)
 	if err != nil {
-		var ue *grove.UserError
-		if errors.As(err, &ue) || job.Attempt >= job.MaxAttempts {
+		if giveUp(err, job.Attempt, job.MaxAttempts) {
 			return w.refuse(ctx, id, err)
 		}
 		return err

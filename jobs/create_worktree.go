@@ -151,7 +151,7 @@ func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task 
 		wait  bool
 		ended bool
 	)
-	err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+	err := d.Store.Read(ctx, func(tx *store.Tx) error {
 		var err error
 		if sess, err = tx.Session(ctx, task.SessionID); err != nil {
 			return err

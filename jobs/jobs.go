@@ -248,8 +248,7 @@ var unfinished = []grove.TaskState{grove.StateQueued, grove.StatePreparing, grov
 // transient one on the last attempt, fails the task and cancels the job; an
 // earlier transient one is returned so River retries it.
 func (d *Deps) stageError(ctx context.Context, client *Client, id string, attempt, maxAttempts int, what string, err error) error {
-	var ue *grove.UserError
-	if !errors.As(err, &ue) && attempt < maxAttempts {
+	if !giveUp(err, attempt, maxAttempts) {
 		d.Logger.Warn("stage failed, will retry", "task", id, "stage", what, "attempt", attempt, "err", err)
 		return err
 	}
@@ -272,6 +271,13 @@ func (d *Deps) stageTask(ctx context.Context, id string, states ...grove.TaskSta
 		return task, false, err
 	}
 	return task, in(task.State, states...), nil
+}
+
+// giveUp reports whether a stage should stop retrying: a user error is
+// final, a transient one is retried until the last attempt.
+func giveUp(err error, attempt, maxAttempts int) bool {
+	var ue *grove.UserError
+	return errors.As(err, &ue) || attempt >= maxAttempts
 }
 
 func in(s grove.TaskState, states ...grove.TaskState) bool { return slices.Contains(states, s) }

@@ -90,8 +90,7 @@ func (w *SessionWorker) Work(ctx context.Context, job *river.Job[SessionArgs]) e
 }
 
 func (d *Deps) sessionFailed(ctx context.Context, key string, job *river.Job[SessionArgs], what string, err error) error {
-	var ue *grove.UserError
-	if !errors.As(err, &ue) && job.Attempt < job.MaxAttempts {
+	if !giveUp(err, job.Attempt, job.MaxAttempts) {
 		return err
 	}
 	msg := fmt.Sprintf("%s: %v", what, err)
@@ -191,7 +190,7 @@ func (d *Deps) startService(ctx context.Context, sess grove.Session, ws grove.Wo
 // supervisor) and waits for the supervisor to end.
 func (d *Deps) stopService(ctx context.Context, key string) error {
 	var run grove.Run
-	err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+	err := d.Store.Read(ctx, func(tx *store.Tx) error {
 		var err error
 		run, err = tx.ServiceRun(ctx, key)
 		return err
@@ -243,7 +242,7 @@ func (w *SessionWorker) close(ctx context.Context, sess grove.Session, force boo
 		ws   grove.Workspace
 		busy bool
 	)
-	err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+	err := d.Store.Read(ctx, func(tx *store.Tx) error {
 		var err error
 		if busy, err = tx.SessionBusy(ctx, sess.ID, "", false); err != nil {
 			return err
@@ -387,7 +386,7 @@ func LRUCap(ctx context.Context, d *Deps, max int, keep string) ([]string, error
 
 func (d *Deps) sessionBusy(ctx context.Context, key string) (bool, error) {
 	var busy bool
-	err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+	err := d.Store.Read(ctx, func(tx *store.Tx) error {
 		var err error
 		busy, err = tx.SessionBusy(ctx, key, "", false)
 		return err

@@ -14,7 +14,7 @@ func (t *Tx) PutChange(ctx context.Context, c grove.Change) error {
 	if err != nil {
 		return fmt.Errorf("encode change files: %w", err)
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO change(task_id, base_commit, head_commit, files, added, deleted)
+	_, err = t.q.ExecContext(ctx, `INSERT INTO change(task_id, base_commit, head_commit, files, added, deleted)
 		VALUES(?,?,?,?,?,?) ON CONFLICT(task_id) DO UPDATE SET base_commit = excluded.base_commit,
 		head_commit = excluded.head_commit, files = excluded.files, added = excluded.added, deleted = excluded.deleted`,
 		c.TaskID, c.BaseCommit, c.HeadCommit, string(files), c.Added, c.Deleted)
@@ -40,16 +40,12 @@ const changeQuery = `SELECT task_id, base_commit, head_commit, files, added, del
 
 // Change returns the diff summary of a task.
 func (s *Store) Change(ctx context.Context, taskID string) (grove.Change, error) {
-	c, err := scanChange(s.db.QueryRowContext(ctx, changeQuery, taskID))
-	if err != nil {
-		return c, notFound(err, "change of task "+taskID)
-	}
-	return c, nil
+	return s.view().Change(ctx, taskID)
 }
 
 // Change returns the diff summary of a task inside the transaction.
 func (t *Tx) Change(ctx context.Context, taskID string) (grove.Change, error) {
-	c, err := scanChange(t.tx.QueryRowContext(ctx, changeQuery, taskID))
+	c, err := scanChange(t.q.QueryRowContext(ctx, changeQuery, taskID))
 	if err != nil {
 		return c, notFound(err, "change of task "+taskID)
 	}

@@ -10,7 +10,7 @@ import (
 
 // AddEvent appends to the audit trail.
 func (t *Tx) AddEvent(ctx context.Context, taskID, sessionID, kind, msg string) error {
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO event(task_id, session_id, at, kind, message) VALUES(?,?,?,?,?)`,
+	_, err := t.q.ExecContext(ctx, `INSERT INTO event(task_id, session_id, at, kind, message) VALUES(?,?,?,?,?)`,
 		nullString(taskID), nullString(sessionID), ms(t.now), kind, msg)
 	if err != nil {
 		return fmt.Errorf("add event %s: %w", kind, err)
@@ -55,7 +55,7 @@ func (s *Store) RescueRunningJobs(ctx context.Context) (int64, error) {
 	var res sql.Result
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var err error
-		res, err = tx.tx.ExecContext(ctx, `UPDATE river_job SET state = 'available'
+		res, err = tx.q.ExecContext(ctx, `UPDATE river_job SET state = 'available'
 			WHERE state = 'running'`)
 		return err
 	})

@@ -43,7 +43,7 @@ func (s *Store) CountPool(ctx context.Context) (int, error) {
 // row becomes the task's (state claiming until its branch is renamed). ok
 // is false when none is ready.
 func (t *Tx) ClaimPoolEntry(ctx context.Context, repoID int64, commit, taskID string) (w grove.Workspace, ok bool, err error) {
-	w, err = scanWorkspace(t.tx.QueryRowContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
+	w, err = scanWorkspace(t.q.QueryRowContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
 		AND session_id IS NULL AND state = 'pool' AND archived_at IS NULL ORDER BY base_commit = ? DESC, id LIMIT 1`, repoID, commit))
 	if errors.Is(err, sql.ErrNoRows) {
 		return w, false, nil
@@ -51,7 +51,7 @@ func (t *Tx) ClaimPoolEntry(ctx context.Context, repoID int64, commit, taskID st
 	if err != nil {
 		return w, false, fmt.Errorf("find pool entry: %w", err)
 	}
-	if _, err := t.tx.ExecContext(ctx, `UPDATE workspace SET task_id = ?, state = ?, last_used_at = ? WHERE id = ?`,
+	if _, err := t.q.ExecContext(ctx, `UPDATE workspace SET task_id = ?, state = ?, last_used_at = ? WHERE id = ?`,
 		taskID, grove.WorkspaceClaiming, ms(t.now), w.ID); err != nil {
 		return w, false, fmt.Errorf("claim pool entry %d: %w", w.ID, err)
 	}
@@ -62,7 +62,7 @@ func (t *Tx) ClaimPoolEntry(ctx context.Context, repoID int64, commit, taskID st
 // ReleasePoolEntry undoes a claim: the worktree goes back to the pool in
 // state (pool, or stale when it turned out dirty).
 func (t *Tx) ReleasePoolEntry(ctx context.Context, id int64, state string) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE workspace SET task_id = NULL, state = ? WHERE id = ?`, state, id); err != nil {
+	if _, err := t.q.ExecContext(ctx, `UPDATE workspace SET task_id = NULL, state = ? WHERE id = ?`, state, id); err != nil {
 		return fmt.Errorf("release pool entry %d: %w", id, err)
 	}
 	return nil
@@ -70,7 +70,7 @@ func (t *Tx) ReleasePoolEntry(ctx context.Context, id int64, state string) error
 
 // SetWorkspaceBranch records a workspace's branch and base commit.
 func (t *Tx) SetWorkspaceBranch(ctx context.Context, id int64, branch, base string) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE workspace SET branch = ?, base_commit = ?, last_used_at = ? WHERE id = ?`,
+	if _, err := t.q.ExecContext(ctx, `UPDATE workspace SET branch = ?, base_commit = ?, last_used_at = ? WHERE id = ?`,
 		branch, base, ms(t.now), id); err != nil {
 		return fmt.Errorf("set workspace %d branch: %w", id, err)
 	}

@@ -75,7 +75,7 @@ func (s *Store) AtRiskWorkspaces(ctx context.Context) ([]OwnedWorkspace, error) 
 // given. If a live row already has that path, that row is returned and
 // nothing changes.
 func (t *Tx) AdoptWorkspace(ctx context.Context, w grove.Workspace) (grove.Workspace, error) {
-	existing, err := scanWorkspace(t.tx.QueryRowContext(ctx,
+	existing, err := scanWorkspace(t.q.QueryRowContext(ctx,
 		`SELECT `+wsColumns+` FROM workspace WHERE path = ? AND archived_at IS NULL`, w.Path))
 	if err == nil {
 		return existing, nil
@@ -83,7 +83,7 @@ func (t *Tx) AdoptWorkspace(ctx context.Context, w grove.Workspace) (grove.Works
 	if err != sql.ErrNoRows {
 		return w, fmt.Errorf("find workspace %s: %w", w.Path, err)
 	}
-	err = t.tx.QueryRowContext(ctx, `INSERT INTO workspace(repo_id, path, branch, base_commit, head_commit, state, at_risk, last_used_at)
+	err = t.q.QueryRowContext(ctx, `INSERT INTO workspace(repo_id, path, branch, base_commit, head_commit, state, at_risk, last_used_at)
 		VALUES(?,?,?,?,?,?,?,?) RETURNING id`, w.RepoID, w.Path, w.Branch, w.BaseCommit, w.HeadCommit, w.State, w.AtRisk,
 		ms(w.LastUsedAt)).Scan(&w.ID)
 	if err != nil {

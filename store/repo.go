@@ -10,7 +10,7 @@ import (
 // UpsertRepo registers r (keyed by its path) and returns its id.
 func (t *Tx) UpsertRepo(ctx context.Context, r grove.Repo) (int64, error) {
 	var id int64
-	err := t.tx.QueryRowContext(ctx, `
+	err := t.q.QueryRowContext(ctx, `
 		INSERT INTO repo(path, common_dir, default_branch, created_at) VALUES(?, ?, ?, ?)
 		ON CONFLICT(path) DO UPDATE SET common_dir = excluded.common_dir, default_branch = excluded.default_branch
 		RETURNING id`, r.Path, r.CommonDir, r.DefaultBranch, ms(t.now)).Scan(&id)

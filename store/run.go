@@ -33,7 +33,7 @@ func scanRun(row scanner) (grove.Run, error) {
 // AgentRun returns the agent run of a task's attempt; grove.ErrNotFound if
 // none was started.
 func (t *Tx) AgentRun(ctx context.Context, taskID string, attempt int) (grove.Run, error) {
-	r, err := scanRun(t.tx.QueryRowContext(ctx, `SELECT `+runColumns+` FROM run
+	r, err := scanRun(t.q.QueryRowContext(ctx, `SELECT `+runColumns+` FROM run
 		WHERE task_id = ? AND attempt = ? AND kind = 'agent'`, taskID, attempt))
 	if err != nil {
 		return r, notFound(err, fmt.Sprintf("run of task %s attempt %d", taskID, attempt))
@@ -43,12 +43,7 @@ func (t *Tx) AgentRun(ctx context.Context, taskID string, attempt int) (grove.Ru
 
 // AgentRun is the non-transactional AgentRun.
 func (s *Store) AgentRun(ctx context.Context, taskID string, attempt int) (grove.Run, error) {
-	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runColumns+` FROM run
-		WHERE task_id = ? AND attempt = ? AND kind = 'agent'`, taskID, attempt))
-	if err != nil {
-		return r, notFound(err, fmt.Sprintf("run of task %s attempt %d", taskID, attempt))
-	}
-	return r, nil
+	return s.view().AgentRun(ctx, taskID, attempt)
 }
 
 // LatestAgentRun returns a task's newest agent run.
@@ -64,7 +59,7 @@ func (s *Store) LatestAgentRun(ctx context.Context, taskID string) (grove.Run, e
 // InsertAgentRun records a started agent run (its supervisor's identity).
 func (t *Tx) InsertAgentRun(ctx context.Context, r grove.Run) (int64, error) {
 	var id int64
-	err := t.tx.QueryRowContext(ctx, `INSERT INTO run(task_id, attempt, kind, pid, start_time, boot_id, dir, started_at)
+	err := t.q.QueryRowContext(ctx, `INSERT INTO run(task_id, attempt, kind, pid, start_time, boot_id, dir, started_at)
 		VALUES(?,?,'agent',?,?,?,?,?) RETURNING id`, r.TaskID, r.Attempt, r.Pid, r.StartTime, r.BootID, r.Dir, ms(t.now)).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("insert run of task %s: %w", r.TaskID, err)
@@ -74,7 +69,7 @@ func (t *Tx) InsertAgentRun(ctx context.Context, r grove.Run) (int64, error) {
 
 // EndRun records how a run ended.
 func (t *Tx) EndRun(ctx context.Context, id int64, exitCode int, reason string) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE run SET exit_code = ?, reason = ?, ended_at = ? WHERE id = ?`,
+	_, err := t.q.ExecContext(ctx, `UPDATE run SET exit_code = ?, reason = ?, ended_at = ? WHERE id = ?`,
 		exitCode, reason, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("end run %d: %w", id, err)

@@ -42,7 +42,7 @@ func (t *Tx) InsertSession(ctx context.Context, s grove.Session) error {
 		b, _ := json.Marshal(s.Serve)
 		serve = sql.NullString{String: string(b), Valid: true}
 	}
-	res, err := t.tx.ExecContext(ctx, `INSERT INTO session(id, repo_id, state, base_commit, target_branch, serve_argv, port, created_at, last_used_at)
+	res, err := t.q.ExecContext(ctx, `INSERT INTO session(id, repo_id, state, base_commit, target_branch, serve_argv, port, created_at, last_used_at)
 		VALUES(?,?,?,?,?,?,NULL,?,?)
 		ON CONFLICT(id) DO UPDATE SET repo_id = excluded.repo_id, state = excluded.state, base_commit = excluded.base_commit,
 		target_branch = excluded.target_branch, serve_argv = excluded.serve_argv, port = NULL,
@@ -61,7 +61,7 @@ func (t *Tx) InsertSession(ctx context.Context, s grove.Session) error {
 
 // Session loads a session by key.
 func (t *Tx) Session(ctx context.Context, id string) (grove.Session, error) {
-	s, err := scanSession(t.tx.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM session s JOIN repo r ON r.id = s.repo_id WHERE s.id = ?`, id))
+	s, err := scanSession(t.q.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM session s JOIN repo r ON r.id = s.repo_id WHERE s.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return s, grove.Userf(grove.ErrNotFound, "start it with: grove session start "+id+" --repo DIR", "no session %q", id)
 	}
@@ -71,15 +71,9 @@ func (t *Tx) Session(ctx context.Context, id string) (grove.Session, error) {
 	return s, nil
 }
 
-// Session loads a session by key.
+// Session loads a session by key (a read; no write lock).
 func (s *Store) Session(ctx context.Context, id string) (grove.Session, error) {
-	var out grove.Session
-	err := s.InTx(ctx, func(tx *Tx) error {
-		var err error
-		out, err = tx.Session(ctx, id)
-		return err
-	})
-	return out, err
+	return s.view().Session(ctx, id)
 }
 
 // Sessions lists sessions that are not closed (all with includeClosed),
@@ -113,7 +107,7 @@ func (t *Tx) SetSessionState(ctx context.Context, id, state string, touch bool) 
 		q = `UPDATE session SET state = ?, last_used_at = ? WHERE id = ?`
 		args = []any{state, ms(t.now), id}
 	}
-	if _, err := t.tx.ExecContext(ctx, q, args...); err != nil {
+	if _, err := t.q.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("set session %s state: %w", id, err)
 	}
 	return nil
@@ -121,7 +115,7 @@ func (t *Tx) SetSessionState(ctx context.Context, id, state string, touch bool) 
 
 // TouchSession records activity on a session.
 func (t *Tx) TouchSession(ctx context.Context, id string) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE session SET last_used_at = ? WHERE id = ?`, ms(t.now), id); err != nil {
+	if _, err := t.q.ExecContext(ctx, `UPDATE session SET last_used_at = ? WHERE id = ?`, ms(t.now), id); err != nil {
 		return fmt.Errorf("touch session %s: %w", id, err)
 	}
 	return nil
@@ -129,7 +123,7 @@ func (t *Tx) TouchSession(ctx context.Context, id string) error {
 
 // SetSessionBase moves a session's base forward (after an apply).
 func (t *Tx) SetSessionBase(ctx context.Context, id, commit string) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE session SET base_commit = ?, last_used_at = ? WHERE id = ?`, commit, ms(t.now), id); err != nil {
+	if _, err := t.q.ExecContext(ctx, `UPDATE session SET base_commit = ?, last_used_at = ? WHERE id = ?`, commit, ms(t.now), id); err != nil {
 		return fmt.Errorf("set session %s base: %w", id, err)
 	}
 	return nil
@@ -140,13 +134,13 @@ func (t *Tx) SetSessionBase(ctx context.Context, id, commit string) error {
 // session.port makes a double lease impossible.
 func (t *Tx) LeasePort(ctx context.Context, id string, lo, hi int) (int, error) {
 	var cur sql.NullInt64
-	if err := t.tx.QueryRowContext(ctx, `SELECT port FROM session WHERE id = ?`, id).Scan(&cur); err != nil {
+	if err := t.q.QueryRowContext(ctx, `SELECT port FROM session WHERE id = ?`, id).Scan(&cur); err != nil {
 		return 0, fmt.Errorf("lease port for %s: %w", id, err)
 	}
 	if cur.Valid {
 		return int(cur.Int64), nil
 	}
-	rows, err := t.tx.QueryContext(ctx, `SELECT port FROM session WHERE port IS NOT NULL AND state <> 'closed' AND port BETWEEN ? AND ?`, lo, hi)
+	rows, err := t.q.QueryContext(ctx, `SELECT port FROM session WHERE port IS NOT NULL AND state <> 'closed' AND port BETWEEN ? AND ?`, lo, hi)
 	if err != nil {
 		return 0, fmt.Errorf("lease port: %w", err)
 	}
@@ -162,7 +156,7 @@ func (t *Tx) LeasePort(ctx context.Context, id string, lo, hi int) (int, error) 
 	rows.Close()
 	for p := lo; p <= hi; p++ {
 		if !used[p] {
-			if _, err := t.tx.ExecContext(ctx, `UPDATE session SET port = ? WHERE id = ?`, p, id); err != nil {
+			if _, err := t.q.ExecContext(ctx, `UPDATE session SET port = ? WHERE id = ?`, p, id); err != nil {
 				return 0, fmt.Errorf("lease port %d: %w", p, err)
 			}
 			return p, nil
@@ -173,7 +167,7 @@ func (t *Tx) LeasePort(ctx context.Context, id string, lo, hi int) (int, error) 
 
 // ReleasePort frees a session's port.
 func (t *Tx) ReleasePort(ctx context.Context, id string) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE session SET port = NULL WHERE id = ?`, id); err != nil {
+	if _, err := t.q.ExecContext(ctx, `UPDATE session SET port = NULL WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("release port of %s: %w", id, err)
 	}
 	return nil
@@ -181,7 +175,7 @@ func (t *Tx) ReleasePort(ctx context.Context, id string) error {
 
 // SessionWorkspace returns a session's live workspace.
 func (t *Tx) SessionWorkspace(ctx context.Context, id string) (grove.Workspace, error) {
-	w, err := scanWorkspace(t.tx.QueryRowContext(ctx,
+	w, err := scanWorkspace(t.q.QueryRowContext(ctx,
 		`SELECT `+wsColumns+` FROM workspace WHERE session_id = ? AND task_id IS NULL AND archived_at IS NULL ORDER BY id DESC LIMIT 1`, id))
 	if err != nil {
 		return w, notFound(err, "workspace of session "+id)
@@ -201,7 +195,7 @@ func (t *Tx) SessionBusy(ctx context.Context, id, except string, before bool) (b
 		args = append(args, except)
 	}
 	var n int
-	if err := t.tx.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+	if err := t.q.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
 		return false, fmt.Errorf("session %s busy: %w", id, err)
 	}
 	return n > 0, nil
@@ -210,7 +204,7 @@ func (t *Tx) SessionBusy(ctx context.Context, id, except string, before bool) (b
 // SetTaskBase records the commit a session task's diff is taken against
 // (the session worktree's HEAD when the task started).
 func (t *Tx) SetTaskBase(ctx context.Context, id, commit string) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE task SET base_commit = ?, updated_at = ? WHERE id = ?`, commit, ms(t.now), id); err != nil {
+	if _, err := t.q.ExecContext(ctx, `UPDATE task SET base_commit = ?, updated_at = ? WHERE id = ?`, commit, ms(t.now), id); err != nil {
 		return fmt.Errorf("set task %s base: %w", id, err)
 	}
 	return nil
@@ -218,7 +212,7 @@ func (t *Tx) SetTaskBase(ctx context.Context, id, commit string) error {
 
 // InsertServiceRun records a started service run of a session.
 func (t *Tx) InsertServiceRun(ctx context.Context, sessionID string, n int, r grove.Run) error {
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO run(session_id, attempt, kind, pid, start_time, boot_id, dir, started_at)
+	_, err := t.q.ExecContext(ctx, `INSERT INTO run(session_id, attempt, kind, pid, start_time, boot_id, dir, started_at)
 		VALUES(?,?,'service',?,?,?,?,?)`, sessionID, n, r.Pid, r.StartTime, r.BootID, r.Dir, ms(t.now))
 	if err != nil {
 		return fmt.Errorf("insert service run of %s: %w", sessionID, err)
@@ -228,7 +222,7 @@ func (t *Tx) InsertServiceRun(ctx context.Context, sessionID string, n int, r gr
 
 // ServiceRun returns a session's newest service run.
 func (t *Tx) ServiceRun(ctx context.Context, sessionID string) (grove.Run, error) {
-	r, err := scanRun(t.tx.QueryRowContext(ctx, `SELECT `+runColumns+` FROM run
+	r, err := scanRun(t.q.QueryRowContext(ctx, `SELECT `+runColumns+` FROM run
 		WHERE session_id = ? AND kind = 'service' ORDER BY attempt DESC LIMIT 1`, sessionID))
 	if err != nil {
 		return r, notFound(err, "service run of session "+sessionID)
@@ -251,7 +245,7 @@ func (s *Store) SessionEvents(ctx context.Context, id string) ([]grove.Event, er
 
 // TouchSessionAt sets a session's last activity to at (tests and imports).
 func (t *Tx) TouchSessionAt(ctx context.Context, id string, at time.Time) error {
-	if _, err := t.tx.ExecContext(ctx, `UPDATE session SET last_used_at = ? WHERE id = ?`, ms(at), id); err != nil {
+	if _, err := t.q.ExecContext(ctx, `UPDATE session SET last_used_at = ? WHERE id = ?`, ms(at), id); err != nil {
 		return fmt.Errorf("touch session %s: %w", id, err)
 	}
 	return nil

@@ -79,7 +79,7 @@ func (t *Tx) InsertTask(ctx context.Context, task grove.Task) (out grove.Task, c
 	if task.Attempt == 0 {
 		task.Attempt = 1
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO task(id, repo_id, session_id, base_ref, base_commit, target_branch,
+	_, err = t.q.ExecContext(ctx, `INSERT INTO task(id, repo_id, session_id, base_ref, base_commit, target_branch,
 		argv, env, path_env, timeout_ms, apply_policy, idem_key, state, attempt, created_at, updated_at)
 		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		task.ID, task.RepoID, nullString(task.SessionID), task.BaseRef, task.BaseCommit, task.TargetBranch,
@@ -92,7 +92,7 @@ func (t *Tx) InsertTask(ctx context.Context, task grove.Task) (out grove.Task, c
 }
 
 func (t *Tx) taskWhere(ctx context.Context, where string, args ...any) (grove.Task, error) {
-	task, err := scanTask(t.tx.QueryRowContext(ctx, `SELECT `+taskColumns+taskFrom+`WHERE `+where, args...))
+	task, err := scanTask(t.q.QueryRowContext(ctx, `SELECT `+taskColumns+taskFrom+`WHERE `+where, args...))
 	if err != nil {
 		return task, notFound(err, "task")
 	}
@@ -110,11 +110,7 @@ func (t *Tx) Task(ctx context.Context, id string) (grove.Task, error) {
 
 // Task loads a task by id.
 func (s *Store) Task(ctx context.Context, id string) (grove.Task, error) {
-	task, err := scanTask(s.db.QueryRowContext(ctx, `SELECT `+taskColumns+taskFrom+`WHERE t.id = ?`, id))
-	if err != nil {
-		return task, notFound(err, "task "+id)
-	}
-	return task, nil
+	return s.view().Task(ctx, id)
 }
 
 // ResolveTaskID turns an exact id or a unique prefix of at least 4
@@ -211,7 +207,7 @@ func (t *Tx) SetState(ctx context.Context, id string, from []grove.TaskState, to
 			args = append(args, string(st))
 		}
 	}
-	res, err := t.tx.ExecContext(ctx, q, args...)
+	res, err := t.q.ExecContext(ctx, q, args...)
 	if err != nil {
 		return false, fmt.Errorf("set task %s state %s: %w", id, to, err)
 	}
@@ -221,7 +217,7 @@ func (t *Tx) SetState(ctx context.Context, id string, from []grove.TaskState, to
 
 // SetExitCode records the agent's exit code on the task.
 func (t *Tx) SetExitCode(ctx context.Context, id string, code int) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE task SET exit_code = ?, updated_at = ? WHERE id = ?`, code, ms(t.now), id)
+	_, err := t.q.ExecContext(ctx, `UPDATE task SET exit_code = ?, updated_at = ? WHERE id = ?`, code, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("set task %s exit code: %w", id, err)
 	}
@@ -230,7 +226,7 @@ func (t *Tx) SetExitCode(ctx context.Context, id string, code int) error {
 
 // AskCancel flags the task as canceled by a person; workers check the flag.
 func (t *Tx) AskCancel(ctx context.Context, id string) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE task SET cancel_asked = 1, updated_at = ? WHERE id = ?`, ms(t.now), id)
+	_, err := t.q.ExecContext(ctx, `UPDATE task SET cancel_asked = 1, updated_at = ? WHERE id = ?`, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("flag task %s canceled: %w", id, err)
 	}
@@ -240,7 +236,7 @@ func (t *Tx) AskCancel(ctx context.Context, id string) error {
 // Retry resets a finished task for another attempt: state queued, attempt+1,
 // error, exit code and cancel flag cleared.
 func (t *Tx) Retry(ctx context.Context, id string) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE task SET state = 'queued', attempt = attempt + 1, error = '',
+	_, err := t.q.ExecContext(ctx, `UPDATE task SET state = 'queued', attempt = attempt + 1, error = '',
 		exit_code = NULL, cancel_asked = 0, updated_at = ? WHERE id = ?`, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("reset task %s: %w", id, err)

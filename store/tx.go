@@ -11,11 +11,20 @@ import (
 	"github.com/grove-dev/grove"
 )
 
-// Tx is one write transaction. Its methods run SQL on it; SQL() gives the
-// raw *sql.Tx for river.Client.InsertTx so a job insert commits with it.
+// Tx is one write transaction (from InTx), or a read-only view (from
+// Read). Its methods run SQL on it; SQL() gives the raw *sql.Tx for
+// river.Client.InsertTx so a job insert commits with it.
 type Tx struct {
-	tx  *sql.Tx
+	tx  *sql.Tx // nil in a Read
+	q   querier // tx, or the pool for a Read
 	now time.Time
+}
+
+// querier is what *sql.Tx and *sql.DB have in common.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // SQL returns the underlying transaction, for River's InsertTx only.
@@ -44,7 +53,7 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	if err := fn(&Tx{tx: tx, now: s.now()}); err != nil {
+	if err := fn(&Tx{tx: tx, q: tx, now: s.now()}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -52,6 +61,14 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 	}
 	return nil
 }
+
+// Read runs fn's queries outside a transaction: each is its own snapshot,
+// and none takes the write lock (every transaction here is BEGIN
+// IMMEDIATE). fn must only read; it must not call SQL().
+func (s *Store) Read(ctx context.Context, fn func(*Tx) error) error { return fn(s.view()) }
+
+// view is a Tx whose queries run on the pool, outside a transaction.
+func (s *Store) view() *Tx { return &Tx{q: s.db, now: s.now()} }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 

@@ -25,7 +25,7 @@ func scanWorkspace(row scanner) (grove.Workspace, error) {
 // PutWorkspace records a workspace, or returns the live one already recorded
 // at the same path (idempotent for stage retries).
 func (t *Tx) PutWorkspace(ctx context.Context, w grove.Workspace) (grove.Workspace, error) {
-	existing, err := scanWorkspace(t.tx.QueryRowContext(ctx,
+	existing, err := scanWorkspace(t.q.QueryRowContext(ctx,
 		`SELECT `+wsColumns+` FROM workspace WHERE path = ? AND archived_at IS NULL`, w.Path))
 	if err == nil {
 		return existing, nil
@@ -34,7 +34,7 @@ func (t *Tx) PutWorkspace(ctx context.Context, w grove.Workspace) (grove.Workspa
 		return w, fmt.Errorf("find workspace %s: %w", w.Path, err)
 	}
 	w.LastUsedAt = t.now
-	err = t.tx.QueryRowContext(ctx, `INSERT INTO workspace(repo_id, task_id, session_id, path, branch, base_commit, state, last_used_at)
+	err = t.q.QueryRowContext(ctx, `INSERT INTO workspace(repo_id, task_id, session_id, path, branch, base_commit, state, last_used_at)
 		VALUES(?,?,?,?,?,?,?,?) RETURNING id`, w.RepoID, nullString(w.TaskID), nullString(w.SessionID), w.Path, w.Branch,
 		w.BaseCommit, w.State, ms(t.now)).Scan(&w.ID)
 	if err != nil {
@@ -45,7 +45,7 @@ func (t *Tx) PutWorkspace(ctx context.Context, w grove.Workspace) (grove.Workspa
 
 // SetWorkspaceState sets a workspace's state and touches last_used_at.
 func (t *Tx) SetWorkspaceState(ctx context.Context, id int64, state string) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE workspace SET state = ?, last_used_at = ? WHERE id = ?`, state, ms(t.now), id)
+	_, err := t.q.ExecContext(ctx, `UPDATE workspace SET state = ?, last_used_at = ? WHERE id = ?`, state, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("set workspace %d state: %w", id, err)
 	}
@@ -54,7 +54,7 @@ func (t *Tx) SetWorkspaceState(ctx context.Context, id int64, state string) erro
 
 // SetWorkspaceHead records the workspace's head commit.
 func (t *Tx) SetWorkspaceHead(ctx context.Context, id int64, head string) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE workspace SET head_commit = ?, last_used_at = ? WHERE id = ?`, head, ms(t.now), id)
+	_, err := t.q.ExecContext(ctx, `UPDATE workspace SET head_commit = ?, last_used_at = ? WHERE id = ?`, head, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("set workspace %d head: %w", id, err)
 	}
@@ -64,7 +64,7 @@ func (t *Tx) SetWorkspaceHead(ctx context.Context, id int64, head string) error 
 // SetWorkspaceRisk records the at-risk report (JSON) of the last refused
 // removal; "" clears it.
 func (t *Tx) SetWorkspaceRisk(ctx context.Context, id int64, report string) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE workspace SET at_risk = ? WHERE id = ?`, report, id)
+	_, err := t.q.ExecContext(ctx, `UPDATE workspace SET at_risk = ? WHERE id = ?`, report, id)
 	if err != nil {
 		return fmt.Errorf("set workspace %d risk: %w", id, err)
 	}
@@ -73,7 +73,7 @@ func (t *Tx) SetWorkspaceRisk(ctx context.Context, id int64, report string) erro
 
 // SetWorkspaceSnapshot records the snapshot ref taken before a forced removal.
 func (t *Tx) SetWorkspaceSnapshot(ctx context.Context, id int64, ref string) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE workspace SET snapshot_ref = ? WHERE id = ?`, ref, id)
+	_, err := t.q.ExecContext(ctx, `UPDATE workspace SET snapshot_ref = ? WHERE id = ?`, ref, id)
 	if err != nil {
 		return fmt.Errorf("set workspace %d snapshot: %w", id, err)
 	}
@@ -82,7 +82,7 @@ func (t *Tx) SetWorkspaceSnapshot(ctx context.Context, id int64, ref string) err
 
 // ArchiveWorkspace marks a workspace removed and archived. The row stays.
 func (t *Tx) ArchiveWorkspace(ctx context.Context, id int64) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE workspace SET state = ?, archived_at = ? WHERE id = ?`,
+	_, err := t.q.ExecContext(ctx, `UPDATE workspace SET state = ?, archived_at = ? WHERE id = ?`,
 		grove.WorkspaceRemoved, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("archive workspace %d: %w", id, err)
@@ -90,21 +90,15 @@ func (t *Tx) ArchiveWorkspace(ctx context.Context, id int64) error {
 	return nil
 }
 
-// TaskWorkspace returns the newest workspace of a task (archived or not);
-// for a session's task, the session's live workspace.
+// TaskWorkspace is the non-transactional TaskWorkspace.
 func (s *Store) TaskWorkspace(ctx context.Context, taskID string) (grove.Workspace, error) {
-	w, err := scanWorkspace(s.db.QueryRowContext(ctx,
-		`SELECT `+wsColumns+` FROM workspace WHERE task_id = ?1 OR (task_id IS NULL AND archived_at IS NULL
-		AND session_id = (SELECT session_id FROM task WHERE id = ?1)) ORDER BY id DESC LIMIT 1`, taskID))
-	if err != nil {
-		return w, notFound(err, "workspace of task "+taskID)
-	}
-	return w, nil
+	return s.view().TaskWorkspace(ctx, taskID)
 }
 
-// TaskWorkspace returns the newest workspace of a task inside the transaction.
+// TaskWorkspace returns the newest workspace of a task (archived or not);
+// for a session's task, the session's live workspace.
 func (t *Tx) TaskWorkspace(ctx context.Context, taskID string) (grove.Workspace, error) {
-	w, err := scanWorkspace(t.tx.QueryRowContext(ctx,
+	w, err := scanWorkspace(t.q.QueryRowContext(ctx,
 		`SELECT `+wsColumns+` FROM workspace WHERE task_id = ?1 OR (task_id IS NULL AND archived_at IS NULL
 		AND session_id = (SELECT session_id FROM task WHERE id = ?1)) ORDER BY id DESC LIMIT 1`, taskID))
 	if err != nil {
