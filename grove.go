@@ -121,10 +121,13 @@ const (
 	WorkspaceReady    = "ready"
 	WorkspaceRemoved  = "removed"
 	// Warm pool: a checked-out worktree at the default branch's tip that
-	// no task owns yet; pool_creating while it is made, claiming while a
-	// task takes it over, stale when it was found dirty (never reused).
+	// no task owns yet; pool_creating while it is made, pool_moving while
+	// a pool pass checks or moves it (no task may take it then), claiming
+	// while a task takes it over, stale when it was found dirty (never
+	// reused).
 	WorkspacePool         = "pool"
 	WorkspacePoolCreating = "pool_creating"
+	WorkspacePoolMoving   = "pool_moving"
 	WorkspaceClaiming     = "claiming"
 	WorkspaceStale        = "stale"
 )

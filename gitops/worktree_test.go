@@ -269,3 +269,56 @@ func TestRemoveWorktree(t *testing.T) {
 	is.True(r.RemoveWorktree(ctx, r.Root, "") != nil)
 	is.Equal(git(t, r.Root, "rev-parse", "--abbrev-ref", "HEAD"), "main")
 }
+
+// RetireWorktree removes a gate-approved worktree by moving it into the
+// trash first; without a safe report it is RemoveWorktree (which refuses a
+// dirty worktree).
+func TestRetireWorktree(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	trash := filepath.Join(t.TempDir(), "trash")
+	wt := filepath.Join(t.TempDir(), "wt")
+	is.NoErr(r.CreateWorktree(ctx, wt, "grove/t1", "main"))
+
+	// A dirty worktree with a stale "safe" report for another path, and
+	// with its own (unsafe) report: refused either way, nothing moved.
+	write(t, filepath.Join(wt, "work.txt"), "not committed\n")
+	rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/t1"})
+	is.True(!rep.Safe)
+	err := r.RetireWorktree(ctx, wt, "grove/t1", trash, Report{Path: filepath.Join(t.TempDir(), "other"), Safe: true})
+	is.True(errors.Is(err, grove.ErrAtRisk))
+	err = r.RetireWorktree(ctx, wt, "grove/t1", trash, rep)
+	is.True(errors.Is(err, grove.ErrAtRisk))
+	is.Equal(read(t, filepath.Join(wt, "work.txt")), "not committed\n")
+
+	// Clean and judged safe: gone, unregistered, branch deleted, trash empty.
+	is.NoErr(os.Remove(filepath.Join(wt, "work.txt")))
+	rep = r.AtRisk(ctx, wt, GateOptions{Branch: "grove/t1"})
+	is.True(rep.Safe)
+	is.NoErr(r.RetireWorktree(ctx, wt, "grove/t1", trash, rep))
+	_, err = os.Stat(wt)
+	is.True(errors.Is(err, os.ErrNotExist))
+	wts, err := r.Worktrees(ctx)
+	is.NoErr(err)
+	is.Equal(len(wts), 1)
+	is.Equal(git(t, r.Root, "branch", "--list", "grove/t1"), "")
+	left, err := os.ReadDir(trash)
+	is.NoErr(err)
+	is.Equal(len(left), 0)
+
+	// A crash after the move: the worktree is missing (RemoveWorktree
+	// prunes it) and SweepTrash deletes what is left in the trash.
+	wt2 := filepath.Join(t.TempDir(), "wt2")
+	is.NoErr(r.CreateWorktree(ctx, wt2, "grove/t2", "main"))
+	is.NoErr(os.MkdirAll(trash, 0o700))
+	is.NoErr(os.Rename(wt2, filepath.Join(trash, "wt2-crashed")))
+	is.NoErr(r.RemoveWorktree(ctx, wt2, "grove/t2"))
+	is.NoErr(SweepTrash(trash))
+	left, err = os.ReadDir(trash)
+	is.NoErr(err)
+	is.Equal(len(left), 0)
+	wts, err = r.Worktrees(ctx)
+	is.NoErr(err)
+	is.Equal(len(wts), 1)
+}

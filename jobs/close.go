@@ -26,7 +26,9 @@ type CloseArgs struct {
 func (CloseArgs) Kind() string { return "close" }
 
 // InsertOpts puts the job on the git queue.
-func (CloseArgs) InsertOpts() river.InsertOpts { return gitOpts(priorityCleanup) }
+func (CloseArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueCleanup, MaxAttempts: stageAttempts}
+}
 
 // CloseWorker removes the worktree when the gate says safe (or after a
 // snapshot with Force), archives the workspace row, and moves an applied,
@@ -78,7 +80,7 @@ func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error
 			return fmt.Errorf("snapshot before forced close: %w", err)
 		}
 	}
-	if err := repo.RemoveWorktree(ctx, ws.Path, ws.Branch); err != nil {
+	if err := repo.RetireWorktree(ctx, ws.Path, ws.Branch, d.TrashDir(), report); err != nil {
 		return fmt.Errorf("remove worktree: %w", err)
 	}
 	return w.markClosed(ctx, task, ws.ID, snapshot)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/jobs/treewatch"
 	"github.com/grove-dev/grove/store"
 )
 
@@ -31,6 +32,9 @@ const (
 	QueueGit         = "git"         // short git work
 	QueueAgent       = "agent"       // long agent runs, bounded by --max-agents
 	QueueMaintenance = "maintenance" // periodic jobs, one at a time
+	// QueueCleanup closes tasks (gate, removal): it has its own workers so
+	// that removing finished worktrees never delays starting new ones.
+	QueueCleanup = "cleanup"
 )
 
 // stageAttempts is how often a stage job runs before its task is failed.
@@ -62,6 +66,9 @@ type Deps struct {
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo
 	fills    map[int64]*sync.Mutex // pool passes, one at a time per repo
+	watch    *treewatch.Watcher    // see pool_trust.go; opened on first use
+	watchErr error
+	trusted  map[int64]*treewatch.Tree // pool entries verified clean, by workspace id
 	stopping chan struct{}
 	stopOnce sync.Once
 }
@@ -94,7 +101,7 @@ func NewDeps(st *store.Store, home string, logger *slog.Logger) (*Deps, error) {
 	}
 	return &Deps{Store: st, Home: home, Exe: exe, Logger: logger, Grace: 3 * time.Second,
 		Poll: 50 * time.Millisecond, Now: time.Now, IdleTTL: 30 * time.Minute, MaxLive: 8,
-		PortLo: 20000, PortHi: 20999, repos: map[string]*gitops.Repo{}, stopping: make(chan struct{})}, nil
+		PortLo: 20000, PortHi: 20999, repos: map[string]*gitops.Repo{}, trusted: map[int64]*treewatch.Tree{}, stopping: make(chan struct{})}, nil
 }
 
 // Repo opens (and caches) the git repository at path.
@@ -119,6 +126,11 @@ func (d *Deps) Repo(ctx context.Context, path string) (*gitops.Repo, error) {
 func (d *Deps) WorktreePath(repo grove.Repo, taskID string) string {
 	return filepath.Join(d.Home, "worktrees", filepath.Base(repo.Path)+"-"+strconv.FormatInt(repo.ID, 10), taskID)
 }
+
+// TrashDir is where removed worktrees are moved before their files are
+// deleted (see gitops.RetireWorktree); in the home, like the worktrees, so
+// moving one there is a rename.
+func (d *Deps) TrashDir() string { return filepath.Join(d.Home, "trash") }
 
 // RunDir is the supervisor directory of a task's attempt.
 func (d *Deps) RunDir(taskID string, attempt int) string { return RunDir(d.Home, taskID, attempt) }
@@ -190,6 +202,7 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 			QueueGit:         {MaxWorkers: cfg.GitWorkers},
 			QueueAgent:       {MaxWorkers: cfg.MaxAgents},
 			QueueMaintenance: {MaxWorkers: 1},
+			QueueCleanup:     {MaxWorkers: 2},
 		},
 		Workers:      workers,
 		PeriodicJobs: cfg.Periodic,
@@ -212,10 +225,9 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 // Priorities on the git queue (1 is worked first): starting a task is
 // what users wait for; cleanup and pool refills can wait.
 const (
-	priorityStart   = 1 // create_worktree, session ops
-	priorityStage   = 2 // diff, apply
-	priorityCleanup = 3 // close
-	priorityPool    = 4 // pool_fill
+	priorityStart = 1 // create_worktree, session ops
+	priorityStage = 2 // diff, apply
+	priorityPool  = 3 // pool_fill
 )
 
 // gitOpts is the insert policy of short git stages.

@@ -112,7 +112,9 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 }
 
 // fillOnce is one pass; settled reports that the pool was already full and
-// at the tip, so no further pass is needed.
+// at the tip, so no further pass is needed. Each entry it works on is taken
+// first (pool_moving), so a task never claims an entry being moved, and an
+// entry a task claimed meanwhile is left alone.
 func fillOnce(ctx context.Context, d *Deps, repoID int64) (settled bool, err error) {
 	repoRow, err := d.Store.Repo(ctx, repoID)
 	if err != nil {
@@ -133,54 +135,22 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) (settled bool, err err
 	settled = true
 	ready := 0
 	for _, e := range entries {
-		if _, err := os.Stat(e.Path); err != nil {
-			if e.State == grove.WorkspacePoolCreating {
-				// A crash mid-creation: finish it below.
-				if err := repo.CreateWorktree(ctx, e.Path, e.Branch, e.BaseCommit); err != nil {
-					return false, err
-				}
-			} else {
-				if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) }); err != nil {
-					return false, err
-				}
-				continue
-			}
-		}
-		state := grove.WorkspacePool
-		if e.BaseCommit != tip || e.State != grove.WorkspacePool {
+		if e.BaseCommit != tip || e.State != grove.WorkspacePool || !d.verified(e.ID) {
 			settled = false
 		}
-		if e.BaseCommit != tip {
-			clean, err := repo.Clean(ctx, e.Path)
-			if err != nil {
-				return false, err
-			}
-			if clean {
-				err = repo.Advance(ctx, e.Path, e.Branch, e.BaseCommit, tip)
-			}
-			if !clean || err != nil {
-				d.Logger.Warn("pool entry not reusable", "path", e.Path, "clean", clean, "err", err)
-				state = grove.WorkspaceStale
-			}
-		}
-		err = d.Store.InTx(ctx, func(tx *store.Tx) error {
-			if state == grove.WorkspacePool {
-				if err := tx.SetWorkspaceBranch(ctx, e.ID, e.Branch, tip); err != nil {
-					return err
-				}
-			}
-			return tx.SetWorkspaceState(ctx, e.ID, state)
-		})
+		ok, err := d.refreshEntry(ctx, repo, e, tip)
 		if err != nil {
 			return false, err
 		}
-		if state == grove.WorkspacePool {
+		if ok {
 			ready++
 		}
 	}
 	if ready < d.Warm {
 		settled = false
 	}
+	var made []grove.Workspace
+	var lastCheckout time.Time
 	for ; ready < d.Warm; ready++ {
 		suffix := randomSuffix()
 		ws := grove.Workspace{RepoID: repoID, Path: filepath.Join(filepath.Dir(d.WorktreePath(repoRow, "x")), "p-"+suffix),
@@ -195,28 +165,79 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) (settled bool, err err
 		if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, tip); err != nil {
 			return false, err
 		}
-		if err := primeIndex(ctx, repo, ws.Path, time.Now()); err != nil {
-			return false, err
-		}
-		if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspacePool) }); err != nil {
+		made = append(made, ws)
+		lastCheckout = time.Now()
+	}
+	if len(made) == 0 {
+		return settled, nil
+	}
+	// Files checked out in the same second as the index is written are
+	// "racily clean": git would re-read every one of them at each status.
+	// A status a little over a second after the last checkout rewrites
+	// each index with trusted stat data; it is also the verification.
+	if err := sleepCtx(ctx, time.Until(lastCheckout.Add(1100*time.Millisecond))); err != nil {
+		return false, err
+	}
+	for _, ws := range made {
+		if _, err := d.refreshEntry(ctx, repo, ws, tip); err != nil {
 			return false, err
 		}
 	}
 	return settled, nil
 }
 
-// primeIndex makes the cleanliness check of a fresh pool entry cheap: files
-// checked out in the same second as the index is written are "racily
-// clean", and git would re-read all of them at every status. A status a
-// little over a second after the checkout rewrites the index with trusted
-// stat data (and its untracked cache). This runs in the background pass,
-// never on a task's path.
-func primeIndex(ctx context.Context, repo *gitops.Repo, path string, checkedOut time.Time) error {
-	if err := sleepCtx(ctx, time.Until(checkedOut.Add(1100*time.Millisecond))); err != nil {
+// refreshEntry makes one pool entry ready at tip if it can be: a missing
+// directory is (re)created when the entry was being made, else the entry is
+// dropped; an entry whose cleanliness is not trusted is verified (watch,
+// then a full status); a clean one behind the tip is moved forward in place
+// (a checkout of the difference, never a re-creation); a dirty one, or one
+// that cannot move, becomes stale (never reused: the reaper and the gate
+// decide its fate). ok reports a ready entry; an entry a task claimed
+// meanwhile is left alone (ok false).
+func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Workspace, tip string) (ok bool, err error) {
+	var taken bool
+	if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+		taken, err = tx.TakePoolEntry(ctx, e.ID)
 		return err
+	}); err != nil || !taken {
+		return false, err
 	}
-	_, err := repo.Clean(ctx, path)
-	return err
+	if _, err := os.Stat(e.Path); err != nil {
+		if e.State != grove.WorkspacePoolCreating {
+			d.forget(e.ID)
+			return false, d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
+		}
+		// A crash mid-creation: finish it.
+		if err := repo.CreateWorktree(ctx, e.Path, e.Branch, e.BaseCommit); err != nil {
+			return false, err
+		}
+	}
+	state, base := grove.WorkspacePool, e.BaseCommit
+	clean := d.verified(e.ID)
+	if !clean {
+		if clean, err = d.verifyClean(ctx, repo, e); err != nil {
+			return false, err
+		}
+	}
+	if clean && base != tip {
+		watched := d.trustedClean(e.ID)
+		d.forget(e.ID)
+		if err := repo.Advance(ctx, e.Path, e.Branch, base, tip); err != nil {
+			d.Logger.Warn("pool entry could not be moved, not reused", "path", e.Path, "err", err)
+			clean = false
+		} else {
+			base = tip
+			// Only grove's own checkout touched it since the verification.
+			d.rearm(e, watched)
+		}
+	}
+	if !clean {
+		d.Logger.Warn("pool entry not reusable", "path", e.Path)
+		d.forget(e.ID)
+		state = grove.WorkspaceStale
+	}
+	err = d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ReturnPoolEntry(ctx, e.ID, e.Branch, base, state) })
+	return err == nil && state == grove.WorkspacePool, err
 }
 
 // claimPool hands task a ready pool worktree at its base, if there is one:
@@ -238,7 +259,8 @@ func (d *Deps) claimPool(ctx context.Context, client *Client, task grove.Task) (
 }
 
 // finishClaim renames a claimed entry's branch; a dirty entry goes back as
-// stale and the task creates its own worktree. Safe to repeat.
+// stale and the task creates its own worktree. An entry verified clean and
+// unchanged since (see verifyClean) needs no status here. Safe to repeat.
 func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) (grove.Workspace, bool, error) {
 	repo, err := d.Repo(ctx, task.RepoPath)
 	if err != nil {
@@ -246,7 +268,11 @@ func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task,
 	}
 	branch := TaskBranch(task.ID)
 	if ws.Branch != branch {
-		clean, err := repo.Clean(ctx, ws.Path)
+		clean := d.trustedClean(ws.ID)
+		d.forget(ws.ID) // the task changes it from now on
+		if !clean {
+			clean, err = repo.Clean(ctx, ws.Path)
+		}
 		if err != nil || !clean {
 			d.Logger.Warn("pool entry dirty, not reused", "path", ws.Path, "err", err)
 			return ws, false, d.Store.InTx(ctx, func(tx *store.Tx) error {

@@ -235,7 +235,7 @@ func ownerGone(w store.OwnedWorkspace) (owner string, gone bool) {
 		return "session " + w.SessionState, w.SessionState == "closed" // grove.SessionClosed
 	case w.TaskID != "":
 		return string(w.TaskState), in(w.TaskState, reapable...)
-	case w.State == grove.WorkspacePool || w.State == grove.WorkspacePoolCreating:
+	case w.State == grove.WorkspacePool || w.State == grove.WorkspacePoolCreating || w.State == grove.WorkspacePoolMoving:
 		return "warm pool", false // the pool owns it (a stale entry it gave up on does not count)
 	}
 	return "unknown", true

@@ -12,7 +12,7 @@ import (
 // PoolEntries lists a repository's warm-pool workspaces (ready or stale).
 func (s *Store) PoolEntries(ctx context.Context, repoID int64) ([]grove.Workspace, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
-		AND session_id IS NULL AND state IN ('pool', 'pool_creating') AND archived_at IS NULL ORDER BY id`, repoID)
+		AND session_id IS NULL AND state IN ('pool', 'pool_creating', 'pool_moving') AND archived_at IS NULL ORDER BY id`, repoID)
 	if err != nil {
 		return nil, fmt.Errorf("list pool of repo %d: %w", repoID, err)
 	}
@@ -57,6 +57,30 @@ func (t *Tx) ClaimPoolEntry(ctx context.Context, repoID int64, commit, taskID st
 	}
 	w.TaskID, w.State = taskID, grove.WorkspaceClaiming
 	return w, true, nil
+}
+
+// TakePoolEntry reserves an unclaimed pool entry for a pool pass (state
+// pool_moving: no task can claim it meanwhile). ok is false when a task
+// claimed it first. Only one pass per repository runs at a time, so an
+// entry a crashed pass left pool_moving or pool_creating is taken again.
+func (t *Tx) TakePoolEntry(ctx context.Context, id int64) (ok bool, err error) {
+	res, err := t.q.ExecContext(ctx, `UPDATE workspace SET state = ? WHERE id = ? AND task_id IS NULL AND archived_at IS NULL
+		AND state IN ('pool', 'pool_creating', 'pool_moving')`, grove.WorkspacePoolMoving, id)
+	if err != nil {
+		return false, fmt.Errorf("take pool entry %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// ReturnPoolEntry ends a pool pass's work on an entry it took: the entry
+// is at base on branch, in state (pool, or stale when it was found dirty).
+func (t *Tx) ReturnPoolEntry(ctx context.Context, id int64, branch, base, state string) error {
+	if _, err := t.q.ExecContext(ctx, `UPDATE workspace SET branch = ?, base_commit = ?, state = ?, last_used_at = ?
+		WHERE id = ? AND state = ?`, branch, base, state, ms(t.now), id, grove.WorkspacePoolMoving); err != nil {
+		return fmt.Errorf("return pool entry %d: %w", id, err)
+	}
+	return nil
 }
 
 // ReleasePoolEntry undoes a claim: the worktree goes back to the pool in

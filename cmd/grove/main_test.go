@@ -170,7 +170,9 @@ func cmdWaitState(ts *testscript.TestScript, neg bool, args []string) {
 		task, err = st.Task(context.Background(), args[0])
 		ts.Check(err)
 		return string(task.State) == args[1]
-	}, func() string { return fmt.Sprintf("task %s is %s (%s), not %s", args[0], task.State, task.Error, args[1]) })
+	}, func() string {
+		return fmt.Sprintf("task %s is %s (%s), not %s", args[0], task.State, task.Error, args[1])
+	})
 }
 
 // waitevent ID KIND [SECONDS]: poll until task ID has an event of KIND.

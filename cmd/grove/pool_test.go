@@ -101,3 +101,41 @@ func TestWarmPool(t *testing.T) {
 	is.Equal(string(b), "someone's work\n")
 	h.stopDaemon(syscall.SIGTERM)
 }
+
+// Entries the pool verified clean are taken without another status while
+// nothing in them changes; any change to one (an edited tracked file, a
+// chmod) makes it untrusted, the claim's status finds it dirty, and the
+// task gets a worktree of its own. Nothing in the dirty entries is lost.
+func TestWarmPoolChangedEntriesNotClaimed(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon("--warm", "2")
+	ctx := context.Background()
+	first := h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	h.mustGrove("wait", first)
+	h.until(30*time.Second, "pool of 2", func() bool { return len(h.poolEntries()) == 2 })
+	pool := h.poolEntries()
+	tracked := strings.Fields(h.git("ls-files"))[0]
+	edited := filepath.Join(pool[0].Path, tracked)
+	is.NoErr(os.WriteFile(edited, []byte("edited in the pool\n"), 0o644))
+	is.NoErr(os.Chmod(filepath.Join(pool[1].Path, tracked), 0o755))
+
+	id := h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	h.mustGrove("wait", id)
+	ws, err := h.store().TaskWorkspace(ctx, id)
+	is.NoErr(err)
+	is.True(ws.Path != pool[0].Path && ws.Path != pool[1].Path) // a worktree of its own
+	for _, p := range pool {
+		var state string
+		is.NoErr(h.store().DB().QueryRow(`SELECT state FROM workspace WHERE path = ?`, p.Path).Scan(&state))
+		is.Equal(state, grove.WorkspaceStale)
+	}
+	b, err := os.ReadFile(edited)
+	is.NoErr(err)
+	is.Equal(string(b), "edited in the pool\n")
+	h.until(30*time.Second, "pool refilled", func() bool { return len(h.poolEntries()) == 2 })
+	for _, w := range h.poolEntries() {
+		is.True(w.Path != pool[0].Path && w.Path != pool[1].Path)
+	}
+	h.stopDaemon(syscall.SIGTERM)
+}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
 	"github.com/grove-dev/grove/jobs"
 	"github.com/grove-dev/grove/jobs/supervise"
 )
@@ -166,6 +167,11 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := opts.apply(deps); err != nil {
 		return err
 	}
+	go func() { // worktrees a crash left half-removed (gitops.RetireWorktree)
+		if err := gitops.SweepTrash(deps.TrashDir()); err != nil {
+			log.Warn("sweep trash", "dir", deps.TrashDir(), "err", err)
+		}
+	}()
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
 		ErrorLogger: log.With("component", "river"),
 		Periodic:    periodic,
