@@ -19,20 +19,17 @@ func (r *Repo) RenameBranch(ctx context.Context, from, to string) error {
 		return fmt.Errorf("rename branch %s: %w", from, err)
 	}
 	defer unlock()
-	oldC, err := r.RefCommit(ctx, "refs/heads/"+from)
-	if err != nil {
-		return fmt.Errorf("rename branch %s: %w", from, err)
+	_, err = runRetry(ctx, r.Root, "branch", "-m", "--", from, to)
+	if err == nil {
+		return nil
 	}
-	if oldC == "" {
-		if newC, err := r.RefCommit(ctx, "refs/heads/"+to); err == nil && newC != "" {
-			return nil
-		}
-		return fmt.Errorf("rename branch %s: no such branch", from)
+	// Done already (a repeat after a crash)? Only then is it not an error.
+	oldC, oerr := r.RefCommit(ctx, "refs/heads/"+from)
+	newC, nerr := r.RefCommit(ctx, "refs/heads/"+to)
+	if oerr == nil && nerr == nil && oldC == "" && newC != "" {
+		return nil
 	}
-	if _, err := runRetry(ctx, r.Root, "branch", "-m", "--", from, to); err != nil {
-		return fmt.Errorf("rename branch %s to %s: %w", from, to, err)
-	}
-	return nil
+	return fmt.Errorf("rename branch %s to %s: %w", from, to, err)
 }
 
 // Advance moves a clean worktree on branch from commit `from` to commit

@@ -1,6 +1,7 @@
 package gitops
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,7 +40,16 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 	if !st.IsDir() {
 		return nil, grove.Userf(grove.ErrUsage, "pass the directory of a git work tree", "not a directory: %s", abs)
 	}
-	out, err := run(ctx, abs, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository", "--is-inside-work-tree")
+	// One git call in the common case: discovery plus a commit at HEAD
+	// (which proves the repository has commits). Anything unusual (no
+	// HEAD commit, not a repository) takes the precise path below.
+	hasHead := false
+	out, err := run(ctx, abs, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository", "--is-inside-work-tree", "HEAD^{commit}")
+	if l := lines(out); err == nil && len(l) == 4 && len(l[3]) >= 40 {
+		out, hasHead = []byte(strings.Join(l[:3], "\n")), true
+	} else {
+		out, err = run(ctx, abs, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository", "--is-inside-work-tree")
+	}
 	if err != nil {
 		s := stderrOf(err)
 		switch {
@@ -70,7 +80,10 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 	if c, err := filepath.EvalSymlinks(r.Root); err == nil {
 		r.Root = c
 	}
-	ok, err := r.hasCommits(ctx)
+	ok := hasHead
+	if !ok {
+		ok, err = r.hasCommits(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open repo %s: %w", abs, err)
 	}
@@ -139,6 +152,24 @@ func (r *Repo) CurrentBranch(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("current branch of %s: %w", r.Root, err)
 	}
 	return strings.TrimPrefix(trim(out), "refs/heads/"), nil
+}
+
+// Head reads the main worktree's HEAD in one git call: its branch (short
+// name, "" when detached) and its commit. An unborn HEAD is an error.
+func (r *Repo) Head(ctx context.Context) (branch, commit string, err error) {
+	out, err := run(ctx, r.Root, "rev-parse", "HEAD^{commit}", "--symbolic-full-name", "HEAD")
+	l := lines(out)
+	if err != nil || len(l) != 2 {
+		return "", "", fmt.Errorf("read HEAD of %s: %w", r.Root, cmp.Or(err, fmt.Errorf("unexpected output %q", out)))
+	}
+	if l[1] != "HEAD" {
+		b, ok := strings.CutPrefix(l[1], "refs/heads/")
+		if !ok {
+			return "", "", fmt.Errorf("read HEAD of %s: HEAD is %s", r.Root, l[1])
+		}
+		branch = b
+	}
+	return branch, l[0], nil
 }
 
 // DefaultBranch is the branch tasks land on by default: the branch checked

@@ -257,3 +257,22 @@ func TestLockAcrossProcesses(t *testing.T) {
 	release()
 	is.NoErr(<-got) // acquired once the other process let go
 }
+
+func TestHead(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	sha := git(t, r.Root, "rev-parse", "HEAD")
+	branch, commit, err := r.Head(ctx)
+	is.NoErr(err)
+	is.Equal(branch, "main")
+	is.Equal(commit, sha)
+	git(t, r.Root, "checkout", "-q", "--detach")
+	branch, commit, err = r.Head(ctx)
+	is.NoErr(err)
+	is.Equal(branch, "")
+	is.Equal(commit, sha)
+	git(t, r.Root, "checkout", "-q", "--orphan", "unborn")
+	_, _, err = r.Head(ctx)
+	is.True(err != nil)
+}

@@ -37,8 +37,8 @@ type ApplyWorker struct {
 func (w *ApplyWorker) Timeout(*river.Job[ApplyArgs]) time.Duration { return 30 * time.Minute }
 
 // enqueueApply moves a task from review to applying and inserts its apply
-// job in tx.
-func enqueueApply(ctx context.Context, client *Client, tx *store.Tx, id string) error {
+// job in tx with enqueue.
+func enqueueApply(ctx context.Context, tx *store.Tx, id string, enqueue func(river.JobArgs) error) error {
 	ok, err := tx.SetState(ctx, id, []grove.TaskState{grove.StateReview}, grove.StateApplying, "")
 	if err != nil {
 		return err
@@ -46,8 +46,7 @@ func enqueueApply(ctx context.Context, client *Client, tx *store.Tx, id string) 
 	if !ok {
 		return fmt.Errorf("task %s is not in review: %w", id, grove.ErrConflict)
 	}
-	_, err = client.InsertTx(ctx, tx.SQL(), ApplyArgs{TaskID: id}, nil)
-	return err
+	return enqueue(ApplyArgs{TaskID: id})
 }
 
 // Work checks the target before writing: Apply is a no-op when the change
@@ -99,7 +98,7 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 				return err
 			}
 		}
-		_, err = client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+		err = d.enqueue(ctx, client, tx, CloseArgs{TaskID: id})
 		return err
 	})
 }

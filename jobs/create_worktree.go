@@ -124,17 +124,17 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 			if _, err := tx.SetState(ctx, id, []grove.TaskState{grove.StatePreparing}, grove.StateCanceled, "canceled"); err != nil {
 				return err
 			}
-			_, err = client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+			err = d.enqueue(ctx, client, tx, CloseArgs{TaskID: id})
 			return err
 		}
 		if err := tx.AddEvent(ctx, id, "", "worktree", "worktree ready at "+ws.Path); err != nil {
 			return err
 		}
-		if err := d.requestFill(ctx, client, tx, task.RepoID, task.BaseCommit); err != nil {
+		// run_agent first: its queue is woken first after the commit.
+		if err := d.enqueue(ctx, client, tx, RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}); err != nil {
 			return err
 		}
-		_, err = client.InsertTx(ctx, tx.SQL(), RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}, nil)
-		return err
+		return d.requestFill(ctx, client, tx, task.RepoID, task.BaseCommit)
 	})
 }
 
@@ -207,7 +207,7 @@ func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task 
 		if err := tx.AddEvent(ctx, id, sess.ID, "worktree", fmt.Sprintf("in session %s at %.12s", sess.ID, head)); err != nil {
 			return err
 		}
-		_, err = client.InsertTx(ctx, tx.SQL(), RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}, nil)
+		err = d.enqueue(ctx, client, tx, RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout})
 		return err
 	})
 }

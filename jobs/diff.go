@@ -90,7 +90,7 @@ func (w *DiffWorker) Work(ctx context.Context, job *river.Job[DiffArgs]) error {
 			return err
 		}
 		if task.Apply == grove.ApplyAuto && task.ExitCode != nil && *task.ExitCode == 0 {
-			return enqueueApply(ctx, client, tx, id)
+			return enqueueApply(ctx, tx, id, func(a river.JobArgs) error { return w.d.enqueue(ctx, client, tx, a) })
 		}
 		return nil
 	})

@@ -1,6 +1,8 @@
 package jobs
 
 import (
+	"github.com/riverqueue/river"
+
 	"cmp"
 	"context"
 	"errors"
@@ -78,7 +80,7 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 		if err := tx.AddEvent(ctx, task.ID, "", "submitted", fmt.Sprintf("base %s (%.12s), target %s", base, commit, target)); err != nil {
 			return err
 		}
-		_, err = i.Client.InsertTx(ctx, tx.SQL(), CreateWorktreeArgs{TaskID: task.ID, Attempt: 1}, nil)
+		err = i.enqueue(ctx, tx, CreateWorktreeArgs{TaskID: task.ID, Attempt: 1})
 		return err
 	})
 	return task, created, err
@@ -109,7 +111,7 @@ func (i *Intents) submitToSession(ctx context.Context, req SubmitRequest) (task 
 		if err := tx.AddEvent(ctx, task.ID, sess.ID, "submitted", "in session "+sess.ID); err != nil {
 			return err
 		}
-		_, err = i.Client.InsertTx(ctx, tx.SQL(), CreateWorktreeArgs{TaskID: task.ID, Attempt: 1}, nil)
+		err = i.enqueue(ctx, tx, CreateWorktreeArgs{TaskID: task.ID, Attempt: 1})
 		return err
 	})
 	return task, created, err
@@ -150,7 +152,7 @@ func (i *Intents) StartSession(ctx context.Context, req SessionRequest) error {
 		if err := tx.AddEvent(ctx, "", req.Key, "session_asked", fmt.Sprintf("base %s (%.12s), target %s", base, commit, target)); err != nil {
 			return err
 		}
-		_, err = i.Client.InsertTx(ctx, tx.SQL(), SessionArgs{Key: req.Key, Op: SessionStart}, nil)
+		err = i.enqueue(ctx, tx, SessionArgs{Key: req.Key, Op: SessionStart})
 		return err
 	})
 }
@@ -168,7 +170,7 @@ func (i *Intents) SessionOp(ctx context.Context, key, op string, force bool) err
 		if err := tx.AddEvent(ctx, "", key, "session_"+op+"_asked", ""); err != nil {
 			return err
 		}
-		_, err = i.Client.InsertTx(ctx, tx.SQL(), SessionArgs{Key: key, Op: op, Force: force}, nil)
+		err = i.enqueue(ctx, tx, SessionArgs{Key: key, Op: op, Force: force})
 		return err
 	})
 }
@@ -192,6 +194,11 @@ func validSessionKey(ctx context.Context, key string) error {
 // itself when it is a local branch, else the main checkout's branch, else
 // the repository's default branch.
 func resolveBase(ctx context.Context, repo *gitops.Repo, base string) (name, commit, target string, err error) {
+	if base == "" { // the common case, in one git call
+		if branch, commit, err := repo.Head(ctx); err == nil && branch != "" {
+			return branch, commit, branch, nil
+		}
+	}
 	current, err := repo.CurrentBranch(ctx)
 	if err != nil {
 		return "", "", "", err
@@ -227,7 +234,7 @@ func (i *Intents) Apply(ctx context.Context, id string) error {
 		if err := tx.AddEvent(ctx, id, "", "apply_asked", ""); err != nil {
 			return err
 		}
-		return enqueueApply(ctx, i.Client, tx, id)
+		return enqueueApply(ctx, tx, id, func(a river.JobArgs) error { return i.enqueue(ctx, tx, a) })
 	})
 }
 
@@ -249,7 +256,7 @@ func (i *Intents) Discard(ctx context.Context, id string) error {
 		if err := tx.AddEvent(ctx, id, "", "discarded", "change kept at "+TaskRef(id)); err != nil {
 			return err
 		}
-		_, err = i.Client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+		err = i.enqueue(ctx, tx, CloseArgs{TaskID: id})
 		return err
 	})
 }
@@ -278,7 +285,7 @@ func (i *Intents) Cancel(ctx context.Context, id string, runDir string) error {
 			if _, err := tx.SetState(ctx, id, []grove.TaskState{grove.StateQueued}, grove.StateCanceled, "canceled"); err != nil {
 				return err
 			}
-			_, err = i.Client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+			err = i.enqueue(ctx, tx, CloseArgs{TaskID: id})
 			return err
 		}
 		return nil
@@ -308,7 +315,7 @@ func (i *Intents) Close(ctx context.Context, id string, force bool) error {
 		if err := tx.AddEvent(ctx, id, "", "close_asked", fmt.Sprintf("force=%v", force)); err != nil {
 			return err
 		}
-		_, err = i.Client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id, Force: force}, nil)
+		err = i.enqueue(ctx, tx, CloseArgs{TaskID: id, Force: force})
 		return err
 	})
 }
@@ -329,7 +336,7 @@ func (i *Intents) Retry(ctx context.Context, id string) error {
 		if err := tx.AddEvent(ctx, id, "", "retry", fmt.Sprintf("attempt %d", task.Attempt+1)); err != nil {
 			return err
 		}
-		_, err = i.Client.InsertTx(ctx, tx.SQL(), CreateWorktreeArgs{TaskID: id, Attempt: task.Attempt + 1}, nil)
+		err = i.enqueue(ctx, tx, CreateWorktreeArgs{TaskID: id, Attempt: task.Attempt + 1})
 		return err
 	})
 }

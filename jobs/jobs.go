@@ -65,11 +65,12 @@ type Deps struct {
 
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo
-	fills    map[int64]*sync.Mutex // pool passes, one at a time per repo
-	watch    *treewatch.Watcher    // see pool_trust.go; opened on first use
+	fills    map[int64]*fillState // pool passes, one at a time per repo
+	watch    *treewatch.Watcher   // see pool_trust.go; opened on first use
 	watchErr error
 	trusted  map[int64]*treewatch.Tree // pool entries verified clean, by workspace id
 	stopping chan struct{}
+	wake     func() // wakes the daemon's River listener (nil outside the daemon)
 	stopOnce sync.Once
 }
 
@@ -195,7 +196,9 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	if cfg.GitWorkers <= 0 {
 		cfg.GitWorkers = 4
 	}
-	c, err := river.NewClient(riversqlite.New(d.Store.DB()), &river.Config{
+	driver := &wakeDriver{Driver: riversqlite.New(d.Store.DB()), wake: make(chan struct{}, 1)}
+	d.wake = driver.Wake
+	c, err := river.NewClient[*sql.Tx](driver, &river.Config{
 		ID:     clientID("serve"),
 		Logger: cfg.ErrorLogger,
 		Queues: map[string]river.QueueConfig{
@@ -206,10 +209,14 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 		},
 		Workers:      workers,
 		PeriodicJobs: cfg.Periodic,
-		// SQLite has no LISTEN: a job inserted by a stage (or the CLI) waits
-		// for the next fetch poll, so poll often (a cheap indexed query).
-		FetchCooldown:     10 * time.Millisecond,
-		FetchPollInterval: 25 * time.Millisecond,
+		// Inserts reach the queues through the (woken) listener, see
+		// wake.go; the fetch poll is only a fallback, kept slow because
+		// each poll of each queue is a write transaction (at 25 ms an idle
+		// daemon used 13% of a core). The cooldown also spaces River's
+		// insert notifications per queue: at 1 ms, two inserts must land
+		// within a millisecond for the second to wait for the poll.
+		FetchCooldown:     time.Millisecond,
+		FetchPollInterval: 200 * time.Millisecond,
 		JobTimeout:        15 * time.Minute,
 		// Jobs left running by a dead daemon are taken back at startup
 		// (store.RescueRunningJobs); this is only the fallback.
@@ -247,7 +254,7 @@ func (d *Deps) fail(ctx context.Context, client *Client, id string, msg string) 
 		if err := tx.AddEvent(ctx, id, "", "failed", msg); err != nil {
 			return err
 		}
-		_, err = client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+		err = d.enqueue(ctx, client, tx, CloseArgs{TaskID: id})
 		return err
 	})
 }

@@ -7,10 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
@@ -30,12 +30,11 @@ type PoolFillArgs struct {
 // Kind is stable: it is stored in river_job rows.
 func (PoolFillArgs) Kind() string { return "pool_fill" }
 
-// InsertOpts puts the job on the git queue, one waiting per repository.
+// InsertOpts puts the job on the git queue. Jobs are not unique: a
+// request while a pass runs makes that pass run again (FillPool), so none
+// is lost and none waits on another.
 func (PoolFillArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueGit, MaxAttempts: 3, Priority: priorityPool, UniqueOpts: river.UniqueOpts{
-		ByArgs:  true,
-		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable},
-	}}
+	return river.InsertOpts{Queue: QueueGit, MaxAttempts: 3, Priority: priorityPool}
 }
 
 // PoolFillWorker keeps up to Deps.Warm checked-out worktrees per
@@ -51,19 +50,26 @@ func (d *Deps) requestFill(ctx context.Context, client *Client, tx *store.Tx, re
 	if d.Warm <= 0 {
 		return nil
 	}
-	_, err := client.InsertTx(ctx, tx.SQL(), PoolFillArgs{RepoID: repoID, Tip: tip}, nil)
+	err := d.enqueue(ctx, client, tx, PoolFillArgs{RepoID: repoID, Tip: tip})
 	return err
 }
 
-// fillLock is the in-process lock of a repository's pool passes.
-func (d *Deps) fillLock(repoID int64) *sync.Mutex {
+// fillState is a repository's pool-pass coordination: one pass at a time
+// (mu), and a request flag (again) that a running pass honours by running
+// once more.
+type fillState struct {
+	mu    sync.Mutex
+	again atomic.Bool
+}
+
+func (d *Deps) fillState(repoID int64) *fillState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.fills == nil {
-		d.fills = map[int64]*sync.Mutex{}
+		d.fills = map[int64]*fillState{}
 	}
 	if d.fills[repoID] == nil {
-		d.fills[repoID] = &sync.Mutex{}
+		d.fills[repoID] = &fillState{}
 	}
 	return d.fills[repoID]
 }
@@ -96,15 +102,28 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 		}
 		return nil
 	}
-	// One pass at a time per repository (one daemon per home); a claim or a
-	// tip move that happens while a pass runs is caught by running again
-	// until stable.
-	mu := d.fillLock(repoID)
-	mu.Lock()
-	defer mu.Unlock()
-	for range 5 {
-		settled, err := fillOnce(ctx, d, repoID)
-		if err != nil || settled {
+	// One pass at a time per repository (one daemon per home). A request
+	// while a pass runs only sets the flag: the running pass goes again,
+	// so no worker waits on the lock and no request is lost.
+	st := d.fillState(repoID)
+	st.again.Store(true)
+	for st.mu.TryLock() {
+		err := func() error {
+			defer st.mu.Unlock()
+			for st.again.Swap(false) {
+				for range 5 { // until stable: a claim or a tip move may land mid-pass
+					settled, err := fillOnce(ctx, d, repoID)
+					if err != nil || settled {
+						if err != nil {
+							st.again.Store(true) // the retry of this job, or the next, goes again
+						}
+						return err
+					}
+				}
+			}
+			return nil
+		}()
+		if err != nil || !st.again.Load() {
 			return err
 		}
 	}
@@ -247,15 +266,21 @@ func (d *Deps) claimPool(ctx context.Context, client *Client, task grove.Task) (
 	if d.Warm <= 0 {
 		return ws, false, nil
 	}
-	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
-		var err error
-		ws, ok, err = tx.ClaimPoolEntry(ctx, task.RepoID, task.BaseCommit, task.ID)
-		return err
-	})
-	if err != nil || !ok {
-		return ws, false, err
+	// An entry found dirty goes stale; the next ready one is tried.
+	for range d.Warm + 1 {
+		err = d.Store.InTx(ctx, func(tx *store.Tx) error {
+			var err error
+			ws, ok, err = tx.ClaimPoolEntry(ctx, task.RepoID, task.BaseCommit, task.ID)
+			return err
+		})
+		if err != nil || !ok {
+			return ws, false, err
+		}
+		if ws, ok, err = d.finishClaim(ctx, client, task, ws); err != nil || ok {
+			return ws, ok, err
+		}
 	}
-	return d.finishClaim(ctx, client, task, ws)
+	return ws, false, nil
 }
 
 // finishClaim renames a claimed entry's branch; a dirty entry goes back as

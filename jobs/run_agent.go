@@ -219,9 +219,9 @@ func (w *RunAgentWorker) finish(ctx context.Context, client *Client, task grove.
 			return err
 		}
 		if to == grove.StateDiffing {
-			_, err = client.InsertTx(ctx, tx.SQL(), DiffArgs{TaskID: id}, nil)
+			err = w.d.enqueue(ctx, client, tx, DiffArgs{TaskID: id})
 		} else {
-			_, err = client.InsertTx(ctx, tx.SQL(), CloseArgs{TaskID: id}, nil)
+			err = w.d.enqueue(ctx, client, tx, CloseArgs{TaskID: id})
 		}
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -140,4 +141,36 @@ func TestTaskRoundTripAndIdempotencyKey(t *testing.T) {
 		return err
 	})
 	is.NoErr(err)
+}
+
+// AfterCommit hooks run once the transaction is committed (its rows are
+// visible to the hook), and never after a rollback.
+func TestAfterCommit(t *testing.T) {
+	is := is.New(t)
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	var seen []string
+	err := st.InTx(ctx, func(tx *Tx) error {
+		id, err := tx.UpsertRepo(ctx, grove.Repo{Path: "/r", CommonDir: "/r/.git", DefaultBranch: "main"})
+		if err != nil {
+			return err
+		}
+		if _, _, err := tx.InsertTask(ctx, grove.Task{ID: "tafter01", RepoID: id, BaseRef: "main", BaseCommit: "abc",
+			TargetBranch: "main", Argv: []string{"true"}, Apply: grove.ApplyManual, State: grove.StateQueued}); err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			_, err := st.Task(ctx, "tafter01")
+			seen = append(seen, fmt.Sprintf("committed: %v", err == nil))
+		})
+		return nil
+	})
+	is.NoErr(err)
+	is.Equal(seen, []string{"committed: true"})
+	err = st.InTx(ctx, func(tx *Tx) error {
+		tx.AfterCommit(func() { seen = append(seen, "rolled back") })
+		return errors.New("boom")
+	})
+	is.True(err != nil)
+	is.Equal(len(seen), 1)
 }

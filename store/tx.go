@@ -15,9 +15,10 @@ import (
 // Read). Its methods run SQL on it; SQL() gives the raw *sql.Tx for
 // river.Client.InsertTx so a job insert commits with it.
 type Tx struct {
-	tx  *sql.Tx // nil in a Read
-	q   querier // tx, or the pool for a Read
-	now time.Time
+	tx    *sql.Tx // nil in a Read
+	q     querier // tx, or the pool for a Read
+	now   time.Time
+	after []func() // AfterCommit hooks
 }
 
 // querier is what *sql.Tx and *sql.DB have in common.
@@ -29,6 +30,11 @@ type querier interface {
 
 // SQL returns the underlying transaction, for River's InsertTx only.
 func (t *Tx) SQL() *sql.Tx { return t.tx }
+
+// AfterCommit runs fn once the transaction has committed (never if it
+// rolls back), after InTx has released it: the place to tell another
+// process about what the transaction made visible.
+func (t *Tx) AfterCommit(fn func()) { t.after = append(t.after, fn) }
 
 // Now is the transaction's clock reading (one value per transaction).
 func (t *Tx) Now() time.Time { return t.now }
@@ -53,11 +59,15 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	if err := fn(&Tx{tx: tx, q: tx, now: s.now()}); err != nil {
+	t := &Tx{tx: tx, q: tx, now: s.now()}
+	if err := fn(t); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, f := range t.after {
+		f()
 	}
 	return nil
 }

@@ -187,6 +187,13 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := client.Start(runCtx); err != nil {
 		return fmt.Errorf("start river: %w", err)
 	}
+	wakeCtx, stopWake := context.WithCancel(runCtx)
+	defer stopWake()
+	go func() { // CLI processes poke this socket after inserting a job
+		if err := deps.ListenWake(wakeCtx, home, log); err != nil {
+			log.Warn("no wake socket: jobs from the CLI wait for the next poll", "err", err)
+		}
+	}()
 	log.Info("grove serving", "home", home, "pid", os.Getpid(), "max_agents", maxAgents)
 	var sig os.Signal
 	select {
@@ -194,6 +201,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	case <-ctx.Done():
 	}
 	log.Info("stopping", "signal", fmt.Sprint(sig))
+	stopWake()
 	// Agents keep running: their workers return at once and the next
 	// daemon adopts them. Short git stages get a bounded time to finish.
 	deps.Shutdown()

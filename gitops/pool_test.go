@@ -1,0 +1,70 @@
+package gitops
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/matryer/is"
+)
+
+// The warm pool's git steps: rename a worktree's branch (idempotently),
+// move a clean worktree forward in place, tell clean from dirty.
+func TestPoolSteps(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	from := git(t, r.Root, "rev-parse", "HEAD")
+	wt := filepath.Join(t.TempDir(), "p-1")
+	is.NoErr(r.CreateWorktree(ctx, wt, "grove/pool/1", from))
+
+	clean, err := r.Clean(ctx, wt)
+	is.NoErr(err)
+	is.True(clean)
+	write(t, filepath.Join(wt, "stray.txt"), "x\n")
+	clean, err = r.Clean(ctx, wt)
+	is.NoErr(err)
+	is.True(!clean) // an untracked file is dirt
+	is.NoErr(os.Remove(filepath.Join(wt, "stray.txt")))
+
+	// The tip moves: the worktree follows with only the changed file.
+	write(t, filepath.Join(r.Root, "README"), "moved on\n")
+	git(t, r.Root, "commit", "-qam", "next")
+	to := git(t, r.Root, "rev-parse", "HEAD")
+	is.NoErr(r.Advance(ctx, wt, "grove/pool/1", from, to))
+	is.Equal(read(t, filepath.Join(wt, "README")), "moved on\n")
+	is.Equal(git(t, wt, "rev-parse", "HEAD"), to)
+	clean, err = r.Clean(ctx, wt)
+	is.NoErr(err)
+	is.True(clean)
+	// A stale "from" is refused (compare-and-swap) and changes nothing.
+	is.True(r.Advance(ctx, wt, "grove/pool/1", from, to) != nil)
+	is.Equal(git(t, wt, "rev-parse", "HEAD"), to)
+
+	// Rename: the worktree follows; a repeat is a no-op; a missing branch
+	// is an error.
+	is.NoErr(r.RenameBranch(ctx, "grove/pool/1", "grove/t1"))
+	is.Equal(git(t, wt, "symbolic-ref", "HEAD"), "refs/heads/grove/t1")
+	is.NoErr(r.RenameBranch(ctx, "grove/pool/1", "grove/t1"))
+	is.True(r.RenameBranch(ctx, "grove/pool/2", "grove/t2") != nil)
+	is.True(r.RenameBranch(ctx, "grove/t1", "bad..name") != nil)
+	is.Equal(git(t, r.Root, "branch", "--list", "grove/pool/*"), "")
+}
+
+// Advance refuses to overwrite a local change to a file the move touches,
+// and leaves the worktree as it was.
+func TestAdvanceKeepsLocalChanges(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	from := git(t, r.Root, "rev-parse", "HEAD")
+	wt := filepath.Join(t.TempDir(), "p-2")
+	is.NoErr(r.CreateWorktree(ctx, wt, "grove/pool/2", from))
+	write(t, filepath.Join(wt, "README"), "someone's edit\n")
+	write(t, filepath.Join(r.Root, "README"), "moved on\n")
+	git(t, r.Root, "commit", "-qam", "next")
+	to := git(t, r.Root, "rev-parse", "HEAD")
+	is.True(r.Advance(ctx, wt, "grove/pool/2", from, to) != nil)
+	is.Equal(read(t, filepath.Join(wt, "README")), "someone's edit\n")
+	is.Equal(git(t, wt, "rev-parse", "HEAD"), from)
+}
