@@ -140,6 +140,9 @@ func (d *Deps) ListenWake(ctx context.Context, home string, logger *slog.Logger)
 	if d.wake == nil {
 		return errors.New("no River client to wake")
 	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	conn, err := net.ListenUnixgram("unixgram", wakeAddr(home))
 	if err != nil {
 		return err
