@@ -28,6 +28,58 @@ func (s *Store) PoolEntries(ctx context.Context, repoID int64) ([]grove.Workspac
 	return out, rows.Err()
 }
 
+// PoolSummary is one repository's warm pool: entries by state, and the
+// ready ones by the commit they are at.
+type PoolSummary struct {
+	RepoID   int64          `json:"repo_id"`
+	Repo     string         `json:"repo"`
+	Ready    int            `json:"ready"`
+	Creating int            `json:"creating"`
+	Moving   int            `json:"moving"`
+	Stale    int            `json:"stale"`
+	ReadyAt  map[string]int `json:"ready_at"` // commit -> ready entries there
+}
+
+// PoolSummaries lists the warm pool of every repository that has one
+// (stale entries count until they are removed).
+func (s *Store) PoolSummaries(ctx context.Context) ([]PoolSummary, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT w.repo_id, r.path, w.state, w.base_commit, COUNT(*) FROM workspace w
+		JOIN repo r ON r.id = w.repo_id WHERE w.task_id IS NULL AND w.session_id IS NULL AND w.archived_at IS NULL
+		AND w.state IN ('pool', 'pool_creating', 'pool_moving', 'stale') GROUP BY 1, 2, 3, 4 ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("summarize pools: %w", err)
+	}
+	defer rows.Close()
+	var out []PoolSummary
+	for rows.Next() {
+		var (
+			id          int64
+			path, state string
+			commit      string
+			n           int
+		)
+		if err := rows.Scan(&id, &path, &state, &commit, &n); err != nil {
+			return nil, fmt.Errorf("scan pool summary: %w", err)
+		}
+		if len(out) == 0 || out[len(out)-1].RepoID != id {
+			out = append(out, PoolSummary{RepoID: id, Repo: path, ReadyAt: map[string]int{}})
+		}
+		p := &out[len(out)-1]
+		switch state {
+		case grove.WorkspacePool:
+			p.Ready += n
+			p.ReadyAt[commit] += n
+		case grove.WorkspacePoolCreating:
+			p.Creating += n
+		case grove.WorkspacePoolMoving:
+			p.Moving += n
+		case grove.WorkspaceStale:
+			p.Stale += n
+		}
+	}
+	return out, rows.Err()
+}
+
 // CountPool counts ready warm-pool worktrees per repository.
 func (s *Store) CountPool(ctx context.Context) (int, error) {
 	var n int

@@ -172,9 +172,14 @@ func (a *app) resolve(ctx context.Context, id string) (string, error) {
 	return a.st.ResolveTaskID(ctx, id)
 }
 
+// printJSON prints v as JSON: indented for a person at a terminal, one
+// compact line for a program (a pipe or a file), where indenting a list of
+// 10,000 tasks would cost more than reading it.
 func (a *app) printJSON(v any) error {
 	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
+	if isTerminal(a.stdout) {
+		enc.SetIndent("", "  ")
+	}
 	return enc.Encode(v)
 }
 

@@ -49,6 +49,8 @@ type doctorReport struct {
 	OK     bool    `json:"ok"`
 	Home   string  `json:"home"`
 	Checks []check `json:"checks"`
+	// Pool is each repository's warm pool (grove serve --warm N).
+	Pool []store.PoolSummary `json:"pool"`
 }
 
 func (r *doctorReport) add(name, status, hint, format string, args ...any) {
@@ -248,8 +250,17 @@ func checkLocks(ctx context.Context, rep *doctorReport, home string, st *store.S
 	if st == nil {
 		return
 	}
-	if n, err := st.CountPool(ctx); err == nil {
-		rep.add("warm pool", checkInfo, "", "%d ready worktree(s) (grove serve --warm N)", n)
+	if pools, err := st.PoolSummaries(ctx); err == nil {
+		rep.Pool = pools
+		ready, stale := 0, 0
+		for _, p := range pools {
+			ready, stale = ready+p.Ready, stale+p.Stale
+		}
+		msg := fmt.Sprintf("%d ready worktree(s) in %d repositor(ies) (grove serve --warm N)", ready, len(pools))
+		if stale > 0 {
+			msg += fmt.Sprintf("; %d stale (found dirty, kept for the reaper and its gate)", stale)
+		}
+		rep.add("warm pool", checkInfo, "", "%s", msg)
 	}
 	repos, err := st.Repos(ctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store"
 )
 
 // poolEntries returns the ready warm worktrees of the harness's repo.
@@ -62,6 +64,15 @@ func TestWarmPool(t *testing.T) {
 		return len(p) == 2 && p[0].BaseCommit == tip && p[1].BaseCommit == tip
 	})
 	pool = h.poolEntries()
+	// doctor --json counts it per repository and commit.
+	out, _, _ := h.grove("doctor", "--json") // exit 1 is fine: other checks may complain
+	var doc struct {
+		Pool []store.PoolSummary `json:"pool"`
+	}
+	is.NoErr(json.Unmarshal([]byte(out), &doc))
+	is.Equal(len(doc.Pool), 1)
+	is.Equal(doc.Pool[0].Ready, 2)
+	is.Equal(doc.Pool[0].ReadyAt[tip], 2)
 	kept := 0
 	for _, w := range pool {
 		if taken[w.Path] {
