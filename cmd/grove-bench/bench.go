@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -23,6 +22,7 @@ type config struct {
 	concurrency int
 	warm        int
 	warmSettle  time.Duration
+	warmProbes  int
 	grove       string
 	json        bool
 	keep        bool
@@ -38,6 +38,20 @@ const usageText = `grove-bench builds a synthetic repository, runs --tasks trivi
 through a real 'grove serve' at --concurrency, does the same git work with
 plain git commands as a baseline, and reports latencies, throughput and
 grove/baseline ratios.
+
+A grove task is followed as a script would: 'grove wait ID' right after
+'grove submit' (its return is the task's end-to-end end, applied); a
+phase's closes (worktrees removed) are awaited with 'grove ls --json'
+every --poll, and its wall ends at the last task's "closed" event.
+
+With --warm N, grove serve keeps N checked-out worktrees ready per
+repository, and the run's grove start figures are with the pool on (also
+saturated_warm_start_p50_ms; the tip moves after every applied task, so the
+pool is mostly drained or behind). After the run, --warm-probes single
+tasks measure the warm case itself: each is submitted once the pool holds N
+ready worktrees at the tip (per 'grove doctor --json' and git), with
+--apply manual so the tip stays put, then discarded and closed; their
+submit → agent start is warm_start_p50_ms / warm_start_p99_ms.
 
 usage: grove-bench [flags]
 
@@ -55,15 +69,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.files, "files", 10000, "files in the synthetic repository")
 	fs.IntVar(&c.tasks, "tasks", 40, "tasks to run on each side")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "tasks in flight at once (and grove serve --max-agents)")
-	fs.IntVar(&c.warm, "warm", 0, "pass --warm N to grove serve and report warm_start_p50_ms (0: off)")
+	fs.IntVar(&c.warm, "warm", 0, "pass --warm N to grove serve, then run --warm-probes for warm_start_p50_ms (0: off)")
 	fs.DurationVar(&c.warmSettle, "warm-settle", 5*time.Second, "with --warm, time given to the daemon to fill its pool before submitting")
+	fs.IntVar(&c.warmProbes, "warm-probes", 10, "with --warm, single tasks submitted one at a time, each once the pool is full at a steady tip")
 	fs.StringVar(&c.grove, "grove", "", "the grove binary (default: grove next to this binary, then $PATH)")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of the table")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (repository, home, daemon log)")
 	fs.IntVar(&c.rounds, "rounds", 2, "split the tasks into rounds alternating baseline and grove (ABBA), so background load hits both")
 	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")
 	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
-	fs.DurationVar(&c.poll, "poll", 20*time.Millisecond, "pause between `grove ls --json` polls")
+	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove wait`)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
 	fs.StringVar(&c.dir, "dir", "", "where to create the temporary directory (default $TMPDIR if set, else /dev/shm if it is a tmpfs with room, else /tmp)")
 	if err := fs.Parse(args); err != nil {
@@ -80,8 +95,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--concurrency must be at least 1")
 	case c.rounds < 1 || c.rounds > c.tasks:
 		return c, errors.New("--rounds must be between 1 and --tasks")
-	case c.warm < 0 || c.submits < 0 || c.lsRuns < 0:
-		return c, errors.New("--warm, --submits and --ls-runs must not be negative")
+	case c.warm < 0 || c.warmProbes < 0 || c.submits < 0 || c.lsRuns < 0:
+		return c, errors.New("--warm, --warm-probes, --submits and --ls-runs must not be negative")
 	}
 	return c, nil
 }
@@ -208,22 +223,10 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		}
 	}()
 	g := groveCLI{r: r, bin: bin, home: home}
-	tr := newTracker(g, cfg.poll)
-	// The poller runs until stopPolling; if it dies, the phases waiting on
-	// it are canceled with its error.
-	pollCtx, stopPoll := context.WithCancel(ctx)
+	cw := &closeWaiter{g: g, interval: cfg.poll}
+	// If the daemon dies, the phases are canceled with that as the cause.
 	phaseCtx, phaseCancel := context.WithCancelCause(ctx)
 	defer phaseCancel(nil)
-	pollErr := make(chan error, 1)
-	go func() {
-		err := tr.run(pollCtx)
-		if err != nil {
-			phaseCancel(fmt.Errorf("poller: %w", err))
-		}
-		pollErr <- err
-	}()
-	stopPolling := sync.OnceValue(func() error { stopPoll(); return <-pollErr })
-	defer stopPolling()
 	go d.watch(phaseCtx, phaseCancel)
 
 	if rep.WarmPool == "enabled" && cfg.warmSettle > 0 {
@@ -253,7 +256,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 				baseRes.add(res)
 				continue
 			}
-			res, err := runGrove(phaseCtx, g, tr, repo, marks, hi-lo, cfg.concurrency, progress)
+			res, err := runGrove(phaseCtx, g, cw, repo, marks, hi-lo, cfg.concurrency, progress)
 			if err != nil {
 				return rep, withCause(phaseCtx, err)
 			}
@@ -264,18 +267,29 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	if err != nil {
 		return rep, withCause(phaseCtx, err)
 	}
+	// The warm probes run before measureSubmits, so that the bench
+	// repository is the only one with a pool while they count it.
+	var probes probeResult
+	var probeStages map[string][]time.Duration
+	if rep.WarmPool == "enabled" && cfg.warmProbes > 0 {
+		logf("grove: %d warm probes, one task at a time, each once the pool holds %d ready worktrees at the tip", cfg.warmProbes, cfg.warm)
+		probes, err = runWarmProbes(phaseCtx, g, repo, marks, daemonLg, cfg.warm, cfg.warmProbes, warmProbeBudget, progress)
+		if err != nil {
+			return rep, withCause(phaseCtx, err)
+		}
+		if probeStages, _, err = stageTimes(phaseCtx, g, probes.Tasks); err != nil {
+			return rep, withCause(phaseCtx, err)
+		}
+	}
 	var submitWalls []time.Duration
 	if cfg.submits > 0 {
 		logf("grove: %d sequential submits on an idle daemon", cfg.submits)
-		submitWalls, err = measureSubmits(phaseCtx, g, tr, tiny, marks, cfg.submits)
+		submitWalls, err = measureSubmits(phaseCtx, g, cw, tiny, marks, cfg.submits)
 		if err != nil {
 			return rep, withCause(phaseCtx, err)
 		}
 	}
-	pollWalls := tr.pollWalls()
-	if err := stopPolling(); err != nil {
-		return rep, err
-	}
+	pollWalls := cw.walls
 	lsWalls, lsTasks, err := measureLs(ctx, g, cfg.lsRuns)
 	if err != nil {
 		return rep, err
@@ -287,10 +301,13 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	rep.LoadEnd = loadAvg()
 	rep.fill(baseRes, groveRes, e2eEvent, stages, submitWalls, lsWalls, lsTasks, pollWalls,
 		worktreeCreateTimes(daemonLg), d.maxRSSMB())
+	if rep.WarmPool == "enabled" {
+		rep.fillWarm(probes, probeStages)
+	}
 	return rep, nil
 }
 
-// withCause prefers the reason phaseCtx was canceled (a failed poller)
+// withCause prefers the reason phaseCtx was canceled (the daemon died)
 // over the context error it caused.
 func withCause(ctx context.Context, err error) error {
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, context.DeadlineExceeded) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,11 +26,12 @@ func (g groveCLI) run(ctx context.Context, dir string, args ...string) ([]byte, 
 	return output(g.r.cmd(ctx, dir, nil, g.bin, append([]string{"--home", g.home}, args...)...), nil)
 }
 
-// submit runs `grove submit --apply auto` of the bench agent on repo and
-// returns the task id, when the process was started, and its wall time.
-func (g groveCLI) submit(ctx context.Context, repo, benchDir string) (string, time.Time, time.Duration, error) {
+// submit runs `grove submit --apply <apply>` (auto, or manual: stop at
+// review) of the bench agent on repo and returns the task id, when the
+// process was started, and its wall time.
+func (g groveCLI) submit(ctx context.Context, repo, benchDir, apply string) (string, time.Time, time.Duration, error) {
 	began := time.Now()
-	out, err := g.run(ctx, repo, "submit", "--repo", repo, "--apply", "auto", "--timeout", "10m",
+	out, err := g.run(ctx, repo, "submit", "--repo", repo, "--apply", apply, "--timeout", "10m",
 		"--env", "BENCH_DIR="+benchDir, "--", "sh", "-c", agentScript)
 	wall := time.Since(began)
 	if err != nil {
@@ -44,7 +44,8 @@ func (g groveCLI) submit(ctx context.Context, repo, benchDir string) (string, ti
 	return id, began, wall, nil
 }
 
-// lsTask is the part of `grove ls --json` the harness reads.
+// lsTask is the part of a task in `grove ls --json` and `grove wait --json`
+// the harness reads.
 type lsTask struct {
 	ID    string `json:"id"`
 	State string `json:"state"`
@@ -64,179 +65,113 @@ func (g groveCLI) ls(ctx context.Context) ([]lsTask, error) {
 	return ts, nil
 }
 
-// tracked is one submitted task as the poller has seen it.
-type tracked struct {
-	done     chan struct{} // closed when applied, closed or a failure state is first seen
-	doneAt   time.Time     // end of the first `grove ls` showing applied or closed
-	closedAt time.Time     // end of the first `grove ls` showing closed
-	state    string
-	err      string
-}
-
-// tracker polls `grove ls --json` (a process per poll, as a script would)
-// and records when each tracked task first shows applied and closed.
-type tracker struct {
-	g        groveCLI
-	interval time.Duration
-
-	wake chan struct{} // a task was added
-
-	mu      sync.Mutex
-	tasks   map[string]*tracked
-	pending int             // tracked tasks not yet closed or failed
-	lsWalls []time.Duration // every poll's wall time, under load
-}
-
-func newTracker(g groveCLI, interval time.Duration) *tracker {
-	return &tracker{g: g, interval: interval, tasks: map[string]*tracked{}, wake: make(chan struct{}, 1)}
-}
-
-// add starts tracking id.
-func (t *tracker) add(id string) *tracked {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	k := &tracked{done: make(chan struct{})}
-	t.tasks[id] = k
-	t.pending++
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
-	return k
-}
-
 // badStates end a bench task without its change landing. (review is never
-// visible with --apply auto unless the apply was refused or the agent failed:
-// diff moves review → applying in one transaction.)
+// settled with --apply auto unless the apply was refused or the agent
+// failed: diff moves review → applying in one transaction.)
 var badStates = map[string]bool{"failed": true, "conflict": true, "canceled": true, "discarded": true, "review": true}
 
-// run polls every interval until ctx ends, while some tracked task is
-// not closed yet (so it does not load the box during baseline rounds).
-// Twenty failed polls in a row end it with an error.
-func (t *tracker) run(ctx context.Context) error {
-	failures := 0
-	for ctx.Err() == nil {
-		t.mu.Lock()
-		idle := t.pending == 0
-		t.mu.Unlock()
-		if idle {
-			select {
-			case <-t.wake:
-			case <-ctx.Done():
-				return nil
-			}
-			continue
-		}
-		began := time.Now()
-		ts, err := t.g.ls(ctx)
-		seen := time.Now()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if failures++; failures >= 20 {
-				return fmt.Errorf("grove ls failed 20 times in a row: %w", err)
-			}
-		} else {
-			failures = 0
-			t.update(ts, seen, seen.Sub(began))
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(t.interval):
-		}
-	}
-	return nil
+// wait runs `grove wait --json id`, as a script would after submitting with
+// --apply auto: it returns once the task is settled, i.e. applied (or
+// closed already) or failed; grove polls the database in-process for it.
+// end is when the process returned. A task that did not land is an error,
+// whatever the exit code.
+func (g groveCLI) wait(ctx context.Context, id string) (task lsTask, end time.Time, err error) {
+	out, runErr := g.run(ctx, "", "wait", "--json", id)
+	end = time.Now()
+	task, err = waitOutcome(id, out, runErr)
+	return task, end, err
 }
 
-func (t *tracker) update(ts []lsTask, seen time.Time, wall time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.lsWalls = append(t.lsWalls, wall)
-	for _, task := range ts {
-		k := t.tasks[task.ID]
-		if k == nil || !k.closedAt.IsZero() || k.err != "" {
-			continue
+// waitOutcome judges the output of `grove wait --json id` (a JSON array
+// of the task) and its error (grove wait exits non-zero for a failed,
+// canceled or conflicting task): nil only for a task applied or closed.
+func waitOutcome(id string, out []byte, runErr error) (lsTask, error) {
+	var ts []lsTask
+	if err := json.Unmarshal(out, &ts); err != nil || len(ts) != 1 || ts[0].ID != id {
+		if runErr != nil {
+			return lsTask{}, runErr
 		}
-		k.state = task.State
+		return lsTask{}, fmt.Errorf("grove wait --json %s printed %q, not that task", id, clipLines(string(out), 3))
+	}
+	t := ts[0]
+	if t.State != "applied" && t.State != "closed" {
+		return t, fmt.Errorf("task %s ended in state %s: %s", id, t.State, t.Error)
+	}
+	if runErr != nil {
+		return t, fmt.Errorf("task %s is %s but: %w", id, t.State, runErr)
+	}
+	return t, nil
+}
+
+// closeWaiter waits for tasks to be closed (worktree removed) by polling
+// `grove ls --json`, a process per poll, every interval. It runs only at
+// the end of a grove phase and between the sequential submits, never
+// while tasks are being measured: when a task is applied is learnt from
+// `grove wait` (see groveCLI.wait).
+type closeWaiter struct {
+	g        groveCLI
+	interval time.Duration
+	walls    []time.Duration // every poll's wall time (one goroutine polls at a time)
+}
+
+// closedTasks reads one `grove ls` listing for ids: how many are not closed
+// yet, or an error for one that ended without landing.
+func closedTasks(ts []lsTask, ids []string) (pending int, err error) {
+	byID := make(map[string]lsTask, len(ts))
+	for _, t := range ts {
+		byID[t.ID] = t
+	}
+	for _, id := range ids {
+		t, ok := byID[id]
 		switch {
-		case task.State == "applied" || task.State == "closed":
-			if k.doneAt.IsZero() {
-				k.doneAt = seen
-				close(k.done)
-			}
-			if task.State == "closed" {
-				k.closedAt = seen
-				t.pending--
-			}
-		case badStates[task.State]:
-			k.err = fmt.Sprintf("task %s ended in state %s: %s", task.ID, task.State, task.Error)
-			t.pending--
-			if k.doneAt.IsZero() {
-				close(k.done)
-			}
+		case ok && t.State == "closed":
+		case ok && badStates[t.State]:
+			return 0, fmt.Errorf("task %s ended in state %s: %s", id, t.State, t.Error)
+		default: // applied, on its way, or not listed yet
+			pending++
 		}
 	}
+	return pending, nil
 }
 
-// wait returns when k is applied or closed, or an error if it failed.
-func (t *tracker) wait(ctx context.Context, k *tracked) error {
-	select {
-	case <-k.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if k.err != "" {
-		return errors.New(k.err)
-	}
-	return nil
-}
-
-// waitClosed returns when every id shows closed; it returns the latest
-// closing time.
-func (t *tracker) waitClosed(ctx context.Context, ids []string) (time.Time, error) {
+// waitClosed polls until every id shows closed and returns the end of the
+// first poll that saw them all closed. Ten failed polls in a row are an
+// error.
+func (w *closeWaiter) waitClosed(ctx context.Context, ids []string) (time.Time, error) {
+	failures, pending := 0, len(ids)
 	for {
-		t.mu.Lock()
-		var last time.Time
-		pending := 0
-		for _, id := range ids {
-			k := t.tasks[id]
-			if k.err != "" {
-				t.mu.Unlock()
-				return last, errors.New(k.err)
+		began := time.Now()
+		ts, err := w.g.ls(ctx)
+		seen := time.Now()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return seen, fmt.Errorf("waiting for %d task(s) to close: %w", pending, ctx.Err())
+		case err != nil:
+			if failures++; failures >= 10 {
+				return seen, fmt.Errorf("grove ls failed 10 times in a row: %w", err)
 			}
-			if k.closedAt.IsZero() {
-				pending++
-			} else if k.closedAt.After(last) {
-				last = k.closedAt
+		default:
+			failures = 0
+			w.walls = append(w.walls, seen.Sub(began))
+			if pending, err = closedTasks(ts, ids); err != nil || pending == 0 {
+				return seen, err
 			}
-		}
-		t.mu.Unlock()
-		if pending == 0 {
-			return last, nil
 		}
 		select {
 		case <-ctx.Done():
-			return last, fmt.Errorf("waiting for %d task(s) to close: %w", pending, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+			return seen, fmt.Errorf("waiting for %d task(s) to close: %w", pending, ctx.Err())
+		case <-time.After(w.interval):
 		}
 	}
-}
-
-// pollWalls is a copy of the poll wall times so far.
-func (t *tracker) pollWalls() []time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]time.Duration(nil), t.lsWalls...)
 }
 
 // runGrove submits tasks through grove at concurrency c with closed loops
-// (a worker submits its next task when its last one shows applied or
-// closed); the daemon runs with --max-agents c. Wall is first submit → last
-// task closed (worktree removed), like the baseline's.
-func runGrove(ctx context.Context, g groveCLI, tr *tracker, repo, benchDir string, tasks, c int, progress io.Writer) (phaseResult, error) {
+// (a worker submits its next task when `grove wait` for its last one
+// returns, the task applied); the daemon runs with --max-agents c. Wall is
+// first submit → the last task's "closed" audit event (worktree removed),
+// like the baseline's first task → last worktree removed; the closes are
+// awaited with cw, after the last task is applied.
+func runGrove(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir string, tasks, c int, progress io.Writer) (phaseResult, error) {
 	var (
 		next    atomic.Int64
 		done    atomic.Int64
@@ -249,18 +184,15 @@ func runGrove(ctx context.Context, g groveCLI, tr *tracker, repo, benchDir strin
 	defer cancel()
 	fail := func(err error) { errOnce.Do(func() { first = err; cancel() }) }
 	one := func() (taskTimes, error) {
-		id, began, _, err := g.submit(ctx, repo, benchDir)
+		id, began, _, err := g.submit(ctx, repo, benchDir, "auto")
 		if err != nil {
 			return taskTimes{}, err
 		}
-		k := tr.add(id)
-		if err := tr.wait(ctx, k); err != nil {
+		_, end, err := g.wait(ctx, id)
+		if err != nil {
 			return taskTimes{}, err
 		}
-		tr.mu.Lock()
-		doneAt := k.doneAt
-		tr.mu.Unlock()
-		t := taskTimes{ID: id, Submit: began, E2E: doneAt.Sub(began)}
+		t := taskTimes{ID: id, Submit: began, E2E: end.Sub(began)}
 		start, err := readStart(benchDir, id)
 		if err != nil {
 			return t, err
@@ -298,10 +230,26 @@ func runGrove(ctx context.Context, g groveCLI, tr *tracker, repo, benchDir strin
 	for i, t := range results {
 		ids[i] = t.ID
 	}
-	last, err := tr.waitClosed(ctx, ids)
+	seen, err := cw.waitClosed(ctx, ids)
 	if err != nil {
 		return phaseResult{}, err
 	}
+	var last time.Time
+	for _, id := range ids {
+		at, err := taskEvents(ctx, g, id)
+		if err != nil {
+			return phaseResult{}, err
+		}
+		closed, ok := at["closed"]
+		if !ok {
+			return phaseResult{}, fmt.Errorf("task %s is closed but has no \"closed\" event", id)
+		}
+		if closed.After(last) {
+			last = closed
+		}
+	}
+	fmt.Fprintf(progress, "grove-bench:   grove all closed after %.2fs (last \"closed\" event; grove ls saw it %.0f ms later)\n",
+		last.Sub(began).Seconds(), float64(seen.Sub(last))/float64(time.Millisecond))
 	return phaseResult{Tasks: results, Wall: last.Sub(began)}, nil
 }
 
@@ -329,6 +277,31 @@ var stageNames = []struct{ name, from, to string }{
 	{"close", "applied", "closed"},            // close picked up + at-risk gate + remove
 }
 
+// taskEvents is when each kind of audit event first happened to task id,
+// from `grove show --json` (the daemon's clock, millisecond resolution).
+func taskEvents(ctx context.Context, g groveCLI, id string) (map[string]time.Time, error) {
+	b, err := g.run(ctx, "", "show", id, "--json")
+	if err != nil {
+		return nil, err
+	}
+	var v struct {
+		Events []struct {
+			At   time.Time `json:"at"`
+			Kind string    `json:"kind"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("grove show %s --json: %w", id, err)
+	}
+	at := map[string]time.Time{}
+	for _, e := range v.Events {
+		if _, ok := at[e.Kind]; !ok {
+			at[e.Kind] = e.At
+		}
+	}
+	return at, nil
+}
+
 // stageTimes collects, from `grove show --json` of each task, the time
 // spent between its audit events (millisecond resolution), plus
 // submit → "applied" event (e2eEvent), which does not depend on polling.
@@ -336,24 +309,9 @@ func stageTimes(ctx context.Context, g groveCLI, tasks []taskTimes) (map[string]
 	out := map[string][]time.Duration{}
 	var e2e []time.Duration
 	for _, t := range tasks {
-		b, err := g.run(ctx, "", "show", t.ID, "--json")
+		at, err := taskEvents(ctx, g, t.ID)
 		if err != nil {
 			return nil, nil, err
-		}
-		var v struct {
-			Events []struct {
-				At   time.Time `json:"at"`
-				Kind string    `json:"kind"`
-			} `json:"events"`
-		}
-		if err := json.Unmarshal(b, &v); err != nil {
-			return nil, nil, fmt.Errorf("grove show %s --json: %w", t.ID, err)
-		}
-		at := map[string]time.Time{}
-		for _, e := range v.Events {
-			if _, ok := at[e.Kind]; !ok {
-				at[e.Kind] = e.At
-			}
 		}
 		for _, s := range stageNames {
 			a, okA := at[s.from]
@@ -370,19 +328,18 @@ func stageTimes(ctx context.Context, g groveCLI, tasks []taskTimes) (map[string]
 }
 
 // measureSubmits runs n `grove submit`s one after the other, each with the
-// daemon idle: it waits for the previous task to close first. They go to
-// a small repository so the wait is short; submit does no work that grows
-// with the repository (a few rev-parses and one SQLite transaction).
-func measureSubmits(ctx context.Context, g groveCLI, tr *tracker, repo, benchDir string, n int) ([]time.Duration, error) {
+// daemon idle: it waits for the previous task to close first (cw). They go
+// to a small repository so the wait is short; submit does no work that
+// grows with the repository (a few rev-parses and one SQLite transaction).
+func measureSubmits(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir string, n int) ([]time.Duration, error) {
 	var walls []time.Duration
 	for range n {
-		id, _, wall, err := g.submit(ctx, repo, benchDir)
+		id, _, wall, err := g.submit(ctx, repo, benchDir, "auto")
 		if err != nil {
 			return nil, err
 		}
 		walls = append(walls, wall)
-		tr.add(id)
-		if _, err := tr.waitClosed(ctx, []string{id}); err != nil {
+		if _, err := cw.waitClosed(ctx, []string{id}); err != nil {
 			return nil, err
 		}
 	}
