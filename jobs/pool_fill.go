@@ -110,15 +110,11 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 	for st.mu.TryLock() {
 		err := func() error {
 			defer st.mu.Unlock()
+			// A claim or a tip move during a pass requests another one.
 			for st.again.Swap(false) {
-				for range 5 { // until stable: a claim or a tip move may land mid-pass
-					settled, err := fillOnce(ctx, d, repoID)
-					if err != nil || settled {
-						if err != nil {
-							st.again.Store(true) // the retry of this job, or the next, goes again
-						}
-						return err
-					}
+				if err := fillOnce(ctx, d, repoID); err != nil {
+					st.again.Store(true) // the retry of this job, or the next, goes again
+					return err
 				}
 			}
 			return nil
@@ -130,43 +126,38 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 	return nil
 }
 
-// fillOnce is one pass; settled reports that the pool was already full and
-// at the tip, so no further pass is needed. Each entry it works on is taken
-// first (pool_moving), so a task never claims an entry being moved, and an
-// entry a task claimed meanwhile is left alone.
-func fillOnce(ctx context.Context, d *Deps, repoID int64) (settled bool, err error) {
+// fillOnce is one pass. Each entry it works on is taken first
+// (pool_moving), so a task never claims an entry being moved, and an entry
+// a task claimed meanwhile is left alone; an entry with nothing to do (at
+// the tip, verified, unchanged) is not taken at all.
+func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 	repoRow, err := d.Store.Repo(ctx, repoID)
 	if err != nil {
-		return false, err
+		return err
 	}
 	repo, err := d.Repo(ctx, repoRow.Path)
 	if err != nil {
-		return false, err
+		return err
 	}
 	tip, err := repo.RefCommit(ctx, "refs/heads/"+repoRow.DefaultBranch)
 	if err != nil || tip == "" {
-		return true, err
+		return err
 	}
 	entries, err := d.Store.PoolEntries(ctx, repoID)
 	if err != nil {
-		return false, err
+		return err
 	}
-	settled = true
 	ready := 0
 	for _, e := range entries {
-		if e.BaseCommit != tip || e.State != grove.WorkspacePool || !d.verified(e.ID) {
-			settled = false
-		}
-		ok, err := d.refreshEntry(ctx, repo, e, tip)
-		if err != nil {
-			return false, err
+		ok := e.BaseCommit == tip && e.State == grove.WorkspacePool && d.verified(e.ID)
+		if !ok {
+			if ok, err = d.refreshEntry(ctx, repo, e, tip); err != nil {
+				return err
+			}
 		}
 		if ok {
 			ready++
 		}
-	}
-	if ready < d.Warm {
-		settled = false
 	}
 	var made []grove.Workspace
 	var lastCheckout time.Time
@@ -179,30 +170,30 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) (settled bool, err err
 			ws, err = tx.PutWorkspace(ctx, ws)
 			return err
 		}); err != nil {
-			return false, err
+			return err
 		}
 		if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, tip); err != nil {
-			return false, err
+			return err
 		}
 		made = append(made, ws)
 		lastCheckout = time.Now()
 	}
 	if len(made) == 0 {
-		return settled, nil
+		return nil
 	}
 	// Files checked out in the same second as the index is written are
 	// "racily clean": git would re-read every one of them at each status.
 	// A status a little over a second after the last checkout rewrites
 	// each index with trusted stat data; it is also the verification.
 	if err := sleepCtx(ctx, time.Until(lastCheckout.Add(1100*time.Millisecond))); err != nil {
-		return false, err
+		return err
 	}
 	for _, ws := range made {
 		if _, err := d.refreshEntry(ctx, repo, ws, tip); err != nil {
-			return false, err
+			return err
 		}
 	}
-	return settled, nil
+	return nil
 }
 
 // refreshEntry makes one pool entry ready at tip if it can be: a missing

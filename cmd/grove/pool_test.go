@@ -40,12 +40,17 @@ func TestWarmPool(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
 	h.startDaemon("--warm", "2")
+	defer func() {
+		if t.Failed() {
+			h.dumpState()
+		}
+	}()
 	ctx := context.Background()
 
 	first := h.mustGrove("submit", "--repo", h.repo, "--", "true")
 	h.mustGrove("wait", first)
-	h.until(30*time.Second, "pool of 2", func() bool { return len(h.poolEntries()) == 2 })
-	pool := h.poolEntries()
+	var pool []grove.Workspace
+	h.until(30*time.Second, "pool of 2", func() bool { pool = h.poolEntries(); return len(pool) == 2 })
 	is.True(len(pool) <= 2)
 	taken := map[string]bool{pool[0].Path: true, pool[1].Path: true}
 
@@ -60,10 +65,9 @@ func TestWarmPool(t *testing.T) {
 	// The apply moved the tip: the clean entries move forward in place.
 	tip := h.tip()
 	h.until(30*time.Second, "pool at the new tip", func() bool {
-		p := h.poolEntries()
-		return len(p) == 2 && p[0].BaseCommit == tip && p[1].BaseCommit == tip
+		pool = h.poolEntries()
+		return len(pool) == 2 && pool[0].BaseCommit == tip && pool[1].BaseCommit == tip
 	})
-	pool = h.poolEntries()
 	// doctor --json counts it per repository and commit.
 	out, _, _ := h.grove("doctor", "--json") // exit 1 is fine: other checks may complain
 	var doc struct {
@@ -124,8 +128,8 @@ func TestWarmPoolChangedEntriesNotClaimed(t *testing.T) {
 	ctx := context.Background()
 	first := h.mustGrove("submit", "--repo", h.repo, "--", "true")
 	h.mustGrove("wait", first)
-	h.until(30*time.Second, "pool of 2", func() bool { return len(h.poolEntries()) == 2 })
-	pool := h.poolEntries()
+	var pool []grove.Workspace
+	h.until(30*time.Second, "pool of 2", func() bool { pool = h.poolEntries(); return len(pool) == 2 })
 	tracked := strings.Fields(h.git("ls-files"))[0]
 	edited := filepath.Join(pool[0].Path, tracked)
 	is.NoErr(os.WriteFile(edited, []byte("edited in the pool\n"), 0o644))
