@@ -15,7 +15,7 @@ var Schema string
 
 // SchemaVersion is the version of Schema. A database whose recorded version
 // is higher was written by a newer grove and is refused.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // TaskState is where a task is in its pipeline.
 type TaskState string

@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS task (
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS task_created ON task(created_at);
+-- newest first in `grove ls`: the index gives the order, no sort (version 2)
+CREATE INDEX IF NOT EXISTS task_created_id ON task(created_at, id);
+DROP INDEX IF EXISTS task_created;
 CREATE INDEX IF NOT EXISTS task_state ON task(state);
 CREATE INDEX IF NOT EXISTS task_session ON task(session_id, created_at);
 

@@ -87,9 +87,6 @@ func (w *PoolFillWorker) Work(ctx context.Context, job *river.Job[PoolFillArgs])
 // FillPool is one pool pass for a repository, or for every known one when
 // repoID is 0 (see PoolFillWorker).
 func FillPool(ctx context.Context, d *Deps, repoID int64) error {
-	if d.Warm <= 0 {
-		return nil
-	}
 	if repoID == 0 {
 		repos, err := d.Store.Repos(ctx)
 		if err != nil {
@@ -131,6 +128,10 @@ func FillPool(ctx context.Context, d *Deps, repoID int64) error {
 // a task claimed meanwhile is left alone; an entry with nothing to do (at
 // the tip, verified, unchanged) is not taken at all.
 func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
+	entries, err := d.Store.PoolEntries(ctx, repoID)
+	if err != nil || (d.Warm <= 0 && len(entries) == 0) {
+		return err
+	}
 	repoRow, err := d.Store.Repo(ctx, repoID)
 	if err != nil {
 		return err
@@ -143,11 +144,7 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 	if err != nil || tip == "" {
 		return err
 	}
-	entries, err := d.Store.PoolEntries(ctx, repoID)
-	if err != nil {
-		return err
-	}
-	ready := 0
+	var ready []grove.Workspace
 	for _, e := range entries {
 		ok := e.BaseCommit == tip && e.State == grove.WorkspacePool && d.verified(e.ID)
 		if !ok {
@@ -156,12 +153,20 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 			}
 		}
 		if ok {
-			ready++
+			ready = append(ready, e)
 		}
+	}
+	// Never more than Warm: after a restart with a smaller --warm (or
+	// none), the surplus goes, through the gate like any worktree.
+	for len(ready) > max(d.Warm, 0) {
+		if err := d.dropEntry(ctx, repo, ready[len(ready)-1]); err != nil {
+			return err
+		}
+		ready = ready[:len(ready)-1]
 	}
 	var made []grove.Workspace
 	var lastCheckout time.Time
-	for ; ready < d.Warm; ready++ {
+	for n := len(ready); n < d.Warm; n++ {
 		suffix := randomSuffix()
 		ws := grove.Workspace{RepoID: repoID, Path: filepath.Join(filepath.Dir(d.WorktreePath(repoRow, "x")), "p-"+suffix),
 			Branch: "grove/pool/" + suffix, BaseCommit: tip, State: grove.WorkspacePoolCreating}
@@ -248,6 +253,32 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 	}
 	err = d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ReturnPoolEntry(ctx, e.ID, e.Branch, base, state) })
 	return err == nil && state == grove.WorkspacePool, err
+}
+
+// dropEntry removes a ready pool entry the pool no longer wants, if the
+// at-risk gate says it is safe; otherwise the entry becomes stale (kept,
+// never reused; the reaper and the gate decide).
+func (d *Deps) dropEntry(ctx context.Context, repo *gitops.Repo, e grove.Workspace) error {
+	var taken bool
+	if err := d.Store.InTx(ctx, func(tx *store.Tx) (err error) {
+		taken, err = tx.TakePoolEntry(ctx, e.ID)
+		return err
+	}); err != nil || !taken {
+		return err
+	}
+	d.forget(e.ID)
+	report := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch})
+	if report.Safe {
+		err := repo.RetireWorktree(ctx, e.Path, e.Branch, d.TrashDir(), report)
+		if err == nil {
+			d.Logger.Info("pool entry removed (pool smaller than before)", "path", e.Path)
+			return d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
+		}
+		d.Logger.Warn("pool entry not removed", "path", e.Path, "err", err)
+	}
+	return d.Store.InTx(ctx, func(tx *store.Tx) error {
+		return tx.ReturnPoolEntry(ctx, e.ID, e.Branch, e.BaseCommit, grove.WorkspaceStale)
+	})
 }
 
 // claimPool hands task a ready pool worktree at its base, if there is one:

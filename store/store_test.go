@@ -69,6 +69,33 @@ func TestOpenIsIdempotentAndConcurrent(t *testing.T) {
 	is.Equal(n, riverTargetVersion)
 }
 
+// A database of schema version 1 is brought up to date when opened: the
+// listing index of version 2 replaces the old one; tasks stay.
+func TestOlderSchemaIsUpgraded(t *testing.T) {
+	is := is.New(t)
+	st, home := openTemp(t)
+	_, err := st.db.Exec(`DROP INDEX task_created_id; CREATE INDEX task_created ON task(created_at);
+		UPDATE grove_meta SET value = '1' WHERE key = 'schema_version'`)
+	is.NoErr(err)
+	st.Close()
+	st, err = Open(context.Background(), home, Options{})
+	is.NoErr(err)
+	defer st.Close()
+	var v string
+	is.NoErr(st.db.QueryRow(`SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v))
+	is.Equal(v, fmt.Sprint(grove.SchemaVersion))
+	var indexes []string
+	rows, err := st.db.Query(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'task' AND name LIKE 'task_created%'`)
+	is.NoErr(err)
+	for rows.Next() {
+		var n string
+		is.NoErr(rows.Scan(&n))
+		indexes = append(indexes, n)
+	}
+	is.NoErr(rows.Err())
+	is.Equal(indexes, []string{"task_created_id"})
+}
+
 func TestNewerSchemaIsRefusedUntouched(t *testing.T) {
 	is := is.New(t)
 	st, home := openTemp(t)
@@ -79,7 +106,7 @@ func TestNewerSchemaIsRefusedUntouched(t *testing.T) {
 	is.True(err != nil)
 	var ue *grove.UserError
 	is.True(errors.As(err, &ue))
-	is.Equal(ue.Msg, "database "+filepath.Join(home, "grove.db")+" has schema version 99, newer than this grove's 1")
+	is.Equal(ue.Msg, fmt.Sprintf("database %s has schema version 99, newer than this grove's %d", filepath.Join(home, "grove.db"), grove.SchemaVersion))
 	// Nothing was changed.
 	db, err := sql.Open("sqlite", filepath.Join(home, "grove.db"))
 	is.NoErr(err)

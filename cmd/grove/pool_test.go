@@ -154,3 +154,28 @@ func TestWarmPoolChangedEntriesNotClaimed(t *testing.T) {
 	}
 	h.stopDaemon(syscall.SIGTERM)
 }
+
+// Restarted with a smaller --warm (or none), the daemon shrinks the pool
+// through the gate: clean surplus entries are removed, never more than N
+// stay ready.
+func TestWarmPoolShrinks(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon("--warm", "3")
+	h.mustGrove("wait", h.mustGrove("submit", "--repo", h.repo, "--", "true"))
+	var pool []grove.Workspace
+	h.until(30*time.Second, "pool of 3", func() bool { pool = h.poolEntries(); return len(pool) == 3 })
+	h.stopDaemon(syscall.SIGTERM)
+
+	h.startDaemon("--warm", "1")
+	h.until(30*time.Second, "pool of 1", func() bool { return len(h.poolEntries()) == 1 })
+	h.stopDaemon(syscall.SIGTERM)
+	h.startDaemon()
+	h.until(30*time.Second, "no pool", func() bool { return len(h.poolEntries()) == 0 })
+	h.stopDaemon(syscall.SIGTERM)
+	for _, w := range pool {
+		_, err := os.Stat(w.Path)
+		is.True(os.IsNotExist(err)) // removed, not left behind
+	}
+	is.Equal(strings.TrimSpace(h.git("branch", "--list", "grove/pool/*")), "")
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -136,6 +137,7 @@ func daemonPid(home string) (int, bool) {
 }
 
 func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts serveOptions, log *slog.Logger) error {
+	debug.SetGCPercent(100) // a long-lived process: the default (main raises it for CLI calls)
 	home, err := a.homeDir()
 	if err != nil {
 		return err
@@ -194,6 +196,11 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 			log.Warn("no wake socket: jobs from the CLI wait for the next poll", "err", err)
 		}
 	}()
+	// A pool pass now: the pool's trust in its entries does not survive a
+	// restart, and --warm may have changed.
+	if _, err := client.Insert(runCtx, jobs.PoolFillArgs{}, nil); err != nil {
+		log.Warn("first pool pass not queued", "err", err)
+	}
 	log.Info("grove serving", "home", home, "pid", os.Getpid(), "max_agents", maxAgents)
 	var sig os.Signal
 	select {
