@@ -32,16 +32,26 @@ func (r *Repo) RenameBranch(ctx context.Context, from, to string) error {
 	return fmt.Errorf("rename branch %s to %s: %w", from, to, err)
 }
 
-// Advance moves a clean worktree on branch from commit `from` to commit
-// `to` in place: only the files that differ are checked out (`read-tree -m
-// -u`), then the branch moves with a compare-and-swap. A worktree with
+// Advance moves a clean worktree on branch to commit `to` in place: only
+// the files that differ from the branch's current commit are checked out
+// (`read-tree -m -u`), then the branch moves with a compare-and-swap. It
+// starts from where the branch really is (not where a caller last saw it),
+// so a branch already at `to` is done, and a repeat after a crash between
+// the checkout and the branch move completes the move. A worktree with
 // local changes that the move would touch is refused and left as it was.
-func (r *Repo) Advance(ctx context.Context, path, branch, from, to string) error {
-	if err := checkRev(from); err != nil {
-		return fmt.Errorf("advance: %w", err)
-	}
+func (r *Repo) Advance(ctx context.Context, path, branch, to string) error {
 	if err := checkRev(to); err != nil {
 		return fmt.Errorf("advance: %w", err)
+	}
+	from, err := r.RefCommit(ctx, "refs/heads/"+branch)
+	if err != nil {
+		return fmt.Errorf("advance %s: %w", path, err)
+	}
+	if from == "" {
+		return fmt.Errorf("advance %s: no branch %s", path, branch)
+	}
+	if from == to {
+		return nil
 	}
 	if err := r.moveCheckout(ctx, path, from, to); err != nil {
 		return fmt.Errorf("advance %s: %w", path, err)
@@ -54,6 +64,34 @@ func (r *Repo) Advance(ctx context.Context, path, branch, from, to string) error
 		return fmt.Errorf("advance %s: move branch: %w", path, err)
 	}
 	return nil
+}
+
+// FinishAdvance completes an Advance that a crash cut between the checkout
+// and the branch move: if the worktree's index and files are exactly
+// commit `to` (nothing staged, modified or untracked against it), the
+// branch is moved there and ok is true. Anything else is left untouched.
+func (r *Repo) FinishAdvance(ctx context.Context, path, branch, to string) (ok bool, err error) {
+	if err := checkRev(to); err != nil {
+		return false, fmt.Errorf("finish advance: %w", err)
+	}
+	from, err := r.RefCommit(ctx, "refs/heads/"+branch)
+	if err != nil || from == "" || from == to {
+		return false, err
+	}
+	if _, err := run(ctx, path, "diff-index", "--cached", "--quiet", "--end-of-options", to, "--"); err != nil {
+		return false, nil // the index is not `to` (or git failed: not ok either way)
+	}
+	if _, err := run(ctx, path, "diff-files", "--quiet"); err != nil {
+		return false, nil
+	}
+	out, err := run(ctx, path, "ls-files", "-z", "--others", "--exclude-standard")
+	if err != nil || len(out) > 0 {
+		return false, err
+	}
+	if _, err := runRetry(ctx, path, "update-ref", "-m", "grove: advance", "--end-of-options", "refs/heads/"+branch, to, from); err != nil {
+		return false, fmt.Errorf("finish advance of %s: %w", path, err)
+	}
+	return true, nil
 }
 
 // Clean reports whether the worktree at path has no modified, staged or

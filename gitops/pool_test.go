@@ -31,14 +31,14 @@ func TestPoolSteps(t *testing.T) {
 	write(t, filepath.Join(r.Root, "README"), "moved on\n")
 	git(t, r.Root, "commit", "-qam", "next")
 	to := git(t, r.Root, "rev-parse", "HEAD")
-	is.NoErr(r.Advance(ctx, wt, "grove/pool/1", from, to))
+	is.NoErr(r.Advance(ctx, wt, "grove/pool/1", to))
 	is.Equal(read(t, filepath.Join(wt, "README")), "moved on\n")
 	is.Equal(git(t, wt, "rev-parse", "HEAD"), to)
 	clean, err = r.Clean(ctx, wt)
 	is.NoErr(err)
 	is.True(clean)
-	// A stale "from" is refused (compare-and-swap) and changes nothing.
-	is.True(r.Advance(ctx, wt, "grove/pool/1", from, to) != nil)
+	// Already there: a no-op.
+	is.NoErr(r.Advance(ctx, wt, "grove/pool/1", to))
 	is.Equal(git(t, wt, "rev-parse", "HEAD"), to)
 
 	// Rename: the worktree follows; a repeat is a no-op; a missing branch
@@ -64,7 +64,47 @@ func TestAdvanceKeepsLocalChanges(t *testing.T) {
 	write(t, filepath.Join(r.Root, "README"), "moved on\n")
 	git(t, r.Root, "commit", "-qam", "next")
 	to := git(t, r.Root, "rev-parse", "HEAD")
-	is.True(r.Advance(ctx, wt, "grove/pool/2", from, to) != nil)
+	is.True(r.Advance(ctx, wt, "grove/pool/2", to) != nil)
 	is.Equal(read(t, filepath.Join(wt, "README")), "someone's edit\n")
 	is.Equal(git(t, wt, "rev-parse", "HEAD"), from)
+}
+
+// A crash between an Advance's checkout and its branch move leaves the
+// files at the new commit and the branch behind: FinishAdvance completes
+// it, and refuses a worktree that holds anything else.
+func TestFinishAdvance(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	from := git(t, r.Root, "rev-parse", "HEAD")
+	wt := filepath.Join(t.TempDir(), "p-3")
+	is.NoErr(r.CreateWorktree(ctx, wt, "grove/pool/3", from))
+	write(t, filepath.Join(r.Root, "README"), "moved on\n")
+	write(t, filepath.Join(r.Root, "new.txt"), "new\n")
+	git(t, r.Root, "add", "-A")
+	git(t, r.Root, "commit", "-qm", "next")
+	to := git(t, r.Root, "rev-parse", "HEAD")
+
+	ok, err := r.FinishAdvance(ctx, wt, "grove/pool/3", to)
+	is.NoErr(err)
+	is.True(!ok) // nothing was moved: not at `to`
+	git(t, wt, "read-tree", "-m", "-u", from, to) // the move's checkout, then the "crash"
+	clean, err := r.Clean(ctx, wt)
+	is.NoErr(err)
+	is.True(!clean) // against the old branch tip it looks dirty
+
+	write(t, filepath.Join(wt, "stray.txt"), "x\n")
+	ok, err = r.FinishAdvance(ctx, wt, "grove/pool/3", to)
+	is.NoErr(err)
+	is.True(!ok) // something else is there: left alone
+	is.Equal(git(t, wt, "rev-parse", "HEAD"), from)
+	is.NoErr(os.Remove(filepath.Join(wt, "stray.txt")))
+
+	ok, err = r.FinishAdvance(ctx, wt, "grove/pool/3", to)
+	is.NoErr(err)
+	is.True(ok)
+	is.Equal(git(t, wt, "rev-parse", "HEAD"), to)
+	clean, err = r.Clean(ctx, wt)
+	is.NoErr(err)
+	is.True(clean)
 }

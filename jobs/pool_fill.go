@@ -194,6 +194,7 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 		return err
 	}
 	for _, ws := range made {
+		ws.State = grove.WorkspacePool // created above: only verification is left
 		if _, err := d.refreshEntry(ctx, repo, ws, tip); err != nil {
 			return err
 		}
@@ -217,15 +218,15 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 	}); err != nil || !taken {
 		return false, err
 	}
-	if _, err := os.Stat(e.Path); err != nil {
-		if e.State != grove.WorkspacePoolCreating {
-			d.forget(e.ID)
-			return false, d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
-		}
-		// A crash mid-creation: finish it.
+	if e.State == grove.WorkspacePoolCreating {
+		// A crash mid-creation (or a batch's entry not verified yet):
+		// CreateWorktree finishes whatever step was cut short.
 		if err := repo.CreateWorktree(ctx, e.Path, e.Branch, e.BaseCommit); err != nil {
 			return false, err
 		}
+	} else if _, err := os.Stat(e.Path); err != nil {
+		d.forget(e.ID)
+		return false, d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
 	}
 	state, base := grove.WorkspacePool, e.BaseCommit
 	clean := d.verified(e.ID)
@@ -234,10 +235,18 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 			return false, err
 		}
 	}
+	if !clean && e.State == grove.WorkspacePoolMoving {
+		// A crash in the middle of a move: files at the tip, branch not yet.
+		if done, err := repo.FinishAdvance(ctx, e.Path, e.Branch, tip); err != nil {
+			return false, err
+		} else if done {
+			clean, base = true, tip
+		}
+	}
 	if clean && base != tip {
 		watched := d.trustedClean(e.ID)
 		d.forget(e.ID)
-		if err := repo.Advance(ctx, e.Path, e.Branch, base, tip); err != nil {
+		if err := repo.Advance(ctx, e.Path, e.Branch, tip); err != nil {
 			d.Logger.Warn("pool entry could not be moved, not reused", "path", e.Path, "err", err)
 			clean = false
 		} else {
@@ -247,7 +256,7 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 		}
 	}
 	if !clean {
-		d.Logger.Warn("pool entry not reusable", "path", e.Path)
+		d.Logger.Warn("pool entry not reusable", "path", e.Path, "state", e.State, "base", e.BaseCommit, "tip", tip)
 		d.forget(e.ID)
 		state = grove.WorkspaceStale
 	}
@@ -320,6 +329,11 @@ func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task,
 		if !clean {
 			clean, err = repo.Clean(ctx, ws.Path)
 		}
+		if err == nil && !clean && ws.State == grove.WorkspaceClaiming {
+			// Resumed after a crash between a move's checkout and its
+			// branch move: finish it.
+			clean, err = repo.FinishAdvance(ctx, ws.Path, ws.Branch, task.BaseCommit)
+		}
 		if err != nil || !clean {
 			d.Logger.Warn("pool entry dirty, not reused", "path", ws.Path, "err", err)
 			return ws, false, d.Store.InTx(ctx, func(tx *store.Tx) error {
@@ -329,7 +343,7 @@ func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task,
 		if ws.BaseCommit != task.BaseCommit {
 			// An entry at another commit (the tip just moved) is moved in
 			// place: only the files that differ are checked out.
-			if err := repo.Advance(ctx, ws.Path, ws.Branch, ws.BaseCommit, task.BaseCommit); err != nil {
+			if err := repo.Advance(ctx, ws.Path, ws.Branch, task.BaseCommit); err != nil {
 				d.Logger.Warn("pool entry could not be moved, not reused", "path", ws.Path, "err", err)
 				return ws, false, d.Store.InTx(ctx, func(tx *store.Tx) error {
 					return tx.ReleasePoolEntry(ctx, ws.ID, grove.WorkspaceStale)

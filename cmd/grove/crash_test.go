@@ -204,7 +204,15 @@ func TestCreateUnderGC(t *testing.T) {
 // random moments and restarted. Afterwards every task is closed, each agent
 // started exactly once, no worktree, branch or process is left, and every
 // applied change is on main. GROVE_TORTURE=full runs the issue's 100 tasks.
-func TestTorture(t *testing.T) {
+func TestTorture(t *testing.T) { torture(t, false) }
+
+// TestTortureWarm is the torture test with a warm pool of 3: SIGKILLs land
+// in pool passes and claims too. No worktree is ever handed to two tasks,
+// and once the daemon runs without a pool, every pool worktree is gone
+// except ones a crash left dirty (stale: kept for the gate).
+func TestTortureWarm(t *testing.T) { torture(t, true) }
+
+func torture(t *testing.T, warm bool) {
 	is := is.New(t)
 	tasks, kills, maxSleep := 30, 10, 1.0
 	if os.Getenv("GROVE_TORTURE") == "full" {
@@ -219,19 +227,34 @@ sleep "$SLEEP"
 echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 `)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	h.startDaemon("--max-agents", "4")
-	var ids []string
-	for range tasks {
-		sleep := fmt.Sprintf("%.2f", rng.Float64()*maxSleep)
-		ids = append(ids, h.mustGrove("submit", "--repo", h.repo, "--apply", "auto",
-			"--env", "COUNTER="+counter, "--env", "SLEEP="+sleep, "--", agent))
+	args := []string{"--max-agents", "4"}
+	if warm {
+		args = append(args, "--warm", "3")
 	}
+	h.startDaemon(args...)
+	var ids []string
+	submit := func(n int) {
+		for range n {
+			sleep := fmt.Sprintf("%.2f", rng.Float64()*maxSleep)
+			ids = append(ids, h.mustGrove("submit", "--repo", h.repo, "--apply", "auto",
+				"--env", "COUNTER="+counter, "--env", "SLEEP="+sleep, "--", agent))
+		}
+	}
+	// With a pool, tasks arrive in batches between the kills, so claims
+	// (and the moves of entries after each apply) happen all along.
+	batch := tasks
+	if warm {
+		batch = tasks / (kills + 1)
+	}
+	submit(batch)
 	for k := range kills {
 		time.Sleep(time.Duration(200+rng.IntN(1300)) * time.Millisecond) // a random moment, not a wait
 		h.stopDaemon(syscall.SIGKILL)
-		h.startDaemon("--max-agents", "4")
+		h.startDaemon(args...)
 		t.Logf("kill %d done", k+1)
+		submit(min(batch, tasks-len(ids)))
 	}
+	submit(tasks - len(ids))
 	done := func() bool {
 		for _, id := range ids {
 			if h.task(id).State != grove.StateClosed {
@@ -254,11 +277,57 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	for _, id := range ids {
 		is.Equal(strings.TrimSpace(h.git("show", "HEAD:f-"+id+".txt")), id)
 	}
-	// No worktree or branch left but main; no worktree directory.
-	is.Equal(strings.TrimSpace(h.git("branch", "--format=%(refname:short)")), "main")
-	is.Equal(strings.Count(h.git("worktree", "list", "--porcelain"), "worktree "), 1)
+	// No worktree was handed to two tasks.
+	owner := map[string]string{}
+	warmStarts := 0
+	for _, id := range ids {
+		evs, err := h.store().Events(context.Background(), id, 0)
+		is.NoErr(err)
+		for _, e := range evs {
+			if p, ok := strings.CutPrefix(e.Message, "worktree ready at "); ok {
+				if other := owner[p]; other != "" && other != id {
+					t.Errorf("worktree %s given to %s and %s", p, other, id)
+				}
+				owner[p] = id
+				if strings.Contains(p, "/p-") {
+					warmStarts++
+				}
+			}
+		}
+	}
+	var stale []string
+	if warm {
+		// Without --warm, the daemon removes the pool through the gate.
+		h.startDaemon("--max-agents", "4")
+		h.until(time.Minute, "pool removed", func() bool {
+			all, err := h.store().PoolEntries(context.Background(), 1)
+			return err == nil && len(all) == 0
+		})
+		h.stopDaemon(syscall.SIGTERM)
+		rows, err := h.store().DB().Query(`SELECT path FROM workspace WHERE state = ? AND archived_at IS NULL`, grove.WorkspaceStale)
+		is.NoErr(err)
+		for rows.Next() {
+			var p string
+			is.NoErr(rows.Scan(&p))
+			stale = append(stale, p)
+		}
+		is.NoErr(rows.Err())
+		t.Logf("torture (warm): %d of %d tasks started in a pool worktree; %d stale entries kept", warmStarts, tasks, len(stale))
+		for _, p := range stale {
+			t.Logf("stale %s: %s", p, h.git("-C", p, "status", "--porcelain"))
+		}
+		if len(stale) > 0 {
+			h.dumpState()
+		}
+	}
+	// No worktree, branch or directory left but main (and stale pool
+	// entries, which hold changes a crash left and wait for the gate).
+	branches := strings.Fields(h.git("branch", "--format=%(refname:short)"))
+	is.Equal(len(branches), 1+len(stale))
+	is.Equal(branches[len(branches)-1], "main")
+	is.Equal(strings.Count(h.git("worktree", "list", "--porcelain"), "worktree "), 1+len(stale))
 	left, _ := filepath.Glob(filepath.Join(h.home, "worktrees", "*", "*"))
-	is.Equal(left, nil)
+	is.Equal(len(left), len(stale))
 	// No grove or agent process left.
 	is.Equal(processesMentioning(h.work), nil)
 	adopted := 0
