@@ -87,7 +87,7 @@ func TestFinishAdvance(t *testing.T) {
 
 	ok, err := r.FinishAdvance(ctx, wt, "grove/pool/3", to)
 	is.NoErr(err)
-	is.True(!ok) // nothing was moved: not at `to`
+	is.True(!ok)                                  // nothing was moved: not at `to`
 	git(t, wt, "read-tree", "-m", "-u", from, to) // the move's checkout, then the "crash"
 	clean, err := r.Clean(ctx, wt)
 	is.NoErr(err)
