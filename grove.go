@@ -120,6 +120,9 @@ const (
 	WorkspaceCreating = "creating"
 	WorkspaceReady    = "ready"
 	WorkspaceRemoved  = "removed"
+	// WorkspaceRemoving: a close judged it safe and is removing it; a retry
+	// must wait until the close is done.
+	WorkspaceRemoving = "removing"
 	// Warm pool: a checked-out worktree at the default branch's tip that
 	// no task owns yet; pool_creating while it is made, pool_moving while
 	// a pool pass checks or moves it (no task may take it then), claiming

@@ -25,7 +25,7 @@ type CloseArgs struct {
 // Kind is stable: it is stored in river_job rows.
 func (CloseArgs) Kind() string { return "close" }
 
-// InsertOpts puts the job on the git queue.
+// InsertOpts puts the job on the cleanup queue.
 func (CloseArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueCleanup, MaxAttempts: stageAttempts}
 }
@@ -80,7 +80,35 @@ func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error
 			return fmt.Errorf("snapshot before forced close: %w", err)
 		}
 	}
+	// The task must still be closable (a retry may have taken it back since
+	// the gate ran), and the workspace is marked so no retry starts in it
+	// while it goes.
+	var still bool
+	if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+		cur, err := tx.Task(ctx, id)
+		if err != nil || !in(cur.State, closable...) || cur.Attempt != task.Attempt {
+			return err
+		}
+		if ws.State == grove.WorkspaceRemoving {
+			still = true // a close that a crash interrupted
+			return nil
+		}
+		still, err = tx.SwapWorkspaceState(ctx, ws.ID, ws.State, grove.WorkspaceRemoving)
+		return err
+	}); err != nil || !still {
+		return err
+	}
 	if err := repo.RetireWorktree(ctx, ws.Path, ws.Branch, d.TrashDir(), report); err != nil {
+		if rerr := d.Store.InTx(ctx, func(tx *store.Tx) error {
+			_, err := tx.SwapWorkspaceState(ctx, ws.ID, grove.WorkspaceRemoving, grove.WorkspaceReady)
+			return err
+		}); rerr != nil {
+			err = fmt.Errorf("%w; and: %v", err, rerr)
+		}
+		if errors.Is(err, grove.ErrAtRisk) {
+			// Work appeared after the gate ran: kept, and said so.
+			return w.recordRefusal(ctx, task, ws, repo.AtRisk(ctx, ws.Path, GateOptions(task, ws)))
+		}
 		return fmt.Errorf("remove worktree: %w", err)
 	}
 	return w.markClosed(ctx, task, ws.ID, snapshot)

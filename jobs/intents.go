@@ -1,8 +1,6 @@
 package jobs
 
 import (
-	"github.com/riverqueue/river"
-
 	"cmp"
 	"context"
 	"errors"
@@ -10,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/riverqueue/river"
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
@@ -329,6 +329,10 @@ func (i *Intents) Retry(ctx context.Context, id string) error {
 		}
 		if !in(task.State, grove.StateFailed, grove.StateCanceled) {
 			return stateError(task, "retry", grove.StateFailed, grove.StateCanceled)
+		}
+		if ws, err := tx.TaskWorkspace(ctx, id); err == nil && ws.State == grove.WorkspaceRemoving {
+			return grove.Userf(grove.ErrConflict, "try again in a moment: grove retry "+id,
+				"task %s: its worktree is being removed", id)
 		}
 		if err := tx.Retry(ctx, id); err != nil {
 			return err

@@ -68,7 +68,7 @@ type Deps struct {
 	fills    map[int64]*fillState // pool passes, one at a time per repo
 	watch    *treewatch.Watcher   // see pool_trust.go; opened on first use
 	watchErr error
-	trusted  map[int64]*treewatch.Tree // pool entries verified clean, by workspace id
+	trusted  map[int64]*trust // pool entries verified clean, by workspace id
 	stopping chan struct{}
 	wake     func() // wakes the daemon's River listener (nil outside the daemon)
 	stopOnce sync.Once
@@ -102,7 +102,7 @@ func NewDeps(st *store.Store, home string, logger *slog.Logger) (*Deps, error) {
 	}
 	return &Deps{Store: st, Home: home, Exe: exe, Logger: logger, Grace: 3 * time.Second,
 		Poll: 50 * time.Millisecond, Now: time.Now, IdleTTL: 30 * time.Minute, MaxLive: 8,
-		PortLo: 20000, PortHi: 20999, repos: map[string]*gitops.Repo{}, trusted: map[int64]*treewatch.Tree{}, stopping: make(chan struct{})}, nil
+		PortLo: 20000, PortHi: 20999, repos: map[string]*gitops.Repo{}, trusted: map[int64]*trust{}, stopping: make(chan struct{})}, nil
 }
 
 // Repo opens (and caches) the git repository at path.

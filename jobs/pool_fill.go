@@ -20,10 +20,9 @@ import (
 // PoolFillArgs tops up a repository's warm pool and moves its clean
 // entries forward to the default branch's tip.
 type PoolFillArgs struct {
-	RepoID int64 `json:"repo_id"`
+	RepoID int64 `json:"repo_id"` // 0: every repository
 	// Tip is the commit that asked for this pass (a new tip after an
-	// apply); it makes the job distinct from a pass already running, which
-	// may have read the old tip.
+	// apply). Informational: the pass reads the tip itself.
 	Tip string `json:"tip,omitempty"`
 }
 
@@ -144,9 +143,18 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 	if err != nil || tip == "" {
 		return err
 	}
+	// Never more than Warm ready: after a restart with a smaller --warm (or
+	// none), the surplus goes through the gate like any worktree, before
+	// anything is spent moving it.
 	var ready []grove.Workspace
 	for _, e := range entries {
-		ok := e.BaseCommit == tip && e.State == grove.WorkspacePool && d.verified(e.ID)
+		if len(ready) >= max(d.Warm, 0) {
+			if err := d.dropEntry(ctx, repo, e); err != nil {
+				return err
+			}
+			continue
+		}
+		ok := e.BaseCommit == tip && e.State == grove.WorkspacePool && d.verified(repo, e)
 		if !ok {
 			if ok, err = d.refreshEntry(ctx, repo, e, tip); err != nil {
 				return err
@@ -155,14 +163,6 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 		if ok {
 			ready = append(ready, e)
 		}
-	}
-	// Never more than Warm: after a restart with a smaller --warm (or
-	// none), the surplus goes, through the gate like any worktree.
-	for len(ready) > max(d.Warm, 0) {
-		if err := d.dropEntry(ctx, repo, ready[len(ready)-1]); err != nil {
-			return err
-		}
-		ready = ready[:len(ready)-1]
 	}
 	var made []grove.Workspace
 	var lastCheckout time.Time
@@ -225,11 +225,18 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 			return false, err
 		}
 	} else if _, err := os.Stat(e.Path); err != nil {
+		// Gone (removed by hand, or a crash mid-drop): git's record and the
+		// branch go too, if the gate sees nothing but the missing directory.
 		d.forget(e.ID)
+		if rep := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch}); rep.Safe || alreadyGone(rep) {
+			if err := repo.RemoveWorktree(ctx, e.Path, e.Branch); err != nil {
+				return false, err
+			}
+		}
 		return false, d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
 	}
 	state, base := grove.WorkspacePool, e.BaseCommit
-	clean := d.verified(e.ID)
+	clean := d.verified(repo, e)
 	if !clean {
 		if clean, err = d.verifyClean(ctx, repo, e); err != nil {
 			return false, err
@@ -244,15 +251,18 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 		}
 	}
 	if clean && base != tip {
-		watched := d.trustedClean(e.ID)
 		d.forget(e.ID)
 		if err := repo.Advance(ctx, e.Path, e.Branch, tip); err != nil {
 			d.Logger.Warn("pool entry could not be moved, not reused", "path", e.Path, "err", err)
 			clean = false
 		} else {
+			// Verified again: the move only refuses changes to the files it
+			// touches, and anything else written meanwhile must be seen.
+			// This is the background pass, not a task's path.
 			base = tip
-			// Only grove's own checkout touched it since the verification.
-			d.rearm(e, watched)
+			if clean, err = d.verifyClean(ctx, repo, e); err != nil {
+				return false, err
+			}
 		}
 	}
 	if !clean {
@@ -277,8 +287,8 @@ func (d *Deps) dropEntry(ctx context.Context, repo *gitops.Repo, e grove.Workspa
 	}
 	d.forget(e.ID)
 	report := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch})
-	if report.Safe {
-		err := repo.RetireWorktree(ctx, e.Path, e.Branch, d.TrashDir(), report)
+	if report.Safe || alreadyGone(report) {
+		err := repo.RetireWorktree(ctx, e.Path, e.Branch, d.TrashDir(), report) // a missing one: RemoveWorktree prunes
 		if err == nil {
 			d.Logger.Info("pool entry removed (pool smaller than before)", "path", e.Path)
 			return d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
@@ -324,7 +334,25 @@ func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task,
 	}
 	branch := TaskBranch(task.ID)
 	if ws.Branch != branch {
-		clean := d.trustedClean(ws.ID)
+		if at, err := repo.RefCommit(ctx, "refs/heads/"+branch); err != nil {
+			return ws, false, err
+		} else if at != "" && at == task.BaseCommit && !d.trustedClean(repo, ws) {
+			// A crash after the rename, before it was recorded: the entry
+			// was verified and moved before its branch was renamed.
+			wts, err := repo.Worktrees(ctx)
+			if err != nil {
+				return ws, false, err
+			}
+			real, _ := filepath.EvalSymlinks(ws.Path)
+			for _, w := range wts {
+				if (w.Path == ws.Path || w.Path == real) && w.Branch == branch {
+					ws.Branch = branch
+				}
+			}
+		}
+	}
+	if ws.Branch != branch {
+		clean := d.trustedClean(repo, ws)
 		d.forget(ws.ID) // the task changes it from now on
 		if !clean {
 			clean, err = repo.Clean(ctx, ws.Path)

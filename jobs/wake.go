@@ -2,11 +2,11 @@ package jobs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -24,7 +24,8 @@ import (
 // that poll each. So the daemon's listener is wrapped (wakingListener) to
 // look at the outbox at once when woken: inside the daemon after any
 // transaction that inserted a job commits (Deps.enqueue), and from a CLI
-// process by a datagram to the daemon's wake socket (PokeDaemon). The poll
+// process by a datagram to the daemon's wake socket in its home
+// (PokeDaemon). The poll
 // stays as the fallback: a lost wake costs at most 50 ms, never a job.
 
 // wakeDriver is River's SQLite driver with a listener that can be woken.
@@ -104,27 +105,25 @@ func (i *Intents) enqueue(ctx context.Context, tx *store.Tx, args river.JobArgs)
 	return nil
 }
 
-// wakeAddr is the daemon's wake socket for home: an abstract unix socket
-// (no file to leave behind, no path length limit) named after the home.
-func wakeAddr(home string) *net.UnixAddr {
-	if abs, err := filepath.Abs(home); err == nil {
-		home = abs
-	}
-	if real, err := filepath.EvalSymlinks(home); err == nil {
-		home = real
-	}
-	sum := sha256.Sum256([]byte(home))
-	return &net.UnixAddr{Name: "@grove-wake-" + hex.EncodeToString(sum[:12]), Net: "unixgram"}
+// WakeSocket is the daemon's wake socket in home. It is a file in the
+// home directory (mode 0700), so only its owner can connect: nobody else
+// can wake the daemon, flood it or take the name. ok is false when the
+// path is too long for a unix socket (about 107 bytes); then there is no
+// wake socket and jobs from the CLI wait for the listener's 50 ms poll.
+func WakeSocket(home string) (path string, ok bool) {
+	path = filepath.Join(home, "wake.sock")
+	return path, len(path) < 104
 }
 
 // PokeDaemon tells the daemon of home, if one listens, that a job was
 // just committed. Best effort and non-blocking: without a daemon it does
 // nothing.
 func PokeDaemon(home string) {
-	if home == "" {
+	path, ok := WakeSocket(home)
+	if home == "" || !ok {
 		return
 	}
-	c, err := net.DialUnix("unixgram", nil, wakeAddr(home))
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return
 	}
@@ -133,9 +132,14 @@ func PokeDaemon(home string) {
 	_, _ = c.Write([]byte{1})
 }
 
+// minWakeGap spaces the wakes the socket passes on: each one costs an
+// outbox query, and a burst of commits needs only one.
+const minWakeGap = 2 * time.Millisecond
+
 // ListenWake serves the wake socket of home until ctx ends, waking the
-// daemon's listener on every datagram (wakes coalesce: a flood costs one
-// outbox query per poll at most).
+// daemon's listener on every datagram, at most once per minWakeGap. The
+// caller holds the daemon lock, so a socket file left by a dead daemon is
+// replaced.
 func (d *Deps) ListenWake(ctx context.Context, home string, logger *slog.Logger) error {
 	if d.wake == nil {
 		return errors.New("no River client to wake")
@@ -143,23 +147,35 @@ func (d *Deps) ListenWake(ctx context.Context, home string, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	conn, err := net.ListenUnixgram("unixgram", wakeAddr(home))
+	path, ok := WakeSocket(home)
+	if !ok {
+		return fmt.Errorf("home path too long for a unix socket: %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return err
 	}
+	defer os.Remove(path)
 	go func() {
 		<-ctx.Done()
 		conn.Close()
 	}()
 	buf := make([]byte, 16)
+	var last time.Time
 	for {
 		if _, _, err := conn.ReadFromUnix(buf); err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			logger.Warn("wake socket", "err", err)
 			return err
 		}
+		if gap := time.Since(last); gap < minWakeGap {
+			time.Sleep(minWakeGap - gap)
+		}
+		last = time.Now()
 		d.wake()
 	}
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -51,11 +52,13 @@ func TestWakingListener(t *testing.T) {
 	is.Equal(inner.calls.Load(), int32(1))
 }
 
-// A CLI's poke reaches the daemon's wake socket (named after the home, so
+// A CLI's poke reaches the daemon's wake socket (a file in the home, so
 // another home's daemon is not woken).
 func TestPokeWakesTheDaemonOfItsHome(t *testing.T) {
 	is := is.New(t)
 	home, other := filepath.Join(t.TempDir(), "home"), filepath.Join(t.TempDir(), "other")
+	is.NoErr(os.MkdirAll(home, 0o700))
+	is.NoErr(os.MkdirAll(other, 0o700))
 	var woken atomic.Int32
 	d := &Deps{wake: func() { woken.Add(1) }}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,5 +80,7 @@ func TestPokeWakesTheDaemonOfItsHome(t *testing.T) {
 	is.Equal(woken.Load(), int32(0)) // another home's poke went elsewhere
 	cancel()
 	is.NoErr(<-listening)
+	_, err := os.Stat(filepath.Join(home, "wake.sock"))
+	is.True(os.IsNotExist(err)) // the socket file goes with the listener
 	PokeDaemon(home) // nobody listens: a no-op, no error, no block
 }

@@ -9,7 +9,8 @@ import (
 	"github.com/grove-dev/grove"
 )
 
-// PoolEntries lists a repository's warm-pool workspaces (ready or stale).
+// PoolEntries lists a repository's warm-pool workspaces that belong to the
+// pool: ready, being created, or being moved (not stale ones, not claimed).
 func (s *Store) PoolEntries(ctx context.Context, repoID int64) ([]grove.Workspace, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
 		AND session_id IS NULL AND state IN ('pool', 'pool_creating', 'pool_moving') AND archived_at IS NULL ORDER BY id`, repoID)

@@ -52,6 +52,17 @@ func (t *Tx) SetWorkspaceState(ctx context.Context, id int64, state string) erro
 	return nil
 }
 
+// SwapWorkspaceState moves a workspace from state `from` to `to`; ok is
+// false (nothing changed) when it is in another state.
+func (t *Tx) SwapWorkspaceState(ctx context.Context, id int64, from, to string) (ok bool, err error) {
+	res, err := t.q.ExecContext(ctx, `UPDATE workspace SET state = ?, last_used_at = ? WHERE id = ? AND state = ?`, to, ms(t.now), id, from)
+	if err != nil {
+		return false, fmt.Errorf("set workspace %d state: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 // SetWorkspaceHead records the workspace's head commit.
 func (t *Tx) SetWorkspaceHead(ctx context.Context, id int64, head string) error {
 	_, err := t.q.ExecContext(ctx, `UPDATE workspace SET head_commit = ?, last_used_at = ? WHERE id = ?`, head, ms(t.now), id)

@@ -179,3 +179,30 @@ func TestWarmPoolShrinks(t *testing.T) {
 	}
 	is.Equal(strings.TrimSpace(h.git("branch", "--list", "grove/pool/*")), "")
 }
+
+// git's own state of an entry lives outside the watched tree: a change
+// staged only in a verified entry's index (no file touched, so no inotify
+// event) is seen too, and the entry is not reused.
+func TestWarmPoolGitStateChangeNotClaimed(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	is.NoErr(os.WriteFile(filepath.Join(h.repo, "second.txt"), []byte("2\n"), 0o644))
+	h.git("add", "second.txt")
+	h.git("commit", "-qm", "second")
+	h.startDaemon("--warm", "1")
+	h.mustGrove("wait", h.mustGrove("submit", "--repo", h.repo, "--", "true"))
+	var pool []grove.Workspace
+	h.until(30*time.Second, "pool of 1", func() bool { pool = h.poolEntries(); return len(pool) == 1 })
+	blob := strings.TrimSpace(h.git("rev-parse", "HEAD:second.txt"))
+	h.git("-C", pool[0].Path, "update-index", "--add", "--cacheinfo", "100644,"+blob+",ghost.txt")
+
+	id := h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	h.mustGrove("wait", id)
+	ws, err := h.store().TaskWorkspace(context.Background(), id)
+	is.NoErr(err)
+	is.True(ws.Path != pool[0].Path)
+	var state string
+	is.NoErr(h.store().DB().QueryRow(`SELECT state FROM workspace WHERE path = ?`, pool[0].Path).Scan(&state))
+	is.Equal(state, grove.WorkspaceStale)
+	h.stopDaemon(syscall.SIGTERM)
+}

@@ -169,11 +169,11 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := opts.apply(deps); err != nil {
 		return err
 	}
-	go func() { // worktrees a crash left half-removed (gitops.RetireWorktree)
-		if err := gitops.SweepTrash(deps.TrashDir()); err != nil {
-			log.Warn("sweep trash", "dir", deps.TrashDir(), "err", err)
-		}
-	}()
+	// Worktrees a crash left half-removed (gitops.RetireWorktree), before
+	// any close runs again.
+	if err := gitops.SweepTrash(deps.TrashDir()); err != nil {
+		log.Warn("sweep trash", "dir", deps.TrashDir(), "err", err)
+	}
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
 		ErrorLogger: log.With("component", "river"),
 		Periodic:    periodic,

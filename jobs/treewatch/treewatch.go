@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
 )
@@ -46,6 +47,11 @@ func (t *Tree) Root() string { return t.root }
 // followed). It fails when root is not a directory or the watch limit
 // (fs.inotify.max_user_watches) is reached; nothing stays watched then.
 func (w *Watcher) Watch(root string) (*Tree, error) {
+	if fi, err := os.Lstat(root); err != nil {
+		return nil, fmt.Errorf("watch %s: %w", root, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("watch %s: not a directory (a symlink is not followed)", root)
+	}
 	t := &Tree{w: w, root: root}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

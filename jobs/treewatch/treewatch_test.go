@@ -94,6 +94,12 @@ func TestTreesAndClose(t *testing.T) {
 
 	_, err = w.Watch(filepath.Join(t.TempDir(), "missing"))
 	is.True(err != nil)
+	link := filepath.Join(t.TempDir(), "link")
+	is.NoErr(os.Symlink(b, link))
+	_, err = w.Watch(link) // would watch nothing: refused
+	is.True(err != nil)
+	_, err = w.Watch(filepath.Join(b, "e.txt"))
+	is.True(err != nil)
 
 	d := tree(t)
 	td, err := w.Watch(d)
