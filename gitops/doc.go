@@ -20,6 +20,7 @@
 //
 //	CreateWorktree -> (agent runs) -> CommitAll -> Diff/DiffStat -> Apply
 //	AtRisk -> [Snapshot] -> RemoveWorktree        Restore (from a snapshot)
+//	AtRisk (safe) -> RetireWorktree               SweepTrash (at start)
 //
 // AtRisk is the at-risk gate: it never answers with a bare boolean but
 // with a Report naming every reason removal would lose work, and it fails
@@ -27,6 +28,11 @@
 // callers must. A forced removal is Snapshot, then RemoveWorktree: it
 // forces git only when a snapshot under refs/grove/snapshots/ records the
 // worktree exactly as it is (SnapshotCovers), so no work is destroyed
-// without a snapshot even when a caller gets the order wrong. Prune
-// clears the metadata of worktrees whose directory is gone.
+// without a snapshot even when a caller gets the order wrong.
+// RetireWorktree is the fast removal of a worktree the gate found safe: it
+// moves the worktree into a trash directory, re-checks it there against
+// what the gate's Report recorded (moving it back if anything changed),
+// and deletes the files outside the lock. Removals drop git's record of
+// their own worktree only; Prune (an explicit command) clears the records
+// of every worktree whose directory is gone.
 package gitops

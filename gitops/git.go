@@ -21,11 +21,23 @@ type GitError struct {
 
 // Error gives `git <args>: <first stderr line> (exit N)`.
 func (e *GitError) Error() string {
-	line := firstLine(e.Stderr)
+	line := errorLine(e.Stderr)
 	if line == "" {
 		line = "failed"
 	}
 	return fmt.Sprintf("git %s: %s (exit %d)", strings.Join(e.Args, " "), line, e.ExitCode)
+}
+
+// errorLine is the line of git's stderr that says what went wrong: the
+// first "fatal:" or "error:" line if there is one (git often prints
+// progress first, e.g. "Preparing worktree"), else the first line.
+func errorLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "fatal:") || strings.HasPrefix(l, "error:") {
+			return l
+		}
+	}
+	return firstLine(s)
 }
 
 func firstLine(s string) string {

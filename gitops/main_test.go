@@ -3,12 +3,16 @@ package gitops
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +37,103 @@ func TestMain(m *testing.M) {
 		holdLock(dir)
 		return
 	}
+	if action := os.Getenv("GITOPS_TEST_HELPER"); action != "" {
+		helperMain(action, os.Args[1:])
+		return
+	}
 	os.Exit(m.Run())
+}
+
+// helperMain is the body of the helper process of runUnprivileged: it
+// runs action with args, says "ok" or the error, and exits.
+func helperMain(action string, args []string) {
+	ctx := context.Background()
+	var err error
+	switch action {
+	case "sweep": // trashDir
+		err = SweepTrash(args[0])
+	case "retire": // repo, worktree, branch, trashDir: the gate, then RetireWorktree
+		var r *Repo
+		if r, err = Open(ctx, args[0]); err == nil {
+			rep := r.AtRisk(ctx, args[1], GateOptions{Branch: args[2]})
+			if rep.Safe {
+				err = r.RetireWorktree(ctx, args[1], args[2], args[3], rep)
+			} else {
+				err = fmt.Errorf("gate: %v", rep.Risks)
+			}
+		}
+	default:
+		err = fmt.Errorf("unknown helper action %q", action)
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ok")
+	os.Exit(0)
+}
+
+// runUnprivileged runs a helper action (see helperMain) in a child process
+// where file permissions hold: as the tests' own user, or, when the tests
+// run as root (which ignores permissions), as user nobody. Then
+// everything under t's temporary directories is given to nobody for the
+// run and back afterwards (git refuses to work in a repository another
+// user owns). It returns the helper's error.
+func runUnprivileged(t *testing.T, action string, args ...string) error {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "GITOPS_TEST_HELPER="+action)
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("nobody")
+		if err != nil {
+			t.Fatalf("running as root and no user nobody to drop to: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		// The test binary, where nobody may run it.
+		bin := t.TempDir()
+		exe := filepath.Join(bin, "gitops.test")
+		b, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(exe, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Path, cmd.Args[0] = exe, exe
+		cmd.Env = append(cmd.Env, "HOME="+bin)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		// t.TempDir's parent holds every directory the test made.
+		top := filepath.Dir(bin)
+		if err := os.Chmod(top, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		chownTree(t, top, uid, gid)
+		defer chownTree(t, top, 0, 0)
+	}
+	out, err := cmd.CombinedOutput()
+	switch s := strings.TrimSpace(string(out)); {
+	case err == nil && s == "ok":
+		return nil
+	case strings.HasPrefix(s, "error: "):
+		return errors.New(strings.TrimPrefix(s, "error: "))
+	default:
+		t.Fatalf("helper %s %v: %v\n%s", action, args, err, out)
+		return nil
+	}
+}
+
+func chownTree(t *testing.T, dir string, uid, gid int) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // holdLock is the body of the helper process of TestLockAcrossProcesses:

@@ -108,3 +108,13 @@ func TestFinishAdvance(t *testing.T) {
 	is.NoErr(err)
 	is.True(clean)
 }
+
+// A git error names git's complaint, not the progress line before it.
+func TestGitErrorNamesTheCause(t *testing.T) {
+	is := is.New(t)
+	err := &GitError{Args: []string{"worktree", "add"}, ExitCode: 128,
+		Stderr: "Preparing worktree (new branch 'x')\nfatal: failed to read .git/worktrees/x/commondir: Success\n"}
+	is.Equal(err.Error(), "git worktree add: fatal: failed to read .git/worktrees/x/commondir: Success (exit 128)")
+	err.Stderr = "just one line\nand more\n"
+	is.Equal(err.Error(), "git worktree add: just one line (exit 128)")
+}

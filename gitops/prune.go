@@ -11,6 +11,11 @@ import (
 // administrative files of worktrees whose directory is gone are deleted.
 // Under the lock it cannot prune a worktree another grove process is
 // adding. Branches are kept.
+//
+// It prunes every such worktree, a user's too (one on a disk that is not
+// mounted loses its HEAD, index and detached commits): it is for an
+// explicit administrative command only. Removals never prune; they drop
+// the record of their own worktree alone.
 func (r *Repo) Prune(ctx context.Context) error {
 	unlock, err := r.Lock(ctx)
 	if err != nil {

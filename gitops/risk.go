@@ -57,10 +57,30 @@ type Risk struct {
 
 // Report is the at-risk gate's answer for one worktree. Safe is true only
 // when Risks is empty.
+//
+// Besides the verdict it records what was judged, so that RetireWorktree
+// can tell whether the worktree is still in the state the gate approved:
+// the branch and its tip, HEAD, and (unexported, not in JSON) the
+// KeepIgnored patterns and whether processes were scanned.
 type Report struct {
 	Path  string `json:"path"`
 	Safe  bool   `json:"safe"`
 	Risks []Risk `json:"risks"`
+	// Branch is GateOptions.Branch, the branch removal may delete.
+	Branch string `json:"branch,omitempty"`
+	// BranchTip is the commit refs/heads/<Branch> pointed at when the gate
+	// judged it; "" when Branch is "" or the branch did not exist.
+	BranchTip string `json:"branch_tip,omitempty"`
+	// Head is the commit the worktree's HEAD pointed at when the gate
+	// judged it; "" when the directory is missing or could not be read.
+	Head string `json:"head,omitempty"`
+
+	// keep are the ignored-path patterns the gate did not count as at risk
+	// (GateOptions.KeepIgnored resolved; nil: none, which is what a Report
+	// not made by AtRisk gets).
+	keep []string
+	// skipProcs: the gate did not scan for processes (SkipProcesses).
+	skipProcs bool
 }
 
 // Has reports whether the report names reason.
@@ -95,6 +115,10 @@ type riskSet struct {
 	paths map[string][]string
 	count map[string]int
 	other map[string][]string
+}
+
+func newRiskSet() *riskSet {
+	return &riskSet{paths: map[string][]string{}, count: map[string]int{}, other: map[string][]string{}}
 }
 
 func (s *riskSet) add(reason, detail string) {
@@ -152,11 +176,17 @@ func (s *riskSet) risks() []Risk {
 // commits on Branch that no other ref, no other worktree's HEAD and no
 // AppliedRefs hold; stash entries made on Branch; submodules with new
 // commits, changes or untracked files; live processes whose cwd is inside
-// path; a worktree lock. A missing directory is "missing" (the branch
-// checks still run). path must be the top of a linked worktree of r.
+// path; a worktree lock. A missing directory (or a symlink to one) is
+// "missing" (the branch checks still run). path must be the top of a
+// linked worktree of r.
+//
+// The report also records what it judged (Branch, BranchTip, Head, and
+// the options a re-check needs): pass it unchanged to RetireWorktree.
 func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Report) {
-	rs := &riskSet{paths: map[string][]string{}, count: map[string]int{}, other: map[string][]string{}}
+	rs := newRiskSet()
 	rep.Path = path
+	rep.Branch = opt.Branch
+	rep.skipProcs = opt.SkipProcesses
 	defer func() {
 		rep.Risks = rs.risks()
 		rep.Safe = len(rep.Risks) == 0
@@ -171,6 +201,7 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 	if keep == nil {
 		keep = DefaultKeepIgnored
 	}
+	rep.keep = slices.Clone(keep)
 	for _, ref := range opt.AppliedRefs {
 		if err := checkRev(ref); err != nil {
 			rs.gitErr("applied refs", err)
@@ -180,17 +211,7 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 
 	// Processes first: the git commands below run inside path themselves.
 	if !opt.SkipProcesses {
-		pids, err := ProcessesIn(abs)
-		switch {
-		case err != nil:
-			rs.add(RiskProcess, "cannot scan processes: "+err.Error())
-		case len(pids) > 0:
-			s := make([]string, len(pids))
-			for i, p := range pids {
-				s[i] = strconv.Itoa(p)
-			}
-			rs.add(RiskProcess, "pids "+strings.Join(s, ", "))
-		}
+		checkProcesses(abs, rs)
 	}
 
 	wts, err := r.Worktrees(ctx)
@@ -207,7 +228,8 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 	branch := opt.Branch
 
 	var wg sync.WaitGroup
-	if _, err := os.Lstat(abs); errors.Is(err, os.ErrNotExist) {
+	// Stat, not Lstat: a symlink whose directory is gone is missing too.
+	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
 		rs.add(RiskMissing, "")
 	} else if err != nil {
 		rs.gitErr("stat", err)
@@ -216,15 +238,12 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 		if err != nil {
 			rs.gitErr("inspect worktree", err)
 		} else {
+			rep.Head = info.head
 			stashBranch := opt.Branch
 			if stashBranch == "" {
 				stashBranch = info.branch
 			}
-			wg.Go(func() { r.checkStatus(ctx, abs, keep, rs) })
-			wg.Go(func() { checkHidden(ctx, abs, rs) })
-			wg.Go(func() { checkWorktreeRefs(ctx, abs, rs) })
-			wg.Go(func() { r.checkStash(stashBranch, rs) })
-			checkGitDir(info.gitDir, rs)
+			r.checkTree(ctx, &wg, abs, info.gitDir, stashBranch, keep, rs)
 			if info.branch == "" {
 				wg.Go(func() {
 					n, err := r.unheld(ctx, info.head, "", otherHeads, opt.AppliedRefs)
@@ -238,6 +257,7 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 			}
 		}
 	}
+	var branchTip string
 	if branch != "" {
 		wg.Go(func() {
 			ref := "refs/heads/" + branch
@@ -246,6 +266,7 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 				rs.gitErr("read branch", err)
 				return
 			}
+			branchTip = tip
 			if tip == "" {
 				return
 			}
@@ -257,12 +278,40 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 				rs.add(RiskUnapplied, fmt.Sprintf("%d commit(s) on %s that no other ref holds", n, branch))
 			}
 		})
-		if _, err := os.Lstat(abs); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
 			wg.Go(func() { r.checkStash(branch, rs) })
 		}
 	}
 	wg.Wait()
+	rep.BranchTip = branchTip
 	return rep
+}
+
+// checkTree starts (on wg) the checks of the worktree at dir (its top)
+// with git dir gitDir that look at the worktree itself: status, hidden
+// edits, refs/worktree/*, stashes made on stashBranch; and runs the git
+// dir checks (operation in progress, lock) before it returns.
+func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, stashBranch string, keep []string, rs *riskSet) {
+	wg.Go(func() { r.checkStatus(ctx, dir, keep, rs) })
+	wg.Go(func() { checkHidden(ctx, dir, rs) })
+	wg.Go(func() { checkWorktreeRefs(ctx, dir, rs) })
+	wg.Go(func() { r.checkStash(stashBranch, rs) })
+	checkGitDir(gitDir, rs)
+}
+
+// checkProcesses adds a RiskProcess for live processes working in dir.
+func checkProcesses(dir string, rs *riskSet) {
+	pids, err := ProcessesIn(dir)
+	switch {
+	case err != nil:
+		rs.add(RiskProcess, "cannot scan processes: "+err.Error())
+	case len(pids) > 0:
+		s := make([]string, len(pids))
+		for i, p := range pids {
+			s[i] = strconv.Itoa(p)
+		}
+		rs.add(RiskProcess, "pids "+strings.Join(s, ", "))
+	}
 }
 
 type wtInfo struct {

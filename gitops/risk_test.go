@@ -51,10 +51,24 @@ func TestAtRiskCleanAndApplied(t *testing.T) {
 	opt := GateOptions{Branch: "grove/g", AppliedRefs: []string{"refs/heads/main"}}
 
 	rep := r.AtRisk(ctx, wt, opt)
-	is.Equal(rep, Report{Path: wt, Safe: true, Risks: []Risk{}})
+	head := git(t, wt, "rev-parse", "HEAD")
+	is.Equal(rep, Report{Path: wt, Safe: true, Risks: []Risk{}, Branch: "grove/g", BranchTip: head, Head: head,
+		keep: DefaultKeepIgnored})
 	b, err := json.Marshal(rep)
 	is.NoErr(err)
-	is.Equal(string(b), `{"path":"`+wt+`","safe":true,"risks":[]}`)
+	is.Equal(string(b), `{"path":"`+wt+`","safe":true,"risks":[],"branch":"grove/g","branch_tip":"`+head+`","head":"`+head+`"}`)
+
+	// What the gate judged is recorded: the branch tip (none for a
+	// branch that does not exist), HEAD, the options a re-check needs.
+	rep = r.AtRisk(ctx, wt, GateOptions{Branch: "grove/nope", KeepIgnored: []string{"x"}, SkipProcesses: true})
+	is.Equal(rep.Branch, "grove/nope")
+	is.Equal(rep.BranchTip, "")
+	is.Equal(rep.Head, head)
+	is.Equal(rep.keep, []string{"x"})
+	is.True(rep.skipProcs)
+	rep = r.AtRisk(ctx, filepath.Join(t.TempDir(), "missing"), opt)
+	is.Equal(rep.Head, "")
+	is.Equal(rep.BranchTip, head)
 
 	// Ignored files that are reproducible are fine.
 	write(t, filepath.Join(wt, "node_modules", "dep", "index.js"), "x")
@@ -62,7 +76,7 @@ func TestAtRiskCleanAndApplied(t *testing.T) {
 
 	// Work committed on the branch and applied (squashed) onto main.
 	write(t, filepath.Join(wt, "README"), "changed\n")
-	head, err := r.CommitAll(ctx, wt, "work")
+	head, err = r.CommitAll(ctx, wt, "work")
 	is.NoErr(err)
 	rep = r.AtRisk(ctx, wt, opt)
 	is.Equal(reasons(rep), []string{RiskUnapplied})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grove-dev/grove"
@@ -74,15 +75,43 @@ func absPath(p string) (string, error) {
 }
 
 // samePath reports whether a and b name the same directory, directly or
-// through symlinks.
+// through symlinks, also when it does not exist (any more): git records a
+// worktree by its real path, which a path through a symlinked parent (a
+// $GROVE_HOME reached through a symlink) must still match once the
+// directory is gone.
 func samePath(a, b string) bool {
 	a, b = filepath.Clean(a), filepath.Clean(b)
-	if a == b {
-		return true
+	return a == b || realPath(a) == realPath(b)
+}
+
+// realPath is filepath.EvalSymlinks for a path that may not exist: its
+// longest existing prefix is resolved, a symlink whose target is missing
+// is followed, and the missing rest is kept as it is.
+func realPath(p string) string { return realPathN(filepath.Clean(p), 0) }
+
+func realPathN(p string, depth int) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
 	}
-	ra, err1 := filepath.EvalSymlinks(a)
-	rb, err2 := filepath.EvalSymlinks(b)
-	return err1 == nil && err2 == nil && ra == rb
+	parent := filepath.Dir(p)
+	if parent == p || depth > 40 { // the root, or a symlink loop
+		return p
+	}
+	q := filepath.Join(realPathN(parent, depth+1), filepath.Base(p))
+	if target, err := os.Readlink(q); err == nil {
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(q), target)
+		}
+		return realPathN(filepath.Clean(target), depth+1)
+	}
+	return q
+}
+
+// gone reports whether nothing is at p, following symlinks (a symlink to
+// a missing directory is gone too).
+func gone(p string) bool {
+	_, err := os.Stat(p)
+	return errors.Is(err, os.ErrNotExist)
 }
 
 func exists(p string) bool {
@@ -171,8 +200,9 @@ func (r *Repo) registerWorktree(ctx context.Context, path, branch, baseSHA strin
 		}
 	}
 	if mine != nil && (mine.Prunable || !exists(filepath.Join(path, ".git"))) {
-		// Registered, but its directory is gone (crash, or rm -rf).
-		if _, err := runRetry(ctx, r.CommonDir, "worktree", "prune"); err != nil {
+		// Registered, but its directory is gone (crash, or rm -rf): drop
+		// that record, and only that one.
+		if err := r.forgetWorktree(ctx, mine); err != nil {
 			return fmt.Errorf("add worktree %s: %w", path, err)
 		}
 		mine = nil
@@ -291,8 +321,7 @@ func (r *Repo) undoCreate(ctx context.Context, path, ref, baseSHA string, wt, br
 		if _, err := runRetry(ctx, r.Root, "worktree", "remove", "--force", "--", path); err != nil {
 			if rerr := os.RemoveAll(path); rerr != nil {
 				errs = append(errs, rerr)
-			}
-			if _, err := runRetry(ctx, r.CommonDir, "worktree", "prune"); err != nil {
+			} else if err := r.forgetPath(ctx, path); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -320,11 +349,13 @@ func (r *Repo) undoCreate(ctx context.Context, path, ref, baseSHA string, wt, br
 // wrapping grove.ErrAtRisk, with the worktree untouched. Ignored files go
 // with the worktree either way, as with plain git: the gate judges them.
 //
-// It is idempotent: a registered worktree whose directory is gone is
-// pruned, a path that is no worktree is left alone, and a missing branch
-// is fine. It refuses to delete a branch checked out in another worktree
-// (*grove.UserError, ErrConflict) and to remove the main worktree.
-// It does NOT run the at-risk gate: callers run AtRisk first.
+// It is idempotent: a registered worktree whose directory is gone loses
+// its record (that one only: other missing worktrees, such as a user's on
+// a disk not mounted, keep theirs; a locked one is refused with
+// ErrAtRisk), a path that is no worktree is left alone, and a missing
+// branch is fine. It refuses to delete a branch checked out in another
+// worktree (*grove.UserError, ErrConflict) and to remove the main
+// worktree. It does NOT run the at-risk gate: callers run AtRisk first.
 func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 	path, err := absPath(path)
 	if err != nil {
@@ -333,7 +364,7 @@ func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 	if branch != "" && !validRefName("refs/heads/"+branch) {
 		return grove.Userf(grove.ErrUsage, "", "invalid branch name: %q", branch)
 	}
-	refused, err := r.removeLocked(ctx, path, branch, 0)
+	refused, err := r.removeLocked(ctx, path, branch, 0, nil)
 	if err != nil || refused == "" {
 		return err
 	}
@@ -342,7 +373,7 @@ func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 	if err != nil {
 		return err
 	}
-	refused, err = r.removeLocked(ctx, path, branch, force)
+	refused, err = r.removeLocked(ctx, path, branch, force, nil)
 	if err == nil && refused != "" {
 		err = fmt.Errorf("remove worktree %s: git refused even with --force: %s", path, refused)
 	}
@@ -350,73 +381,231 @@ func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 }
 
 // RetireWorktree removes a worktree that the at-risk gate has just judged
-// safe (rep.Safe, rep.Path the same directory) while holding the repository
-// lock only for git's bookkeeping: the directory is renamed into trashDir
-// (same filesystem, atomic), git's record of it is pruned and its branch
-// deleted under the lock, and the files are deleted after the lock is
-// released. `git worktree remove` would hold the lock while it re-runs a
-// full status and deletes every file (about a second at 100k files),
-// stalling every task start on the repository meanwhile.
+// safe, holding the repository lock only for git's bookkeeping. rep must
+// be AtRisk's report for path with GateOptions.Branch = branch (or branch
+// ""), passed unchanged: it records what the gate judged. `git worktree
+// remove` would hold the lock while it re-runs a full status and deletes
+// every file (about a second at 100k files), stalling every task start on
+// the repository meanwhile.
 //
-// Without a safe report for path, or when the rename is not possible
-// (trashDir on another filesystem), it is RemoveWorktree. A crash after the
-// rename leaves a missing worktree (which RemoveWorktree prunes) and a
-// directory in trashDir (which SweepTrash deletes).
+// Steps: the path is resolved through symlinks (git records the real
+// directory; a path that is itself a symlink to the worktree leaves a
+// dangling symlink behind, as with git worktree remove); the directory is
+// renamed into a fresh entry of trashDir (same filesystem, atomic: from
+// then on nothing reaches it through its old path); the moved worktree is
+// re-checked as the gate checks a worktree (status with the gate's
+// KeepIgnored, hidden edits, refs/worktree/*, operations in progress,
+// lock, stashes made on the branch, processes inside unless the gate
+// skipped them) and its HEAD and the branch tip must still be the ones
+// the gate judged; then, under the lock, git's record of this worktree
+// alone is removed (HEAD and branch checked once more) and the branch is
+// deleted with a compare-and-swap against the tip the gate judged;
+// finally the files are deleted, outside the lock.
+//
+// Anything found changed is a refusal (*grove.UserError wrapping
+// grove.ErrAtRisk): the directory is moved back and the worktree is
+// exactly as before. Any other failure before git's record is gone moves
+// it back too. A failure after (the branch could not be deleted: a stale
+// ref lock, ctx done) finishes deleting the files, which the gate and the
+// re-check approved, and returns that error: moving them back would leave
+// a directory git no longer knows. A directory that cannot be moved back
+// stays in trashDir marked KEPT (SweepTrash leaves it; the error says
+// where).
+//
+// Without a safe report for path and branch, or when the move is not
+// possible (trashDir on another filesystem), it is RemoveWorktree. A crash
+// after the move leaves a missing worktree (which RemoveWorktree removes)
+// and an entry in trashDir (which SweepTrash deletes).
 func (r *Repo) RetireWorktree(ctx context.Context, path, branch, trashDir string, rep Report) error {
 	abs, err := absPath(path)
 	if err != nil {
 		return fmt.Errorf("remove worktree %s: %w", path, err)
 	}
-	if !rep.Safe || !samePath(rep.Path, abs) || !exists(abs) {
+	if branch != "" && !validRefName("refs/heads/"+branch) {
+		return grove.Userf(grove.ErrUsage, "", "invalid branch name: %q", branch)
+	}
+	if !rep.Safe || rep.Head == "" || !samePath(rep.Path, abs) || (branch != "" && rep.Branch != branch) {
 		return r.RemoveWorktree(ctx, path, branch)
 	}
-	if err := os.MkdirAll(trashDir, 0o700); err != nil {
-		return fmt.Errorf("remove worktree %s: %w", path, err)
+	real, recorded, gd, ok := r.retireTarget(abs)
+	if !ok {
+		return r.RemoveWorktree(ctx, path, branch)
 	}
-	trash, err := os.MkdirTemp(trashDir, filepath.Base(abs)+"-")
+	t, err := newTrashEntry(trashDir, filepath.Base(real))
 	if err != nil {
 		return fmt.Errorf("remove worktree %s: %w", path, err)
 	}
-	moved := filepath.Join(trash, "wt")
-	if err := os.Rename(abs, moved); err != nil {
-		_ = os.Remove(trash)
+	if t == nil { // a SweepTrash took the fresh entry
 		return r.RemoveWorktree(ctx, path, branch)
 	}
-	if err := r.RemoveWorktree(ctx, abs, branch); err != nil {
-		// Put it back: the worktree stays as it was, registered.
-		if rerr := os.Rename(moved, abs); rerr != nil {
-			return fmt.Errorf("%w (and moving it back from %s failed: %v)", err, moved, rerr)
-		}
-		_ = os.Remove(trash)
-		return err
+	moved := t.worktree()
+	if err := os.Rename(real, moved); err != nil {
+		t.discard()
+		return r.RemoveWorktree(ctx, path, branch)
 	}
-	if err := os.RemoveAll(trash); err != nil {
-		return fmt.Errorf("delete retired worktree %s: %w", trash, err)
-	}
-	return nil
-}
 
-// SweepTrash deletes what RetireWorktree left in trashDir after a crash.
-func SweepTrash(trashDir string) error {
-	ents, err := os.ReadDir(trashDir)
-	if errors.Is(err, os.ErrNotExist) {
+	checked, err := r.retireMoved(ctx, abs, recorded, moved, gd, branch, rep)
+	if err == nil {
+		if err := t.remove(); err != nil {
+			return fmt.Errorf("delete retired worktree %s: %w", t.dir, err)
+		}
 		return nil
 	}
+	if checked && !exists(gd) {
+		// git's record is gone: only the branch is left. The files were
+		// approved twice; moving them back would make an orphan.
+		if derr := t.remove(); derr != nil {
+			return fmt.Errorf("remove worktree %s: worktree unregistered, branch kept: %w (and deleting %s failed: %v)", path, err, t.dir, derr)
+		}
+		return fmt.Errorf("remove worktree %s: worktree removed, branch kept: %w", path, err)
+	}
+	if rerr := os.Rename(moved, real); rerr != nil {
+		t.keep(fmt.Sprintf("%s could not be moved back to %s: %v", moved, real, rerr))
+		return fmt.Errorf("%w (and moving it back failed: %v; it is kept at %s: move it back by hand)", err, rerr, moved)
+	}
+	t.discard()
+	if !exists(gd) {
+		return fmt.Errorf("%w (moved back to %s, but git's record of it is gone: git worktree list no longer shows it)", err, real)
+	}
+	return err
+}
+
+// retireTarget resolves the worktree at abs for RetireWorktree: its real
+// directory, the path git records for it (exactly as git worktree list
+// shows it) and its administrative dir. ok is false when abs is not a
+// linked worktree of r that git records at its real path.
+func (r *Repo) retireTarget(abs string) (real, recorded, adminDir string, ok bool) {
+	real, err := filepath.EvalSymlinks(abs)
 	if err != nil {
-		return err
+		return "", "", "", false
 	}
-	var errs []error
-	for _, e := range ents {
-		errs = append(errs, os.RemoveAll(filepath.Join(trashDir, e.Name())))
+	if st, err := os.Stat(real); err != nil || !st.IsDir() {
+		return "", "", "", false
 	}
-	return errors.Join(errs...)
+	gd, err := gitDirOf(real) // fails for the main worktree (.git is a directory)
+	if err != nil || !samePath(filepath.Dir(gd), filepath.Join(r.CommonDir, "worktrees")) {
+		return "", "", "", false
+	}
+	recorded, err = recordedPath(gd)
+	if err != nil || !samePath(recorded, real) {
+		return "", "", "", false
+	}
+	return real, recorded, gd, true
+}
+
+// recordedPath reads the path git records for the linked worktree whose
+// administrative dir is gd (its gitdir file, read as git reads it).
+func recordedPath(gd string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(gd, "gitdir"))
+	if err != nil {
+		return "", err
+	}
+	p := strings.TrimSuffix(strings.TrimRight(string(b), " \t\n\r\v\f"), "/.git")
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%s/gitdir: not an absolute path: %q", gd, p)
+	}
+	return p, nil
+}
+
+// retireMoved is RetireWorktree once the worktree is in the trash at
+// moved: the re-check, then the locked part. checked reports whether the
+// re-check passed.
+func (r *Repo) retireMoved(ctx context.Context, path, recorded, moved, gd, branch string, rep Report) (checked bool, err error) {
+	if err := r.recheckMoved(ctx, path, moved, gd, rep); err != nil {
+		return false, err
+	}
+	want := &removeExpect{head: rep.Head, tip: rep.BranchTip}
+	if _, err := r.removeLocked(ctx, recorded, branch, 0, want); err != nil {
+		return true, err
+	}
+	return true, nil
+}
+
+// recheckMoved runs the at-risk gate's checks of the worktree itself on
+// the worktree just moved to dir (its .git file still names its git dir
+// gitDir by absolute path, so git works there), with the options rep
+// records, and checks that its HEAD and rep.Branch are where the gate saw
+// them. Anything found is a *grove.UserError wrapping grove.ErrAtRisk; a
+// check that cannot run is one too (fail closed).
+func (r *Repo) recheckMoved(ctx context.Context, path, dir, gitDir string, rep Report) error {
+	rs := newRiskSet()
+	var changed []string
+	// Processes first: the git commands below run inside dir themselves.
+	if !rep.skipProcs {
+		checkProcesses(dir, rs)
+	}
+	stashBranch := rep.Branch
+	out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-dir", "HEAD", "--symbolic-full-name", "HEAD")
+	l := lines(out)
+	switch {
+	case err != nil:
+		rs.gitErr("inspect moved worktree", err)
+	case len(l) != 3:
+		rs.gitErr("inspect moved worktree", fmt.Errorf("unexpected rev-parse output %q", out))
+	case !samePath(l[0], gitDir):
+		rs.gitErr("inspect moved worktree", fmt.Errorf("its git dir is %s, not %s", l[0], gitDir))
+	default:
+		if l[1] != rep.Head {
+			changed = append(changed, fmt.Sprintf("HEAD moved from %s to %s", shortSHA(rep.Head), shortSHA(l[1])))
+		}
+		if b, ok := strings.CutPrefix(l[2], "refs/heads/"); ok && stashBranch == "" {
+			stashBranch = b
+		}
+		var wg sync.WaitGroup
+		r.checkTree(ctx, &wg, dir, gitDir, stashBranch, rep.keep, rs)
+		wg.Wait()
+	}
+	if rep.Branch != "" {
+		tip, err := r.RefCommit(ctx, "refs/heads/"+rep.Branch)
+		switch {
+		case err != nil:
+			rs.gitErr("read branch", err)
+		case tip != rep.BranchTip:
+			changed = append(changed, fmt.Sprintf("branch %s moved from %s to %s", rep.Branch, shortSHA(rep.BranchTip), shortSHA(tip)))
+		}
+	}
+	for _, risk := range rs.risks() {
+		s := risk.Reason
+		if risk.Detail != "" {
+			s += " (" + risk.Detail + ")"
+		}
+		changed = append(changed, s)
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	return grove.Userf(grove.ErrAtRisk, "run the removal again: the at-risk gate judges it as it is now",
+		"worktree %s not removed: it changed after the at-risk gate judged it: %s", path, strings.Join(changed, "; "))
+}
+
+func shortSHA(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
+// removeExpect is the state RetireWorktree requires of the worktree it
+// removes: what the at-risk gate judged.
+type removeExpect struct {
+	head string // the worktree's HEAD commit
+	tip  string // the branch's tip; "" if it did not exist
 }
 
 // removeLocked is the locked part of RemoveWorktree: `worktree remove`
 // with force times -f (0, 1 or 2). When git refuses for a reason forcing
 // would override, it returns that refusal (git's message) and nothing
 // else was changed.
-func (r *Repo) removeLocked(ctx context.Context, path, branch string, force int) (refused string, err error) {
+//
+// With want (RetireWorktree: path is the recorded path of a worktree
+// already moved away), the worktree must be registered with HEAD at
+// want.head and the branch must point at want.tip, else it refuses
+// (ErrAtRisk) before changing anything; the branch is then deleted with a
+// compare-and-swap against want.tip rather than its current tip.
+func (r *Repo) removeLocked(ctx context.Context, path, branch string, force int, want *removeExpect) (refused string, err error) {
 	unlock, err := r.Lock(ctx)
 	if err != nil {
 		return "", fmt.Errorf("remove worktree %s: %w", path, err)
@@ -435,15 +624,38 @@ func (r *Repo) removeLocked(ctx context.Context, path, branch string, force int)
 			return "", grove.Userf(grove.ErrConflict, "", "branch %s is checked out at %s", branch, w.Path)
 		}
 	}
+	ref := "refs/heads/" + branch
+	if want != nil {
+		if mine == nil {
+			return "", fmt.Errorf("remove worktree %s: git no longer records it as a worktree", path)
+		}
+		if mine.Head != want.head {
+			return "", grove.Userf(grove.ErrAtRisk, "run the removal again: the at-risk gate judges it as it is now",
+				"worktree %s not removed: its HEAD moved from %s to %s after the at-risk gate judged it", path, shortSHA(want.head), shortSHA(mine.Head))
+		}
+		if branch != "" {
+			tip, err := r.RefCommit(ctx, ref)
+			if err != nil {
+				return "", fmt.Errorf("remove worktree %s: %w", path, err)
+			}
+			if tip != want.tip {
+				return "", grove.Userf(grove.ErrAtRisk, "run the removal again: the at-risk gate judges it as it is now",
+					"worktree %s not removed: branch %s moved from %s to %s after the at-risk gate judged it", path, branch, shortSHA(want.tip), shortSHA(tip))
+			}
+		}
+	}
 	if mine != nil {
 		if mine == &wts[0] || samePath(mine.Path, r.Root) {
 			return "", fmt.Errorf("remove worktree %s: refusing to remove the main worktree", path)
 		}
-		if !exists(path) {
-			if _, err := runRetry(ctx, r.CommonDir, "worktree", "prune"); err != nil {
-				return "", fmt.Errorf("prune worktree %s: %w", path, err)
+		switch {
+		case gone(mine.Path):
+			if err := r.forgetWorktree(ctx, mine); err != nil {
+				return "", fmt.Errorf("remove worktree %s: %w", path, err)
 			}
-		} else {
+		case want != nil:
+			return "", fmt.Errorf("remove worktree %s: something is at its path again", path)
+		default:
 			args := []string{"worktree", "remove"}
 			for range force {
 				args = append(args, "--force")
@@ -459,12 +671,111 @@ func (r *Repo) removeLocked(ctx context.Context, path, branch string, force int)
 	if branch == "" {
 		return "", nil
 	}
-	ref := "refs/heads/" + branch
-	tip, err := r.RefCommit(ctx, ref)
-	if err != nil || tip == "" {
+	var tip string
+	if want != nil {
+		tip = want.tip
+	} else if tip, err = r.RefCommit(ctx, ref); err != nil {
 		return "", err
 	}
+	if tip == "" {
+		return "", nil
+	}
 	return "", r.deleteRef(ctx, ref, tip)
+}
+
+// forgetPath removes git's record of the worktree registered at path,
+// whose directory is gone, if there is one. Called under the lock.
+func (r *Repo) forgetPath(ctx context.Context, path string) error {
+	wts, err := r.Worktrees(ctx)
+	if err != nil {
+		return err
+	}
+	for i := range wts {
+		if i > 0 && samePath(wts[i].Path, path) {
+			return r.forgetWorktree(ctx, &wts[i])
+		}
+	}
+	return nil
+}
+
+// forgetWorktree removes git's record of the registered worktree w, whose
+// directory is gone, and nothing else. `git worktree prune` would drop
+// the record of every worktree whose directory is missing, a user's on a
+// disk that is not mounted too, and with it that worktree's HEAD, index
+// and detached commits. A locked worktree is refused (*grove.UserError,
+// ErrAtRisk). Called under the repository lock.
+//
+// When nothing is at w.Path, `git worktree remove -- <path>` does it (on
+// git 2.39, for a missing directory it deletes only that worktree's
+// administrative dir, and it refuses a locked one); when something is
+// there (a directory without its .git file) or git fails, exactly that
+// administrative dir is deleted, found through its gitdir file. Nothing
+// at w.Path is ever deleted.
+func (r *Repo) forgetWorktree(ctx context.Context, w *WorktreeEntry) error {
+	locked := func() error {
+		return grove.Userf(grove.ErrAtRisk, "if it is gone for good: git worktree unlock "+quoteArg(w.Path),
+			"worktree %s is locked: its record is kept though its directory is missing", w.Path)
+	}
+	if w.Locked {
+		return locked()
+	}
+	var gitErr error
+	if _, err := os.Lstat(w.Path); errors.Is(err, os.ErrNotExist) {
+		_, err := runRetry(ctx, r.Root, "worktree", "remove", "--", w.Path)
+		if err == nil {
+			return nil
+		}
+		if forceable(err) == refusedLocked {
+			return locked()
+		}
+		gitErr = err
+	}
+	gd, err := r.adminDirOf(w.Path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("forget worktree %s: %w", w.Path, errors.Join(gitErr, err))
+	case gd == "" && gitErr != nil:
+		return fmt.Errorf("forget worktree %s: %w", w.Path, gitErr)
+	case gd == "":
+		return nil // no record left
+	case exists(filepath.Join(gd, "locked")):
+		return locked()
+	}
+	if err := os.RemoveAll(gd); err != nil {
+		return fmt.Errorf("forget worktree %s: %w", w.Path, err)
+	}
+	return nil
+}
+
+// adminDirOf returns the administrative dir ($GIT_COMMON_DIR/worktrees/<id>)
+// of the linked worktree git records at path, or "" if there is none.
+func (r *Repo) adminDirOf(path string) (string, error) {
+	base := filepath.Join(r.CommonDir, "worktrees")
+	ents, err := os.ReadDir(base)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var found []string
+	for _, e := range ents {
+		gd := filepath.Join(base, e.Name())
+		if !e.IsDir() {
+			continue
+		}
+		p, err := recordedPath(gd)
+		if err == nil && samePath(p, path) {
+			found = append(found, gd)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", nil
+	case 1:
+		return found[0], nil
+	}
+	return "", fmt.Errorf("%d administrative dirs record %s: %s", len(found), path, strings.Join(found, ", "))
 }
 
 // Why `git worktree remove` refused, for the refusals --force overrides.

@@ -82,5 +82,5 @@ func TestPokeWakesTheDaemonOfItsHome(t *testing.T) {
 	is.NoErr(<-listening)
 	_, err := os.Stat(filepath.Join(home, "wake.sock"))
 	is.True(os.IsNotExist(err)) // the socket file goes with the listener
-	PokeDaemon(home) // nobody listens: a no-op, no error, no block
+	PokeDaemon(home)            // nobody listens: a no-op, no error, no block
 }
