@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -140,12 +139,9 @@ const minWakeGap = 2 * time.Millisecond
 // daemon's listener on every datagram, at most once per minWakeGap. The
 // caller holds the daemon lock, so a socket file left by a dead daemon is
 // replaced.
-func (d *Deps) ListenWake(ctx context.Context, home string, logger *slog.Logger) error {
+func (d *Deps) ListenWake(ctx context.Context, home string) error {
 	if d.wake == nil {
 		return errors.New("no River client to wake")
-	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
 	}
 	path, ok := WakeSocket(home)
 	if !ok {

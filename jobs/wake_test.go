@@ -64,7 +64,7 @@ func TestPokeWakesTheDaemonOfItsHome(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	listening := make(chan error, 1)
-	go func() { listening <- d.ListenWake(ctx, home, nil) }()
+	go func() { listening <- d.ListenWake(ctx, home) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for woken.Load() == 0 && time.Now().Before(deadline) {
 		PokeDaemon(other)

@@ -192,7 +192,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	wakeCtx, stopWake := context.WithCancel(runCtx)
 	defer stopWake()
 	go func() { // CLI processes poke this socket after inserting a job
-		if err := deps.ListenWake(wakeCtx, home, log); err != nil {
+		if err := deps.ListenWake(wakeCtx, home); err != nil {
 			log.Warn("no wake socket: jobs from the CLI wait for the next poll", "err", err)
 		}
 	}()
