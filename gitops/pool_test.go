@@ -2,8 +2,10 @@ package gitops
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 )
@@ -117,4 +119,37 @@ func TestGitErrorNamesTheCause(t *testing.T) {
 	is.Equal(err.Error(), "git worktree add: fatal: failed to read .git/worktrees/x/commondir: Success (exit 128)")
 	err.Stderr = "just one line\nand more\n"
 	is.Equal(err.Error(), "git worktree add: just one line (exit 128)")
+}
+
+// The gate writes nothing by default; with RefreshIndex, and no process
+// working in the worktree, its status may refresh the index's stat data
+// (so the re-check of a removal is cheap).
+func TestGateRefreshIndex(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	wt := filepath.Join(t.TempDir(), "wt")
+	is.NoErr(r.CreateWorktree(ctx, wt, "grove/t9", "main"))
+	gd, err := gitDirOf(wt)
+	is.NoErr(err)
+	mtime := func() time.Time {
+		fi, err := os.Stat(filepath.Join(gd, "index"))
+		is.NoErr(err)
+		return fi.ModTime()
+	}
+	time.Sleep(1100 * time.Millisecond) // the index is racily clean until a second has passed
+	before := mtime()
+	is.True(r.AtRisk(ctx, wt, GateOptions{Branch: "grove/t9"}).Safe)
+	is.Equal(mtime(), before) // read-only
+
+	busy := exec.Command("sleep", "30")
+	busy.Dir = wt
+	is.NoErr(busy.Start())
+	is.True(!r.AtRisk(ctx, wt, GateOptions{Branch: "grove/t9", RefreshIndex: true}).Safe)
+	is.Equal(mtime(), before) // someone works there: still read-only
+	is.NoErr(busy.Process.Kill())
+	_ = busy.Wait()
+
+	is.True(r.AtRisk(ctx, wt, GateOptions{Branch: "grove/t9", RefreshIndex: true}).Safe)
+	is.True(mtime().After(before)) // refreshed
 }

@@ -105,6 +105,11 @@ type GateOptions struct {
 	KeepIgnored []string
 	// SkipProcesses skips the scan for processes working inside the worktree.
 	SkipProcesses bool
+	// RefreshIndex lets the gate's status refresh the worktree's index
+	// (stat data only, as a plain git status does) when no process works
+	// in the worktree: a worktree about to be removed is then cheap to
+	// check again (RetireWorktree). Off, the gate writes nothing.
+	RefreshIndex bool
 }
 
 // maxListed is how many paths a Risk detail names.
@@ -119,6 +124,13 @@ type riskSet struct {
 
 func newRiskSet() *riskSet {
 	return &riskSet{paths: map[string][]string{}, count: map[string]int{}, other: map[string][]string{}}
+}
+
+// has reports whether a risk with reason was found so far.
+func (s *riskSet) has(reason string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count[reason] > 0 || len(s.other[reason]) > 0 || len(s.paths[reason]) > 0
 }
 
 func (s *riskSet) add(reason, detail string) {
@@ -243,7 +255,8 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 			if stashBranch == "" {
 				stashBranch = info.branch
 			}
-			r.checkTree(ctx, &wg, abs, info.gitDir, stashBranch, keep, rs)
+			refresh := opt.RefreshIndex && !opt.SkipProcesses && !rs.has(RiskProcess)
+			r.checkTree(ctx, &wg, abs, info.gitDir, stashBranch, keep, refresh, rs)
 			if info.branch == "" {
 				wg.Go(func() {
 					n, err := r.unheld(ctx, info.head, "", otherHeads, opt.AppliedRefs)
@@ -291,8 +304,8 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 // with git dir gitDir that look at the worktree itself: status, hidden
 // edits, refs/worktree/*, stashes made on stashBranch; and runs the git
 // dir checks (operation in progress, lock) before it returns.
-func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, stashBranch string, keep []string, rs *riskSet) {
-	wg.Go(func() { r.checkStatus(ctx, dir, keep, rs) })
+func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, stashBranch string, keep []string, refresh bool, rs *riskSet) {
+	wg.Go(func() { r.checkStatus(ctx, dir, keep, refresh, rs) })
 	wg.Go(func() { checkHidden(ctx, dir, rs) })
 	wg.Go(func() { checkWorktreeRefs(ctx, dir, rs) })
 	wg.Go(func() { r.checkStash(stashBranch, rs) })
@@ -366,9 +379,13 @@ func (r *Repo) unheld(ctx context.Context, tip, exclude string, otherHeads, appl
 
 // checkStatus reads `status --porcelain=v2` for dirty, staged, untracked,
 // ignored and submodule risks.
-func (r *Repo) checkStatus(ctx context.Context, dir string, keep []string, rs *riskSet) {
-	out, err := run(ctx, dir, "--no-optional-locks", "status", "--porcelain=v2", "-z", "-uall",
-		"--ignored=matching", "--no-renames", "--ignore-submodules=none")
+func (r *Repo) checkStatus(ctx context.Context, dir string, keep []string, refresh bool, rs *riskSet) {
+	args := []string{"--no-optional-locks", "status", "--porcelain=v2", "-z", "-uall",
+		"--ignored=matching", "--no-renames", "--ignore-submodules=none"}
+	if refresh {
+		args = args[1:]
+	}
+	out, err := run(ctx, dir, args...)
 	if err != nil {
 		rs.gitErr("status", err)
 		return

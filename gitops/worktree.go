@@ -552,7 +552,7 @@ func (r *Repo) recheckMoved(ctx context.Context, path, dir, gitDir string, rep R
 			stashBranch = b
 		}
 		var wg sync.WaitGroup
-		r.checkTree(ctx, &wg, dir, gitDir, stashBranch, rep.keep, rs)
+		r.checkTree(ctx, &wg, dir, gitDir, stashBranch, rep.keep, false, rs)
 		wg.Wait()
 	}
 	if rep.Branch != "" {

@@ -69,7 +69,9 @@ func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error
 	if err != nil {
 		return err
 	}
-	report := repo.AtRisk(ctx, ws.Path, GateOptions(task, ws))
+	gate := GateOptions(task, ws)
+	gate.RefreshIndex = true // about to go: RetireWorktree's re-check is then cheap
+	report := repo.AtRisk(ctx, ws.Path, gate)
 	snapshot := ""
 	if !report.Safe && !alreadyGone(report) {
 		if !job.Args.Force {

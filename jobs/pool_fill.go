@@ -286,7 +286,7 @@ func (d *Deps) dropEntry(ctx context.Context, repo *gitops.Repo, e grove.Workspa
 		return err
 	}
 	d.forget(e.ID)
-	report := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch})
+	report := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch, RefreshIndex: true})
 	if report.Safe || alreadyGone(report) {
 		err := repo.RetireWorktree(ctx, e.Path, e.Branch, d.TrashDir(), report) // a missing one: RemoveWorktree prunes
 		if err == nil {
