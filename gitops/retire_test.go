@@ -29,7 +29,7 @@ type wtState struct {
 
 func wtStateOf(t *testing.T, r *Repo, wt, branch string) wtState {
 	t.Helper()
-	gd, err := gitDirOf(wt)
+	gd, err := GitDirOf(wt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestRetireWorktreeBranchLockedAfterUnregister(t *testing.T) {
 	ctx := ctxT(t)
 	r, wt := gateSetup(t)
 	trash := filepath.Join(t.TempDir(), "trash")
-	gd, err := gitDirOf(wt)
+	gd, err := GitDirOf(wt)
 	is.NoErr(err)
 	rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/g"})
 	is.True(rep.Safe)
@@ -260,7 +260,7 @@ func TestRemoveLockedExpect(t *testing.T) {
 	ctx := ctxT(t)
 	r, wt := gateSetup(t)
 	head := git(t, wt, "rev-parse", "HEAD")
-	gd, err := gitDirOf(wt)
+	gd, err := GitDirOf(wt)
 	is.NoErr(err)
 	is.NoErr(os.Rename(wt, filepath.Join(t.TempDir(), "moved")))
 	for _, want := range []removeExpect{{head: head, tip: "0000000000000000000000000000000000000001"}, {head: "1234", tip: head}} {
@@ -397,7 +397,7 @@ func TestRemoveKeepsOtherMissingWorktrees(t *testing.T) {
 	git(t, user, "checkout", "-q", "--detach")
 	git(t, user, "commit", "-q", "--allow-empty", "-m", "only in this worktree's HEAD")
 	detached := git(t, user, "rev-parse", "HEAD")
-	userGD, err := gitDirOf(user)
+	userGD, err := GitDirOf(user)
 	is.NoErr(err)
 	away := filepath.Join(t.TempDir(), "unmounted")
 	is.NoErr(os.Rename(disk, away))
@@ -471,9 +471,9 @@ func TestForgetWorktreeFallback(t *testing.T) {
 	b := filepath.Join(t.TempDir(), "b")
 	is.NoErr(r.CreateWorktree(ctx, a, "grove/a", "main"))
 	is.NoErr(r.CreateWorktree(ctx, b, "grove/b", "main"))
-	gdA, err := gitDirOf(a)
+	gdA, err := GitDirOf(a)
 	is.NoErr(err)
-	gdB, err := gitDirOf(b)
+	gdB, err := GitDirOf(b)
 	is.NoErr(err)
 	is.NoErr(os.RemoveAll(a))
 	is.NoErr(os.RemoveAll(b))

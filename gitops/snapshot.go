@@ -375,7 +375,7 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 		if !fresh {
 			// Laying it over an earlier attempt: forget that index and its
 			// flags, which would make read-tree refuse.
-			gd, err := gitDirOf(wt)
+			gd, err := GitDirOf(wt)
 			if err != nil {
 				return err
 			}

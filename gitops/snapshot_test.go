@@ -57,7 +57,7 @@ func TestSnapshotRestore(t *testing.T) {
 			is.NoErr(r.CreateWorktree(ctx, wt, "grove/snap", "main"))
 			messUp(t, wt)
 
-			gd, err := gitDirOf(wt)
+			gd, err := GitDirOf(wt)
 			is.NoErr(err)
 			indexBefore, err := os.ReadFile(filepath.Join(gd, "index"))
 			is.NoErr(err)

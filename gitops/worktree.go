@@ -271,9 +271,9 @@ func clearRemnants(path string) error {
 	return nil
 }
 
-// gitDirOf returns the git dir of the linked worktree at path by reading
+// GitDirOf returns the git dir of the linked worktree at path by reading
 // its .git file.
-func gitDirOf(path string) (string, error) {
+func GitDirOf(path string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(path, ".git"))
 	if err != nil {
 		return "", err
@@ -291,7 +291,7 @@ func gitDirOf(path string) (string, error) {
 // populate fills the files of a worktree added with --no-checkout, unless
 // that was done already (its index exists).
 func populate(ctx context.Context, path string) error {
-	gd, err := gitDirOf(path)
+	gd, err := GitDirOf(path)
 	if err != nil {
 		return err
 	}
@@ -482,7 +482,7 @@ func (r *Repo) retireTarget(abs string) (real, recorded, adminDir string, ok boo
 	if st, err := os.Stat(real); err != nil || !st.IsDir() {
 		return "", "", "", false
 	}
-	gd, err := gitDirOf(real) // fails for the main worktree (.git is a directory)
+	gd, err := GitDirOf(real) // fails for the main worktree (.git is a directory)
 	if err != nil || !samePath(filepath.Dir(gd), filepath.Join(r.CommonDir, "worktrees")) {
 		return "", "", "", false
 	}
@@ -803,7 +803,7 @@ func forceable(err error) string {
 // not (*grove.UserError, ErrAtRisk).
 func (r *Repo) forceLevel(ctx context.Context, path, refused string) (int, error) {
 	force := 1
-	gd, err := gitDirOf(path)
+	gd, err := GitDirOf(path)
 	if err != nil {
 		return 0, fmt.Errorf("remove worktree %s: %w", path, err)
 	}

@@ -90,7 +90,7 @@ func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, ta
 	ws, err := d.Store.TaskWorkspace(ctx, task.ID)
 	switch {
 	case err == nil && ws.State == grove.WorkspaceClaiming:
-		return d.finishClaim(ctx, client, task, ws)
+		return d.finishClaim(ctx, client, task, ws, true)
 	case err == nil && ws.State == grove.WorkspaceReady && ws.Branch == TaskBranch(task.ID):
 		return ws, true, nil
 	case err == nil:

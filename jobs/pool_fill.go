@@ -317,7 +317,7 @@ func (d *Deps) claimPool(ctx context.Context, client *Client, task grove.Task) (
 		if err != nil || !ok {
 			return ws, false, err
 		}
-		if ws, ok, err = d.finishClaim(ctx, client, task, ws); err != nil || ok {
+		if ws, ok, err = d.finishClaim(ctx, client, task, ws, false); err != nil || ok {
 			return ws, ok, err
 		}
 	}
@@ -326,14 +326,17 @@ func (d *Deps) claimPool(ctx context.Context, client *Client, task grove.Task) (
 
 // finishClaim renames a claimed entry's branch; a dirty entry goes back as
 // stale and the task creates its own worktree. An entry verified clean and
-// unchanged since (see verifyClean) needs no status here. Safe to repeat.
-func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) (grove.Workspace, bool, error) {
+// unchanged since (see verifyClean) needs no status here. Safe to repeat:
+// resumed says a crash may have cut an earlier call short, and only then
+// does it look for a rename or a move that was done but not recorded (a
+// fresh claim's entry was at rest: the hot path spends no git call on it).
+func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace, resumed bool) (grove.Workspace, bool, error) {
 	repo, err := d.Repo(ctx, task.RepoPath)
 	if err != nil {
 		return ws, false, err
 	}
 	branch := TaskBranch(task.ID)
-	if ws.Branch != branch {
+	if resumed && ws.Branch != branch {
 		if at, err := repo.RefCommit(ctx, "refs/heads/"+branch); err != nil {
 			return ws, false, err
 		} else if at != "" && at == task.BaseCommit && !d.trustedClean(repo, ws) {
@@ -357,7 +360,7 @@ func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task,
 		if !clean {
 			clean, err = repo.Clean(ctx, ws.Path)
 		}
-		if err == nil && !clean && ws.State == grove.WorkspaceClaiming {
+		if err == nil && !clean && resumed {
 			// Resumed after a crash between a move's checkout and its
 			// branch move: finish it.
 			clean, err = repo.FinishAdvance(ctx, ws.Path, ws.Branch, task.BaseCommit)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/grove-dev/grove"
@@ -49,12 +48,8 @@ func stamp(path string) fileStamp {
 // gitStateOf reads the fingerprint of the worktree at path on branch; ok
 // is false when its git dir cannot be found.
 func gitStateOf(repo *gitops.Repo, path, branch string) (gitState, bool) {
-	b, err := os.ReadFile(filepath.Join(path, ".git"))
+	gd, err := gitops.GitDirOf(path)
 	if err != nil {
-		return gitState{}, false
-	}
-	gd, found := strings.CutPrefix(strings.TrimSpace(string(b)), "gitdir: ")
-	if !found {
 		return gitState{}, false
 	}
 	return gitState{
