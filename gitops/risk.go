@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -556,43 +555,4 @@ func (r *Repo) checkStash(branch string, rs *riskSet) {
 	if n > 0 {
 		rs.add(RiskStash, fmt.Sprintf("%d stash entr%s made on %s", n, map[bool]string{true: "y", false: "ies"}[n == 1], branch))
 	}
-}
-
-// ProcessesIn returns the pids of live processes whose working directory
-// is dir or inside it, from /proc/*/cwd, excluding the caller's own pid.
-// Processes whose cwd cannot be read (another user's) are not seen.
-func ProcessesIn(dir string) ([]int, error) {
-	abs, err := absPath(dir)
-	if err != nil {
-		return nil, err
-	}
-	roots := []string{abs}
-	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
-		roots = append(roots, real)
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd")
-		if err != nil {
-			continue
-		}
-		cwd = strings.TrimSuffix(cwd, " (deleted)")
-		for _, root := range roots {
-			if cwd == root || strings.HasPrefix(cwd, root+"/") {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	sort.Ints(pids)
-	return pids, nil
 }
