@@ -36,16 +36,28 @@ const (
 // riskOrder is the order reasons appear in a Report.
 var riskOrder = []string{
 	RiskGitError, RiskMissing, RiskProcess, RiskOperation, RiskDirty, RiskStaged, RiskUntracked,
-	RiskIgnored, RiskHiddenEdit, RiskSubmodule, RiskDetached, RiskUnapplied, RiskWorktreeRefs,
+	RiskIgnored, RiskNested, RiskHiddenEdit, RiskSubmodule, RiskDetached, RiskUnapplied, RiskWorktreeRefs,
 	RiskStash, RiskLocked,
 }
 
-// DefaultKeepIgnored are ignored paths that are reproducible (build output,
-// caches, dependencies) and so not at risk, used when
-// GateOptions.KeepIgnored is nil.
+// DefaultKeepIgnored are the ignored paths the gate treats as reproducible
+// (removal may delete them without a snapshot, and snapshots leave them
+// out), used when GateOptions.KeepIgnored is nil. The list is deliberately
+// short: well-known dependency directories and build output that a tool
+// regenerates from tracked files — npm's node_modules, Cargo's and Maven's
+// target, dist, Python's virtual environments (.venv), bytecode caches
+// (__pycache__, *.pyc) and test/type-checker caches (.pytest_cache,
+// .mypy_cache, .ruff_cache, .tox), Gradle's .gradle, Next.js's .next.
+// Deliberately NOT in it: vendor (often committed or hand-patched
+// source), build (too generic a name: hand-made files live there too),
+// tmp, *.log, .cache and any other name a user may keep notes under.
+// Whatever the list, a directory holding a nested repository is never
+// kept: the nested repository is at risk (RiskNested) and recorded whole
+// by snapshots. Repositories override it with GateOptions.KeepIgnored
+// (and SnapshotOptions.KeepIgnored), e.g. from a per-repository setting.
 var DefaultKeepIgnored = []string{
-	"node_modules", "target", "dist", "build", ".cache", "__pycache__", "*.pyc", ".venv",
-	"vendor", ".gradle", ".next", "*.o", "*.log", "tmp",
+	"node_modules", "target", "dist", ".venv", "__pycache__", "*.pyc",
+	".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".gradle", ".next",
 }
 
 // Risk is one named reason a worktree holds work that removal would lose.
@@ -390,6 +402,8 @@ func (r *Repo) checkStatus(ctx context.Context, dir string, keep []string, refre
 		return
 	}
 	f := strings.Split(string(out), "\x00")
+	var dirs []string // untracked and ignored directories git did not look into
+	defer func() { checkNested(ctx, dir, dirs, rs) }()
 	for i := 0; i < len(f); i++ {
 		e := f[i]
 		if len(e) < 2 {
@@ -398,7 +412,13 @@ func (r *Repo) checkStatus(ctx context.Context, dir string, keep []string, refre
 		switch e[0] {
 		case '?':
 			rs.addPath(RiskUntracked, e[2:])
+			if strings.HasSuffix(e, "/") {
+				dirs = append(dirs, e[2:])
+			}
 		case '!':
+			if strings.HasSuffix(e, "/") {
+				dirs = append(dirs, e[2:])
+			}
 			if !keptIgnored(e[2:], keep) {
 				rs.addPath(RiskIgnored, e[2:])
 			}

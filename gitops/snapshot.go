@@ -29,7 +29,10 @@ import (
 //
 // The commit's first parent is HEAD; the commits refs/worktree/* point at
 // are further parents, so they stay reachable once the worktree is gone.
-const snapshotVersion = "grove-snapshot 1"
+const snapshotVersion = "grove-snapshot 2"
+
+// snapshotVersions are the formats Restore reads.
+var snapshotVersions = []string{"grove-snapshot 1", snapshotVersion}
 
 type indexEntry struct {
 	tag   byte // ls-files -v tag
@@ -65,18 +68,49 @@ func join0(paths []string) string {
 	return strings.Join(paths, "\x00") + "\x00"
 }
 
-// Snapshot records the full state of the worktree at wtPath — files
-// (tracked, untracked, ignored files that are not reproducible by
-// DefaultKeepIgnored, and every ignored file if includeIgnored), the index
-// (staged state, conflicts, assume-unchanged and skip-worktree flags), HEAD
-// and refs/worktree/* — as one commit, points ref at it (no
-// compare-and-swap) and returns the commit. The worktree and its index are
-// not touched: the files are staged into a temporary index
-// (GIT_INDEX_FILE, seeded from a copy of the real one). Not recorded: empty
-// directories, the contents of nested repositories and submodules (their
-// HEAD commit is), in-progress operations, worktree locks and intent-to-add
-// marks. Snapshotting the same unchanged worktree twice gives the same tree.
+// DefaultSnapshotMaxBytes is the size limit of a snapshot's ignored files
+// and nested repositories when SnapshotOptions.MaxBytes is 0: 1 GiB.
+const DefaultSnapshotMaxBytes int64 = 1 << 30
+
+// SnapshotOptions tune SnapshotWith.
+type SnapshotOptions struct {
+	// IncludeIgnored records every ignored file, reproducible ones too.
+	IncludeIgnored bool
+	// KeepIgnored are the ignored paths left out as reproducible (the
+	// gate's GateOptions.KeepIgnored); nil means DefaultKeepIgnored. Every
+	// other ignored file is recorded. Nested repositories are recorded
+	// wherever they are.
+	KeepIgnored []string
+	// DropIgnored records no ignored file at all (nested repositories in
+	// ignored directories still are): the explicit way past MaxBytes.
+	DropIgnored bool
+	// MaxBytes limits the bytes of ignored files and nested repositories
+	// a snapshot records: over it, SnapshotWith refuses (a
+	// *grove.UserError wrapping grove.ErrAtRisk naming the size) before
+	// writing them. 0 means DefaultSnapshotMaxBytes, < 0 no limit.
+	MaxBytes int64
+}
+
+// Snapshot is SnapshotWith with IncludeIgnored set to includeIgnored and
+// the other options at their defaults.
 func (r *Repo) Snapshot(ctx context.Context, wtPath, ref string, includeIgnored bool) (string, error) {
+	return r.SnapshotWith(ctx, wtPath, ref, SnapshotOptions{IncludeIgnored: includeIgnored})
+}
+
+// SnapshotWith records the full state of the worktree at wtPath — files
+// (tracked, untracked, ignored files not in KeepIgnored, every ignored file
+// with IncludeIgnored, none with DropIgnored), nested repositories whole
+// (their .git and their files, wherever they are), the index (staged
+// state, conflicts, assume-unchanged and skip-worktree flags), HEAD and
+// refs/worktree/* — as one commit, points ref at it (no compare-and-swap)
+// and returns the commit. The worktree and its index are not touched: the
+// files are staged into a temporary index (GIT_INDEX_FILE, seeded from a
+// copy of the real one). Not recorded: empty directories of the worktree
+// (those of nested repositories are), the contents of submodules (their
+// HEAD commit is), in-progress operations, worktree locks and
+// intent-to-add marks. Snapshotting the same unchanged worktree twice
+// gives the same tree.
+func (r *Repo) SnapshotWith(ctx context.Context, wtPath, ref string, opt SnapshotOptions) (string, error) {
 	wt, err := absPath(wtPath)
 	if err != nil {
 		return "", fmt.Errorf("snapshot %s: %w", wtPath, err)
@@ -84,7 +118,7 @@ func (r *Repo) Snapshot(ctx context.Context, wtPath, ref string, includeIgnored 
 	if !validRefName(ref) {
 		return "", fmt.Errorf("snapshot %s: invalid ref %q", wt, ref)
 	}
-	snap, err := r.snapshotTree(ctx, wt, includeIgnored)
+	snap, err := r.snapshotTree(ctx, wt, opt)
 	if err != nil {
 		return "", fmt.Errorf("snapshot %s: %w", wt, err)
 	}
@@ -124,8 +158,13 @@ func (s snapshotState) commit(ctx context.Context) (string, error) {
 
 // snapshotTree builds a snapshot's tree (writing its objects) without
 // committing it.
-func (r *Repo) snapshotTree(ctx context.Context, wt string, includeIgnored bool) (snapshotState, error) {
+func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions) (snapshotState, error) {
 	st := snapshotState{wt: wt}
+	includeIgnored := opt.IncludeIgnored && !opt.DropIgnored
+	keep := opt.KeepIgnored
+	if keep == nil {
+		keep = DefaultKeepIgnored
+	}
 	out, err := run(ctx, wt, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel")
 	if err != nil {
 		return st, err
@@ -236,32 +275,68 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, includeIgnored bool)
 			return st, err
 		}
 	}
-	add := []string{"add", "-A"}
-	if includeIgnored {
-		add = append(add, "--force")
-	}
-	if _, err := runGit(ctx, wt, env, nil, add...); err != nil {
+	// Nested repositories are recorded whole, apart: the worktree tree
+	// leaves them out.
+	untrackedDirs, err := runGit(ctx, wt, env, nil, "ls-files", "-z", "--others", "--exclude-standard", "--directory")
+	if err != nil {
 		return st, err
 	}
-	if !includeIgnored {
-		// Ignored files the gate counts as at risk are work too.
-		out, err := runGit(ctx, wt, env, nil, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
-		if err != nil {
-			return st, err
+	out, err = runGit(ctx, wt, env, nil, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+	if err != nil {
+		return st, err
+	}
+	ignored := fields0(out)
+	found, err := findNested(wt, append(fields0(untrackedDirs), ignored...))
+	if err != nil {
+		return st, err
+	}
+	nested := topNested(found)
+	// git add refuses a pathspec naming an ignored path, even an exclude:
+	// the plain add (which skips ignored paths anyway) gets only the
+	// others.
+	var exclude, excludeUntracked []string
+	for _, p := range nested {
+		x := ":(exclude,literal)" + p
+		exclude = append(exclude, x)
+		if !slices.ContainsFunc(ignored, func(i string) bool { return p == strings.TrimSuffix(i, "/") || strings.HasPrefix(p, i) }) {
+			excludeUntracked = append(excludeUntracked, x)
 		}
-		var risky []string
-		for _, p := range fields0(out) {
-			if !keptIgnored(p, DefaultKeepIgnored) {
+	}
+	var risky []string
+	switch {
+	case opt.DropIgnored:
+	case includeIgnored:
+		risky = ignored
+	default:
+		for _, p := range ignored {
+			if !keptIgnored(p, keep) {
 				risky = append(risky, p)
 			}
 		}
-		if len(risky) > 0 {
-			literal := append(slices.Clone(env), "GIT_LITERAL_PATHSPECS=1")
-			if _, err := runGit(ctx, wt, literal, strings.NewReader(join0(risky)), "add", "--force",
-				"--pathspec-from-file=-", "--pathspec-file-nul"); err != nil {
-				return st, err
-			}
+	}
+	if err := checkSnapshotSize(wt, risky, nested, opt.MaxBytes); err != nil {
+		return st, err
+	}
+	if _, err := runGit(ctx, wt, env, nil, append([]string{"add", "-A", "--", "."}, excludeUntracked...)...); err != nil {
+		return st, err
+	}
+	if len(risky) > 0 {
+		// Ignored files the gate counts as at risk are work too.
+		var spec strings.Builder
+		for _, p := range risky {
+			spec.WriteString(":(literal)" + p + "\x00")
 		}
+		for _, x := range exclude {
+			spec.WriteString(x + "\x00")
+		}
+		if _, err := runGit(ctx, wt, env, strings.NewReader(spec.String()), "add", "--force",
+			"--pathspec-from-file=-", "--pathspec-file-nul"); err != nil {
+			return st, err
+		}
+	}
+	nestedTree, err := captureNested(ctx, wt, nested, tmp)
+	if err != nil {
+		return st, err
 	}
 	out, err = runGit(ctx, wt, env, nil, "write-tree")
 	if err != nil {
@@ -274,8 +349,17 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, includeIgnored bool)
 		return trim(out), err
 	}
 	meta := fmt.Sprintf("%s\nhead %s\npath %s\nignored %v\nconflicts %v\n", snapshotVersion, head, wt, includeIgnored, conflicted)
+	if opt.DropIgnored {
+		meta += "drop-ignored true\n"
+	}
+	if opt.KeepIgnored != nil {
+		meta += "keep " + strings.Join(opt.KeepIgnored, "\t") + "\n"
+	}
 	var tree strings.Builder
 	fmt.Fprintf(&tree, "040000 tree %s\tworktree\x00040000 tree %s\tindex\x00", wtTree, indexTree)
+	if nestedTree != "" {
+		fmt.Fprintf(&tree, "040000 tree %s\tnested\x00", nestedTree)
+	}
 	for _, b := range []struct{ name, content string }{
 		{"grove-snapshot", meta},
 		{"assume-unchanged", join0(assume)},
@@ -283,6 +367,7 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, includeIgnored bool)
 		{"skip-absent", join0(absent)},
 		{"index-entries", map[bool]string{true: listing.String()}[conflicted]},
 		{"worktree-refs", wtRefs},
+		{"nested-repos", join0(nested)},
 	} {
 		if b.content == "" {
 			continue
@@ -358,7 +443,7 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", ref, err)
 	}
-	if !strings.HasPrefix(meta, snapshotVersion+"\n") || obj["worktree"] == "" || obj["index"] == "" {
+	if !knownSnapshot(meta) || obj["worktree"] == "" || obj["index"] == "" {
 		return fmt.Errorf("restore %s: not a grove snapshot", ref)
 	}
 	head := snapshotMeta(meta)["head"]
@@ -366,7 +451,7 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 		return fmt.Errorf("restore %s: snapshot has no HEAD commit to start from", ref)
 	}
 	lists := map[string]string{}
-	for _, name := range []string{"assume-unchanged", "skip-worktree", "skip-absent", "index-entries", "worktree-refs"} {
+	for _, name := range []string{"assume-unchanged", "skip-worktree", "skip-absent", "index-entries", "worktree-refs", "nested-repos"} {
 		if lists[name], err = read(name); err != nil {
 			return fmt.Errorf("restore %s: %w", ref, err)
 		}
@@ -423,7 +508,7 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 				return err
 			}
 		}
-		return nil
+		return restoreNested(ctx, wt, fields0([]byte(lists["nested-repos"])), obj["nested"])
 	}
 	if err := r.createWorktree(ctx, path, branch, head, fill); err != nil {
 		return fmt.Errorf("restore %s: %w", ref, err)
@@ -454,6 +539,25 @@ func worktreeRefs(ctx context.Context, wt string) (text string, commits []string
 	return b.String(), commits, nil
 }
 
+// knownSnapshot reports whether meta (a grove-snapshot blob) is in a
+// format Restore reads.
+func knownSnapshot(meta string) bool {
+	return slices.ContainsFunc(snapshotVersions, func(v string) bool { return strings.HasPrefix(meta, v+"\n") })
+}
+
+// snapshotOptionsOf are the options a snapshot with metadata m was taken
+// with (the size limit aside).
+func snapshotOptionsOf(m map[string]string) SnapshotOptions {
+	opt := SnapshotOptions{IncludeIgnored: m["ignored"] == "true", DropIgnored: m["drop-ignored"] == "true", MaxBytes: -1}
+	if k, ok := m["keep"]; ok {
+		opt.KeepIgnored = []string{}
+		if k != "" {
+			opt.KeepIgnored = strings.Split(k, "\t")
+		}
+	}
+	return opt
+}
+
 // snapshotMeta reads the "key value" lines of a grove-snapshot blob.
 func snapshotMeta(meta string) map[string]string {
 	m := map[string]string{}
@@ -482,24 +586,25 @@ func (r *Repo) SnapshotCovers(ctx context.Context, wtPath string) (string, error
 	if err != nil {
 		return "", fmt.Errorf("check snapshots of %s: %w", wt, err)
 	}
-	fresh := map[bool]string{} // includeIgnored -> tree
+	fresh := map[string]string{} // options -> tree
 	for _, l := range lines(out) {
 		f := strings.Split(l, "\x00")
 		if len(f) != 3 || f[2] != "grove snapshot of "+wt {
 			continue
 		}
 		meta, err := run(ctx, r.Root, "cat-file", "blob", f[1]+":grove-snapshot")
-		if err != nil || !strings.HasPrefix(string(meta), snapshotVersion+"\n") {
+		if err != nil || !knownSnapshot(string(meta)) {
 			continue // not one of ours
 		}
-		ignored := snapshotMeta(string(meta))["ignored"] == "true"
-		tree, ok := fresh[ignored]
+		opt := snapshotOptionsOf(snapshotMeta(string(meta)))
+		key := fmt.Sprintf("%#v", opt)
+		tree, ok := fresh[key]
 		if !ok {
-			st, err := r.snapshotTree(ctx, wt, ignored)
+			st, err := r.snapshotTree(ctx, wt, opt)
 			if err != nil {
 				return "", fmt.Errorf("check snapshots of %s: %w", wt, err)
 			}
-			tree, fresh[ignored] = st.tree, st.tree
+			tree, fresh[key] = st.tree, st.tree
 		}
 		if tree == f[1] {
 			return f[0], nil

@@ -1,0 +1,295 @@
+package gitops
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/matryer/is"
+
+	"github.com/grove-dev/grove"
+)
+
+// commitsOf lists every commit id reachable in the repository at dir from
+// any ref, any worktree's HEAD, and any reflog (with withReflogs): what
+// "existed before" a removal.
+func commitsOf(t *testing.T, dir string, withReflogs bool) []string {
+	t.Helper()
+	args := []string{"rev-list", "--all"}
+	if withReflogs {
+		args = append(args, "--reflog")
+	}
+	out := git(t, dir, args...)
+	if out == "" {
+		return nil
+	}
+	return strings.Split(out, "\n")
+}
+
+// assertReachable fails unless every commit of before is still reachable
+// from some ref of the repository at dir (`git rev-list --all`, no
+// reflogs) and its object exists (`git cat-file -e`).
+func assertReachable(t *testing.T, dir string, before []string) {
+	t.Helper()
+	after := commitsOf(t, dir, false)
+	for _, c := range before {
+		if !slices.Contains(after, c) {
+			t.Fatalf("commit %s is no longer reachable from any ref of %s", c, dir)
+		}
+		git(t, dir, "cat-file", "-e", c+"^{commit}")
+	}
+}
+
+// fileTree reads every entry under dir (skipping dir/.git only: nested
+// .git directories are compared too) as path -> type, executable bit and
+// content (a symlink's target, a directory's "dir"): diff -r with modes as
+// git records them. Files under a nested .git/objects are compared by
+// content, not permission (git writes them read-only; a restore writes
+// them 0644, which git does not mind).
+func fileTree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == ".git" {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if rel == "." {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			m[rel] = "link:" + target
+			return err
+		case info.IsDir():
+			m[rel] = "dir"
+		default:
+			b, err := os.ReadFile(p)
+			m[rel] = fmt.Sprintf("x=%v:%s", info.Mode().Perm()&0o100 != 0, b)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// sameTree fails naming the first difference between the trees at a and b.
+func sameTree(t *testing.T, a, b string) {
+	t.Helper()
+	ta, tb := fileTree(t, a), fileTree(t, b)
+	for p, v := range ta {
+		if w, ok := tb[p]; !ok {
+			t.Fatalf("%s: in %s, missing from %s", p, a, b)
+		} else if v != w {
+			t.Fatalf("%s differs: %q in %s, %q in %s", p, v, a, w, b)
+		}
+	}
+	for p := range tb {
+		if _, ok := ta[p]; !ok {
+			t.Fatalf("%s: in %s, not in %s", p, b, a)
+		}
+	}
+}
+
+func porcelain(t *testing.T, dir string) string {
+	t.Helper()
+	return git(t, dir, "status", "--porcelain=v1", "-uall")
+}
+
+// commitIn makes a commit in the repository at dir.
+func commitIn(t *testing.T, dir, file, content string) {
+	t.Helper()
+	write(t, filepath.Join(dir, file), content)
+	git(t, dir, "add", "-A")
+	git(t, dir, "commit", "-q", "-m", "commit "+file)
+}
+
+// nestedRepo makes a repository at dir with one commit.
+func nestedRepo(t *testing.T, dir string) {
+	t.Helper()
+	git(t, "", "init", "-q", "-b", "main", dir)
+	commitIn(t, dir, "lib.txt", "nested work\n")
+}
+
+// forceAndRestore runs the forced path: gate (must not be safe), snapshot,
+// removal, restore elsewhere; then asserts the restored worktree equals a
+// copy taken before (file by file, nested .git included), with the same
+// git status, and that every commit that existed before is reachable.
+// dropped are worktree-relative paths a snapshot leaves out (reproducible
+// ignored files). nested are worktree-relative nested repositories whose
+// `git log --all`, `git status` and `git stash list` must come back equal.
+// It returns the restored path.
+func forceAndRestore(t *testing.T, r *Repo, wt, branch string, dropped []string, nested ...string) string {
+	t.Helper()
+	is := is.New(t)
+	ctx := ctxT(t)
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	copyTree(t, wt, copyDir)
+	for _, d := range dropped {
+		is.NoErr(os.RemoveAll(filepath.Join(copyDir, d)))
+	}
+	status := porcelain(t, wt)
+	before := commitsOf(t, wt, true)
+	logs := map[string]string{}
+	for _, n := range nested {
+		logs[n] = git(t, filepath.Join(wt, n), "log", "--all", "--format=%H %s")
+		logs[n+" status"] = porcelain(t, filepath.Join(wt, n))
+		logs[n+" stash"] = git(t, filepath.Join(wt, n), "stash", "list")
+	}
+	ref := SnapshotsPrefix + "t"
+	_, err := r.Snapshot(ctx, wt, ref, false)
+	is.NoErr(err)
+	is.NoErr(r.RemoveWorktree(ctx, wt, branch))
+	_, err = os.Stat(wt)
+	is.True(errors.Is(err, os.ErrNotExist))
+	assertReachable(t, r.Root, before)
+
+	back := filepath.Join(t.TempDir(), "back")
+	is.NoErr(r.Restore(ctx, ref, back, branch))
+	sameTree(t, copyDir, back)
+	for _, n := range nested {
+		is.Equal(git(t, filepath.Join(back, n), "log", "--all", "--format=%H %s"), logs[n])
+		is.Equal(porcelain(t, filepath.Join(back, n)), logs[n+" status"])
+		is.Equal(git(t, filepath.Join(back, n), "stash", "list"), logs[n+" stash"])
+	}
+	is.Equal(porcelain(t, back), status)
+	return back
+}
+
+// copyTree copies src to dst as cp -a would (files, modes, symlinks, empty
+// directories), .git files included.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, target)
+		case info.IsDir():
+			return os.MkdirAll(target, 0o755)
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, b, info.Mode().Perm())
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGateNestedRepo(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		nested string // worktree-relative
+		setup  func(t *testing.T, r *Repo, wt, dir string)
+		risks  []string
+		drop   []string // reproducible, left out of the snapshot
+	}{
+		{name: "untracked", nested: "nested", risks: []string{RiskUntracked, RiskNested},
+			setup: func(t *testing.T, r *Repo, wt, dir string) { nestedRepo(t, dir) }},
+		{name: "in ignored vendor", nested: "vendor/lib", risks: []string{RiskIgnored, RiskNested},
+			setup: func(t *testing.T, r *Repo, wt, dir string) {
+				nestedRepo(t, dir)
+				commitIn(t, dir, "unpushed.txt", "unpushed\n")
+			}},
+		{name: "in reproducible node_modules", nested: "node_modules/dep", risks: []string{RiskNested}, drop: []string{"node_modules/other"},
+			setup: func(t *testing.T, r *Repo, wt, dir string) {
+				write(t, filepath.Join(wt, "node_modules", "other", "i.js"), "reproducible\n")
+				nestedRepo(t, dir)
+			}},
+		{name: "deep in an untracked dir", nested: "tools/a/b/repo", risks: []string{RiskUntracked, RiskNested},
+			setup: func(t *testing.T, r *Repo, wt, dir string) {
+				write(t, filepath.Join(wt, "tools", "notes.txt"), "n\n")
+				nestedRepo(t, dir)
+				nestedRepo(t, filepath.Join(dir, "inner")) // a repository in the repository
+				write(t, filepath.Join(dir, "inner", "dirty.txt"), "uncommitted\n")
+			}},
+		{name: "only a stash", nested: "vendor/stashed", risks: []string{RiskIgnored, RiskNested},
+			setup: func(t *testing.T, r *Repo, wt, dir string) {
+				nestedRepo(t, dir)
+				write(t, filepath.Join(dir, "lib.txt"), "stashed change\n")
+				git(t, dir, "stash", "-q")
+			}},
+		{name: "only an index change", nested: "node_modules/idx", risks: []string{RiskNested},
+			setup: func(t *testing.T, r *Repo, wt, dir string) {
+				git(t, "", "init", "-q", "-b", "main", dir)
+				write(t, filepath.Join(dir, "staged.txt"), "staged only\n")
+				git(t, dir, "add", "staged.txt")
+				if err := os.Remove(filepath.Join(dir, "staged.txt")); err != nil {
+					t.Fatal(err)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			ctx := ctxT(t)
+			r, wt := gateSetup(t)
+			git(t, r.Root, "config", "core.excludesFile", filepath.Join(r.Root, "excludes"))
+			write(t, filepath.Join(r.Root, "excludes"), "vendor/\n")
+			tc.setup(t, r, wt, filepath.Join(wt, filepath.FromSlash(tc.nested)))
+
+			rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/g", AppliedRefs: []string{"main"}})
+			is.Equal(reasons(rep), tc.risks)
+			is.True(strings.Contains(detail(rep, RiskNested), tc.nested))
+			forceAndRestore(t, r, wt, "grove/g", tc.drop, tc.nested)
+		})
+	}
+}
+
+// A nested repository that holds nothing (a bare `git init`) is not work.
+func TestGateNestedEmptyRepo(t *testing.T) {
+	is := is.New(t)
+	r, wt := gateSetup(t)
+	git(t, "", "init", "-q", filepath.Join(wt, "node_modules", "empty"))
+	rep := r.AtRisk(ctxT(t), wt, GateOptions{})
+	is.True(rep.Safe)
+}
+
+// A retirement whose gate ran before a nested repository appeared keeps
+// the worktree.
+func TestGateNestedRecheck(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r, wt := gateSetup(t)
+	rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/g", AppliedRefs: []string{"main"}})
+	is.True(rep.Safe)
+	nestedRepo(t, filepath.Join(wt, "node_modules", "late"))
+	err := r.RetireWorktree(ctx, wt, "grove/g", filepath.Join(t.TempDir(), "trash"), rep)
+	is.True(errors.Is(err, grove.ErrAtRisk))
+	is.True(strings.Contains(err.Error(), RiskNested))
+	git(t, filepath.Join(wt, "node_modules", "late"), "log", "-1")
+}
