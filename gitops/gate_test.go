@@ -293,3 +293,66 @@ func TestGateNestedRecheck(t *testing.T) {
 	is.True(strings.Contains(err.Error(), RiskNested))
 	git(t, filepath.Join(wt, "node_modules", "late"), "log", "-1")
 }
+
+// A commit made on a detached HEAD, then left for the task branch, is held
+// only by the worktree's HEAD reflog.
+func TestGateReflogOnlyCommit(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r, wt := gateSetup(t)
+	opt := GateOptions{Branch: "grove/g", AppliedRefs: []string{"main"}}
+	git(t, wt, "checkout", "-q", "--detach")
+	commitIn(t, wt, "lost.txt", "only the reflog\n")
+	commitIn(t, wt, "lost2.txt", "only the reflog too\n")
+	lost := git(t, wt, "rev-parse", "HEAD")
+	git(t, wt, "checkout", "-q", "grove/g")
+
+	rep := r.AtRisk(ctx, wt, opt)
+	is.Equal(reasons(rep), []string{RiskReflog})
+	is.Equal(detail(rep, RiskReflog), "2 commit(s) only the HEAD reflog holds, newest "+shortSHA(lost))
+	// Held elsewhere: safe.
+	git(t, r.Root, "branch", "keep", lost)
+	is.True(r.AtRisk(ctx, wt, opt).Safe)
+	git(t, r.Root, "branch", "-D", "keep")
+
+	back := forceAndRestore(t, r, wt, "grove/g", nil)
+	git(t, back, "cat-file", "-e", lost)
+	is.True(strings.Contains(git(t, r.Root, "rev-list", SnapshotsPrefix+"t"), lost))
+}
+
+// Ignored files outside the short reproducible list (tmp/, *.log, vendor/,
+// build/) are at risk and in a forced snapshot; reproducible ones are not;
+// a snapshot over its size limit refuses, naming the size and the option
+// that drops ignored files, and DropIgnored takes it without them.
+func TestGateIgnoredFiles(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r, wt := gateSetup(t)
+	write(t, filepath.Join(r.Root, "excludes"), "tmp/\n*.log\nvendor/\nbuild/\ntarget/\n__pycache__/\n")
+	git(t, r.Root, "config", "core.excludesFile", filepath.Join(r.Root, "excludes"))
+	for _, p := range []string{"tmp/notes.txt", "run.log", "vendor/patched.go", "build/handmade.cfg"} {
+		write(t, filepath.Join(wt, p), "user work "+p+"\n")
+	}
+	for _, p := range []string{"target/debug/app", "node_modules/x/i.js", "__pycache__/m.pyc"} {
+		write(t, filepath.Join(wt, p), "reproducible\n")
+	}
+	rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/g", AppliedRefs: []string{"main"}})
+	is.Equal(reasons(rep), []string{RiskIgnored})
+	is.Equal(detail(rep, RiskIgnored), "build/, run.log, tmp/, vendor/")
+	// Configurable per repository.
+	is.True(r.AtRisk(ctx, wt, GateOptions{KeepIgnored: []string{"tmp", "*.log", "vendor", "build", "target", "node_modules", "__pycache__"}}).Safe)
+
+	// Over the limit: refused, nothing recorded.
+	_, err := r.SnapshotWith(ctx, wt, SnapshotsPrefix+"big", SnapshotOptions{MaxBytes: 10})
+	is.True(errors.Is(err, grove.ErrAtRisk))
+	is.True(strings.Contains(err.Error(), "not taken: its ignored files and nested repositories hold 99 B, over the 10 B limit")) // the four files at risk
+	is.True(strings.Contains(grove.HintOf(err), "DropIgnored"))
+	c, _ := r.RefCommit(ctx, SnapshotsPrefix+"big")
+	is.Equal(c, "")
+	// Dropping ignored files explicitly.
+	snap, err := r.SnapshotWith(ctx, wt, SnapshotsPrefix+"big", SnapshotOptions{MaxBytes: 10, DropIgnored: true})
+	is.NoErr(err)
+	is.Equal(git(t, r.Root, "ls-tree", "-r", "--name-only", snap+":worktree"), ".gitignore\nREADME\nsrc/a.txt")
+
+	forceAndRestore(t, r, wt, "grove/g", []string{"target", "node_modules", "__pycache__"})
+}

@@ -443,7 +443,7 @@ func checkSnapshotSize(wt string, risky, nested []string, max int64) error {
 	}
 	return grove.Userf(grove.ErrAtRisk,
 		"drop ignored files from the snapshot explicitly (SnapshotOptions.DropIgnored), keep more of them out as reproducible (KeepIgnored), or raise the limit (MaxBytes)",
-		"snapshot of %s not taken: its ignored files and nested repositories hold %s, over the %s limit", wt, humanBytes(total), humanBytes(max))
+		"not taken: its ignored files and nested repositories hold %s, over the %s limit", humanBytes(total), humanBytes(max))
 }
 
 // humanBytes is n in B, KiB, MiB or GiB.

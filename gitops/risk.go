@@ -1,7 +1,6 @@
 package gitops
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +35,7 @@ const (
 // riskOrder is the order reasons appear in a Report.
 var riskOrder = []string{
 	RiskGitError, RiskMissing, RiskProcess, RiskOperation, RiskDirty, RiskStaged, RiskUntracked,
-	RiskIgnored, RiskNested, RiskHiddenEdit, RiskSubmodule, RiskDetached, RiskUnapplied, RiskWorktreeRefs,
+	RiskIgnored, RiskNested, RiskHiddenEdit, RiskSubmodule, RiskDetached, RiskReflog, RiskUnapplied, RiskWorktreeRefs,
 	RiskStash, RiskLocked,
 }
 
@@ -268,6 +267,8 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 			}
 			refresh := opt.RefreshIndex && !opt.SkipProcesses && !rs.has(RiskProcess)
 			r.checkTree(ctx, &wg, abs, info.gitDir, stashBranch, keep, refresh, rs)
+			held := append(append([]string{info.head}, otherHeads...), opt.AppliedRefs...)
+			wg.Go(func() { r.checkReflog(ctx, abs, nil, held, rs) })
 			if info.branch == "" {
 				wg.Go(func() {
 					n, err := r.unheld(ctx, info.head, "", otherHeads, opt.AppliedRefs)
@@ -303,7 +304,7 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 			}
 		})
 		if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
-			wg.Go(func() { r.checkStash(branch, rs) })
+			wg.Go(func() { r.checkStash(ctx, branch, rs) })
 		}
 	}
 	wg.Wait()
@@ -319,7 +320,7 @@ func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, s
 	wg.Go(func() { r.checkStatus(ctx, dir, keep, refresh, rs) })
 	wg.Go(func() { checkHidden(ctx, dir, rs) })
 	wg.Go(func() { checkWorktreeRefs(ctx, dir, rs) })
-	wg.Go(func() { r.checkStash(stashBranch, rs) })
+	wg.Go(func() { r.checkStash(ctx, stashBranch, rs) })
 	checkGitDir(gitDir, rs)
 }
 
@@ -544,33 +545,31 @@ func checkGitDir(gitDir string, rs *riskSet) {
 	}
 }
 
-// checkStash counts stash entries made on branch, read from the stash
-// reflog ("WIP on <branch>: ..." or "On <branch>: ...").
-func (r *Repo) checkStash(branch string, rs *riskSet) {
+// checkStash counts stash entries made on branch ("WIP on <branch>: ..."
+// or "On <branch>: ..."), asking git (for-each-ref, reflog), so it holds
+// for every ref storage git supports.
+func (r *Repo) checkStash(ctx context.Context, branch string, rs *riskSet) {
 	if branch == "" {
 		return
 	}
-	f, err := os.Open(filepath.Join(r.CommonDir, "logs", "refs", "stash"))
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
+	out, err := run(ctx, r.Root, "for-each-ref", "--format=%(refname)", "refs/stash")
 	if err != nil {
 		rs.gitErr("stash", err)
 		return
 	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		_, msg, ok := strings.Cut(sc.Text(), "\t")
-		if ok && (strings.HasPrefix(msg, "WIP on "+branch+": ") || strings.HasPrefix(msg, "On "+branch+": ")) {
-			n++
-		}
+	if trim(out) == "" {
+		return
 	}
-	if err := sc.Err(); err != nil {
+	out, err = run(ctx, r.Root, "reflog", "show", "--format=%gs", "refs/stash", "--")
+	if err != nil {
 		rs.gitErr("stash", err)
 		return
+	}
+	n := 0
+	for _, msg := range lines(out) {
+		if strings.HasPrefix(msg, "WIP on "+branch+": ") || strings.HasPrefix(msg, "On "+branch+": ") {
+			n++
+		}
 	}
 	if n > 0 {
 		rs.add(RiskStash, fmt.Sprintf("%d stash entr%s made on %s", n, map[bool]string{true: "y", false: "ies"}[n == 1], branch))

@@ -196,6 +196,16 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 			st.parents = append(st.parents, c)
 		}
 	}
+	// Commits only the HEAD reflog holds stay reachable as parents too.
+	reflog, err := headReflog(ctx, wt)
+	if err != nil {
+		return st, err
+	}
+	more, err := keepParents(ctx, wt, st.parents, reflog)
+	if err != nil {
+		return st, err
+	}
+	st.parents = append(st.parents, more...)
 
 	tmp, err := os.MkdirTemp("", "grove-snapshot-")
 	if err != nil {
