@@ -356,3 +356,102 @@ func TestGateIgnoredFiles(t *testing.T) {
 
 	forceAndRestore(t, r, wt, "grove/g", []string{"target", "node_modules", "__pycache__"})
 }
+
+// conflictSetup commits "ours" on grove/g in wt and "theirs" on a branch
+// that is deleted again once the operation started (finish), so only the
+// operation's state holds the incoming commit, which it returns.
+func conflictSetup(t *testing.T, wt string) (theirs string) {
+	t.Helper()
+	write(t, filepath.Join(wt, "README"), "ours\n")
+	git(t, wt, "commit", "-q", "-am", "ours")
+	git(t, wt, "checkout", "-q", "-b", "tmp", "HEAD~1")
+	write(t, filepath.Join(wt, "README"), "theirs\n")
+	git(t, wt, "commit", "-q", "-am", "theirs")
+	write(t, filepath.Join(wt, "src", "a.txt"), "theirs too\n")
+	git(t, wt, "commit", "-q", "-am", "theirs 2")
+	theirs = git(t, wt, "rev-parse", "HEAD")
+	git(t, wt, "checkout", "-q", "grove/g")
+	return theirs
+}
+
+func TestGateOperationState(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		start    func(t *testing.T, wt, theirs string) // leaves the operation in progress
+		op       string                                // the gate's name for it
+		finish   []string                              // after resolving README
+		detached bool
+	}{
+		{name: "merge", op: "merge", finish: []string{"merge", "--continue"},
+			start: func(t *testing.T, wt, theirs string) { gitFails(t, wt, "merge", theirs) }},
+		{name: "cherry-pick", op: "cherry-pick", finish: []string{"cherry-pick", "--continue"},
+			start: func(t *testing.T, wt, theirs string) { gitFails(t, wt, "cherry-pick", theirs+"~1", theirs) }},
+		{name: "revert", op: "revert", finish: []string{"revert", "--continue"},
+			start: func(t *testing.T, wt, theirs string) {
+				write(t, filepath.Join(wt, "README"), "ours again\n")
+				git(t, wt, "commit", "-q", "-am", "ours again")
+				gitFails(t, wt, "revert", "--no-edit", "HEAD~1")
+			}},
+		{name: "rebase", op: "rebase", finish: []string{"rebase", "--continue"}, detached: true,
+			start: func(t *testing.T, wt, theirs string) { gitFails(t, wt, "rebase", "--merge", theirs) }},
+		{name: "rebase apply", op: "rebase", finish: []string{"rebase", "--continue"}, detached: true,
+			start: func(t *testing.T, wt, theirs string) { gitFails(t, wt, "rebase", "--apply", theirs) }},
+		{name: "bisect", op: "bisect", detached: true,
+			start: func(t *testing.T, wt, theirs string) {
+				git(t, wt, "bisect", "start", theirs, "main")
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := is.New(t)
+			ctx := ctxT(t)
+			r, wt := gateSetup(t)
+			theirs := conflictSetup(t, wt)
+			tc.start(t, wt, theirs)
+			git(t, wt, "branch", "-D", "tmp") // only the operation holds theirs now
+			git(t, r.Root, "worktree", "lock", "--reason", "agent at work", wt)
+			longStatus := git(t, wt, "status")
+			kept := []string{theirs, git(t, wt, "rev-parse", "HEAD")}
+
+			rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/g", AppliedRefs: []string{"main"}})
+			is.True(rep.Has(RiskOperation))
+			is.True(strings.Contains(detail(rep, RiskOperation), tc.op))
+			is.Equal(detail(rep, RiskLocked), "agent at work")
+
+			back := forceAndRestore(t, r, wt, "grove/g", nil)
+			for _, c := range kept {
+				git(t, r.Root, "cat-file", "-e", c)
+			}
+			is.Equal(git(t, back, "status"), strings.ReplaceAll(longStatus, wt, back))
+			is.True(strings.Contains(git(t, r.Root, "worktree", "list", "--porcelain"), "locked agent at work"))
+			if tc.detached {
+				is.Equal(git(t, back, "rev-parse", "--abbrev-ref", "HEAD"), "HEAD")
+			}
+			if tc.finish == nil {
+				git(t, back, "bisect", "reset")
+				is.Equal(git(t, back, "symbolic-ref", "HEAD"), "refs/heads/grove/g")
+				return
+			}
+			write(t, filepath.Join(back, "README"), "resolved\n")
+			git(t, back, "add", "README")
+			if tc.name == "rebase apply" {
+				write(t, filepath.Join(back, "src", "a.txt"), "resolved\n") // no three-way here
+				git(t, back, "add", "-A")
+			}
+			git(t, back, append([]string{"-c", "core.editor=true"}, tc.finish...)...)
+			is.Equal(git(t, back, "symbolic-ref", "HEAD"), "refs/heads/grove/g")
+			is.Equal(git(t, back, "status", "--porcelain"), "")
+			if tc.name == "merge" {
+				is.Equal(git(t, back, "rev-parse", "HEAD^2"), theirs)
+			}
+		})
+	}
+}
+
+// gitFails runs git in dir and fails the test if it succeeds (a conflict
+// is expected).
+func gitFails(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	if _, err := run(ctxT(t), dir, args...); err == nil {
+		t.Fatalf("git %v succeeded; a conflict was expected", args)
+	}
+}

@@ -196,22 +196,50 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 			st.parents = append(st.parents, c)
 		}
 	}
-	// Commits only the HEAD reflog holds stay reachable as parents too.
-	reflog, err := headReflog(ctx, wt)
-	if err != nil {
-		return st, err
-	}
-	more, err := keepParents(ctx, wt, st.parents, reflog)
-	if err != nil {
-		return st, err
-	}
-	st.parents = append(st.parents, more...)
-
 	tmp, err := os.MkdirTemp("", "grove-snapshot-")
 	if err != nil {
 		return st, err
 	}
 	defer os.RemoveAll(tmp)
+
+	// Commits only the HEAD reflog or an operation in progress holds stay
+	// reachable as parents too.
+	reflog, err := headReflog(ctx, wt)
+	if err != nil {
+		return st, err
+	}
+	ops, err := captureOpState(ctx, wt, nil, gitDir, tmp)
+	if err != nil {
+		return st, err
+	}
+	more, err := keepParents(ctx, wt, st.parents, append(reflog, ops.commits...))
+	if err != nil {
+		return st, err
+	}
+	st.parents = append(st.parents, more...)
+	lock := ""
+	if b, err := os.ReadFile(filepath.Join(gitDir, "locked")); err == nil {
+		lock = string(b)
+		if lock == "" {
+			lock = "locked" // git worktree lock without --reason
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return st, err
+	}
+	symref := ""
+	if out, err := run(ctx, wt, "symbolic-ref", "--quiet", "HEAD"); err == nil {
+		symref = trim(out)
+	} else if exitCode(err) != 1 {
+		return st, err
+	}
+	origBranch, origTip := "", ""
+	if symref == "" && len(ops.names) > 0 {
+		if origBranch = origBranchOf(gitDir); origBranch != "" {
+			if origTip, err = r.RefCommit(ctx, "refs/heads/"+origBranch); err != nil {
+				return st, err
+			}
+		}
+	}
 	idx := filepath.Join(tmp, "index")
 	if err := copyFile(filepath.Join(gitDir, "index"), idx); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return st, err
@@ -362,6 +390,13 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 	if opt.DropIgnored {
 		meta += "drop-ignored true\n"
 	}
+	meta += "symref " + symref + "\n"
+	if len(ops.names) > 0 {
+		meta += "operations " + strings.Join(ops.names, ", ") + "\n"
+	}
+	if origBranch != "" {
+		meta += "orig-branch " + origBranch + "\norig-tip " + origTip + "\n"
+	}
 	if opt.KeepIgnored != nil {
 		meta += "keep " + strings.Join(opt.KeepIgnored, "\t") + "\n"
 	}
@@ -369,6 +404,9 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 	fmt.Fprintf(&tree, "040000 tree %s\tworktree\x00040000 tree %s\tindex\x00", wtTree, indexTree)
 	if nestedTree != "" {
 		fmt.Fprintf(&tree, "040000 tree %s\tnested\x00", nestedTree)
+	}
+	if ops.tree != "" {
+		fmt.Fprintf(&tree, "040000 tree %s\tgitdir\x00", ops.tree)
 	}
 	for _, b := range []struct{ name, content string }{
 		{"grove-snapshot", meta},
@@ -378,6 +416,8 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 		{"index-entries", map[bool]string{true: listing.String()}[conflicted]},
 		{"worktree-refs", wtRefs},
 		{"nested-repos", join0(nested)},
+		{"op-refs", ops.refs},
+		{"lock", lock},
 	} {
 		if b.content == "" {
 			continue
@@ -413,26 +453,42 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// Restore recreates the worktree a snapshot (ref: a ref or commit made by
-// Snapshot) recorded, at path on a new branch starting at the snapshot's
-// HEAD: the same files (bytes, executable bits, symlinks), the same index
-// (so `git status` reads the same), the same assume-unchanged and
-// skip-worktree flags and the same refs/worktree/*. A detached HEAD comes
-// back as the branch, at the same commit. Creating the worktree follows CreateWorktree
-// (idempotent, cleans up after itself on failure); calling Restore again
-// for the same path and branch lays the snapshot over that worktree again.
+// Restore is RestoreWith without the notes.
 func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
+	_, err := r.RestoreWith(ctx, ref, path, branch)
+	return err
+}
+
+// RestoreWith recreates the worktree a snapshot (ref: a ref or commit made
+// by Snapshot) recorded, at path on a new branch starting at the
+// snapshot's HEAD: the same files (bytes, executable bits, symlinks), the
+// same index (so `git status` reads the same), the same assume-unchanged
+// and skip-worktree flags, the same refs/worktree/*, nested repositories
+// whole (their `git log --all`, `git status`, stashes), and the operation
+// in progress (MERGE_HEAD, CHERRY_PICK_HEAD, REVERT_HEAD, rebase and
+// bisect state and refs, sequencer, messages: `git merge --continue`
+// works), the worktree's lock with its reason and its config.worktree. A
+// detached HEAD comes back as the branch, at the same commit, except
+// during a rebase or bisect: HEAD is then detached as it was, the branch
+// is where the operation's own branch was, and the operation's files name
+// the new branch. Creating the worktree follows CreateWorktree
+// (idempotent, cleans up after itself on failure); calling RestoreWith
+// again for the same path and branch lays the snapshot over that worktree
+// again (not after a rebase or bisect was restored: HEAD is then
+// detached). notes name what came back differently from how it was and
+// what the snapshot did not hold.
+func (r *Repo) RestoreWith(ctx context.Context, ref, path, branch string) (notes []string, err error) {
 	if err := checkRev(ref); err != nil {
-		return fmt.Errorf("restore %s: %w", ref, err)
+		return nil, fmt.Errorf("restore %s: %w", ref, err)
 	}
 	out, err := run(ctx, r.Root, "rev-parse", "--verify", "--quiet", "--end-of-options", ref+"^{commit}")
 	if err != nil {
-		return fmt.Errorf("restore %s: no such snapshot: %w", ref, err)
+		return nil, fmt.Errorf("restore %s: no such snapshot: %w", ref, err)
 	}
 	snap := trim(out)
 	out, err = run(ctx, r.Root, "ls-tree", "-z", snap)
 	if err != nil {
-		return fmt.Errorf("restore %s: %w", ref, err)
+		return nil, fmt.Errorf("restore %s: %w", ref, err)
 	}
 	obj := map[string]string{}
 	for _, e := range fields0(out) {
@@ -451,19 +507,24 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 	}
 	meta, err := read("grove-snapshot")
 	if err != nil {
-		return fmt.Errorf("restore %s: %w", ref, err)
+		return nil, fmt.Errorf("restore %s: %w", ref, err)
 	}
 	if !knownSnapshot(meta) || obj["worktree"] == "" || obj["index"] == "" {
-		return fmt.Errorf("restore %s: not a grove snapshot", ref)
+		return nil, fmt.Errorf("restore %s: not a grove snapshot", ref)
 	}
-	head := snapshotMeta(meta)["head"]
+	m := snapshotMeta(meta)
+	head := m["head"]
+	// An operation that runs on a detached HEAD (rebase, bisect) comes
+	// back detached, its branch at the tip it returns to.
+	symref, hasSymref := m["symref"]
+	detach := hasSymref && symref == "" && m["operations"] != ""
 	if head == "" {
-		return fmt.Errorf("restore %s: snapshot has no HEAD commit to start from", ref)
+		return nil, fmt.Errorf("restore %s: snapshot has no HEAD commit to start from", ref)
 	}
 	lists := map[string]string{}
-	for _, name := range []string{"assume-unchanged", "skip-worktree", "skip-absent", "index-entries", "worktree-refs", "nested-repos"} {
+	for _, name := range []string{"assume-unchanged", "skip-worktree", "skip-absent", "index-entries", "worktree-refs", "nested-repos", "op-refs", "lock"} {
 		if lists[name], err = read(name); err != nil {
-			return fmt.Errorf("restore %s: %w", ref, err)
+			return nil, fmt.Errorf("restore %s: %w", ref, err)
 		}
 	}
 	fill := func(ctx context.Context, wt string, fresh bool) error {
@@ -518,12 +579,45 @@ func (r *Repo) Restore(ctx context.Context, ref, path, branch string) error {
 				return err
 			}
 		}
-		return restoreNested(ctx, wt, fields0([]byte(lists["nested-repos"])), obj["nested"])
+		if err := restoreNested(ctx, wt, fields0([]byte(lists["nested-repos"])), obj["nested"]); err != nil {
+			return err
+		}
+		if err := restoreOpState(ctx, wt, branch, obj["gitdir"], lists["op-refs"], head, m["orig-branch"], m["orig-tip"], detach); err != nil {
+			return err
+		}
+		return restoreLock(wt, lists["lock"]) // last: until then it can be undone
 	}
 	if err := r.createWorktree(ctx, path, branch, head, fill); err != nil {
-		return fmt.Errorf("restore %s: %w", ref, err)
+		return nil, fmt.Errorf("restore %s: %w", ref, err)
 	}
-	return nil
+	return restoreNotes(m, branch, detach), nil
+}
+
+// restoreNotes says what a restore from a snapshot with metadata m on
+// branch brought back differently, and what the snapshot left out.
+func restoreNotes(m map[string]string, branch string, detach bool) []string {
+	var notes []string
+	if ops := m["operations"]; ops != "" {
+		notes = append(notes, ops+" in progress: restored")
+	}
+	symref, ok := m["symref"]
+	switch {
+	case detach && m["orig-branch"] != "":
+		notes = append(notes, fmt.Sprintf("HEAD is detached at %s as it was; branch %s stands for %s (at %s), the branch the operation returns to", shortSHA(m["head"]), branch, m["orig-branch"], shortSHA(m["orig-tip"])))
+	case detach:
+		notes = append(notes, fmt.Sprintf("HEAD is detached at %s as it was", shortSHA(m["head"])))
+	case ok && symref == "":
+		notes = append(notes, fmt.Sprintf("HEAD was detached at %s: it is on branch %s now", shortSHA(m["head"]), branch))
+	case ok && symref != "refs/heads/"+branch:
+		notes = append(notes, fmt.Sprintf("%s is restored as branch %s", strings.TrimPrefix(symref, "refs/heads/"), branch))
+	}
+	switch {
+	case m["drop-ignored"] == "true":
+		notes = append(notes, "ignored files were not in the snapshot (dropped explicitly)")
+	case m["ignored"] != "true":
+		notes = append(notes, "reproducible ignored files (node_modules/, target/, ...: the keep list) were not in the snapshot: regenerate them")
+	}
+	return append(notes, "not in any snapshot: empty directories outside nested repositories, intent-to-add marks, submodule working trees (their commits are)")
 }
 
 // worktreeRefs lists the refs/worktree/* of the worktree at wt as
@@ -547,6 +641,22 @@ func worktreeRefs(ctx context.Context, wt string) (text string, commits []string
 		commits = append(commits, f[0])
 	}
 	return b.String(), commits, nil
+}
+
+// withoutLock is the snapshot tree tree without its "lock" entry.
+func withoutLock(ctx context.Context, dir, tree string) (string, error) {
+	out, err := run(ctx, dir, "ls-tree", "-z", tree)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, e := range fields0(out) {
+		if !strings.HasSuffix(e, "\tlock") {
+			b.WriteString(e + "\x00")
+		}
+	}
+	out, err = runGit(ctx, dir, nil, strings.NewReader(b.String()), "mktree", "-z")
+	return trim(out), err
 }
 
 // knownSnapshot reports whether meta (a grove-snapshot blob) is in a
@@ -617,6 +727,18 @@ func (r *Repo) SnapshotCovers(ctx context.Context, wtPath string) (string, error
 			tree, fresh[key] = st.tree, st.tree
 		}
 		if tree == f[1] {
+			return f[0], nil
+		}
+		// A lock taken (or its reason changed) since is no work.
+		a, err := withoutLock(ctx, r.Root, tree)
+		if err != nil {
+			return "", fmt.Errorf("check snapshots of %s: %w", wt, err)
+		}
+		b, err := withoutLock(ctx, r.Root, f[1])
+		if err != nil {
+			return "", fmt.Errorf("check snapshots of %s: %w", wt, err)
+		}
+		if a == b {
 			return f[0], nil
 		}
 	}
