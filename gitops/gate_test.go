@@ -455,3 +455,56 @@ func gitFails(t *testing.T, dir string, args ...string) {
 		t.Fatalf("git %v succeeded; a conflict was expected", args)
 	}
 }
+
+// A worktree whose directory is gone: the gate sees what git's admin dir
+// still holds, and a snapshot records it (HEAD, detached and reflog
+// commits, the index, as files too).
+func TestGateMissingWorktree(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r, wt := gateSetup(t)
+	git(t, wt, "checkout", "-q", "--detach")
+	commitIn(t, wt, "detached.txt", "detached work\n")
+	head := git(t, wt, "rev-parse", "HEAD")
+	git(t, wt, "checkout", "-q", "HEAD~1")
+	commitIn(t, wt, "detached2.txt", "more detached work\n")
+	head2 := git(t, wt, "rev-parse", "HEAD")
+	write(t, filepath.Join(wt, "staged.txt"), "staged\n")
+	git(t, wt, "add", "staged.txt")
+	git(t, wt, "update-ref", "refs/worktree/mark", head)
+	cached := git(t, wt, "diff", "--cached")
+	before := commitsOf(t, wt, true)
+	is.True(slices.Contains(before, head))
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	copyTree(t, wt, copyDir)
+
+	// Moved by hand: found, and repair is what it takes.
+	moved := filepath.Join(filepath.Dir(wt), "moved")
+	is.NoErr(os.Rename(wt, moved))
+	opt := GateOptions{Branch: "grove/g", AppliedRefs: []string{"main"}}
+	rep := r.AtRisk(ctx, wt, opt)
+	is.True(rep.Has(RiskMoved))
+	is.True(strings.Contains(detail(rep, RiskMoved), "git worktree repair "+moved))
+	_, err := r.Snapshot(ctx, wt, SnapshotsPrefix+"m", false)
+	is.True(errors.Is(err, grove.ErrAtRisk))
+	is.True(strings.Contains(grove.HintOf(err), "git worktree repair "+moved))
+
+	// Gone for good.
+	is.NoErr(os.RemoveAll(moved))
+	rep = r.AtRisk(ctx, wt, opt)
+	is.Equal(reasons(rep), []string{RiskMissing, RiskStaged, RiskDetached, RiskReflog, RiskWorktreeRefs})
+	_, err = r.Snapshot(ctx, wt, SnapshotsPrefix+"m", false)
+	is.NoErr(err)
+	is.NoErr(r.RemoveWorktree(ctx, wt, "grove/g"))
+	assertReachable(t, r.Root, before)
+
+	back := filepath.Join(t.TempDir(), "back")
+	notes, err := r.RestoreWith(ctx, SnapshotsPrefix+"m", back, "grove/g")
+	is.NoErr(err)
+	is.True(strings.Contains(strings.Join(notes, "\n"), "HEAD was detached at "+shortSHA(head2)))
+	is.Equal(git(t, back, "rev-parse", "HEAD"), head2)
+	is.Equal(git(t, back, "diff", "--cached"), cached)
+	is.Equal(git(t, back, "rev-parse", "refs/worktree/mark"), head)
+	is.Equal(porcelain(t, back), "A  staged.txt")
+	sameTree(t, copyDir, back) // the files were those of the index
+}

@@ -34,7 +34,7 @@ const (
 
 // riskOrder is the order reasons appear in a Report.
 var riskOrder = []string{
-	RiskGitError, RiskMissing, RiskProcess, RiskOperation, RiskDirty, RiskStaged, RiskUntracked,
+	RiskGitError, RiskMissing, RiskMoved, RiskProcess, RiskOperation, RiskDirty, RiskStaged, RiskUntracked,
 	RiskIgnored, RiskNested, RiskHiddenEdit, RiskSubmodule, RiskDetached, RiskReflog, RiskUnapplied, RiskWorktreeRefs,
 	RiskStash, RiskLocked,
 }
@@ -253,6 +253,12 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 	// Stat, not Lstat: a symlink whose directory is gone is missing too.
 	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
 		rs.add(RiskMissing, "")
+		// What git's admin dir still holds goes with its record.
+		if gd, err := r.adminDirOf(abs); err != nil {
+			rs.gitErr("find admin dir", err)
+		} else if gd != "" {
+			r.checkAdmin(ctx, &wg, abs, gd, append(slices.Clone(otherHeads), opt.AppliedRefs...), rs)
+		}
 	} else if err != nil {
 		rs.gitErr("stat", err)
 	} else {

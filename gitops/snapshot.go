@@ -134,14 +134,15 @@ func (r *Repo) SnapshotWith(ctx context.Context, wtPath, ref string, opt Snapsho
 
 // snapshotState is a snapshot's tree before it is committed.
 type snapshotState struct {
-	wt      string
+	wt      string   // the worktree's path, as recorded
+	dir     string   // where git runs to commit
 	tree    string   // the top tree (layout above)
 	parents []string // HEAD (if born), then refs/worktree/* commits
 }
 
 // commit writes the snapshot commit.
 func (s snapshotState) commit(ctx context.Context) (string, error) {
-	id, err := identityArgs(ctx, s.wt)
+	id, err := identityArgs(ctx, s.dir)
 	if err != nil {
 		return "", err
 	}
@@ -149,7 +150,7 @@ func (s snapshotState) commit(ctx context.Context) (string, error) {
 	for _, p := range s.parents {
 		args = append(args, "-p", p)
 	}
-	out, err := run(ctx, s.wt, append(args, s.tree)...)
+	out, err := run(ctx, s.dir, append(args, s.tree)...)
 	if err != nil {
 		return "", err
 	}
@@ -157,15 +158,25 @@ func (s snapshotState) commit(ctx context.Context) (string, error) {
 }
 
 // snapshotTree builds a snapshot's tree (writing its objects) without
-// committing it.
+// committing it. A worktree whose directory is gone is snapshotMissing.
 func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions) (snapshotState, error) {
-	st := snapshotState{wt: wt}
+	if _, err := os.Stat(wt); errors.Is(err, os.ErrNotExist) {
+		return r.snapshotMissing(ctx, wt, opt)
+	}
+	return r.snapshotDir(ctx, wt, wt, opt, false)
+}
+
+// snapshotDir is snapshotTree of the worktree whose top is dir, recorded
+// as the worktree at wt; missing says dir stands in for a worktree whose
+// directory is gone.
+func (r *Repo) snapshotDir(ctx context.Context, dir, wt string, opt SnapshotOptions, missing bool) (snapshotState, error) {
+	st := snapshotState{wt: wt, dir: r.Root}
 	includeIgnored := opt.IncludeIgnored && !opt.DropIgnored
 	keep := opt.KeepIgnored
 	if keep == nil {
 		keep = DefaultKeepIgnored
 	}
-	out, err := run(ctx, wt, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel")
+	out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel")
 	if err != nil {
 		return st, err
 	}
@@ -176,18 +187,18 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 	if !samePath(l[0], r.CommonDir) {
 		return st, fmt.Errorf("%s belongs to another repository", wt)
 	}
-	if !samePath(l[2], wt) {
+	if !samePath(l[2], dir) {
 		return st, fmt.Errorf("%s is not the top of a worktree", wt)
 	}
 	gitDir := l[1]
 	head := ""
-	if out, err := run(ctx, wt, "rev-parse", "--verify", "--quiet", "HEAD^{commit}"); err == nil {
+	if out, err := run(ctx, dir, "rev-parse", "--verify", "--quiet", "HEAD^{commit}"); err == nil {
 		head = trim(out)
 		st.parents = append(st.parents, head)
 	} else if exitCode(err) != 1 {
 		return st, err
 	}
-	wtRefs, refCommits, err := worktreeRefs(ctx, wt)
+	wtRefs, refCommits, err := worktreeRefs(ctx, dir)
 	if err != nil {
 		return st, err
 	}
@@ -204,15 +215,15 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 
 	// Commits only the HEAD reflog or an operation in progress holds stay
 	// reachable as parents too.
-	reflog, err := headReflog(ctx, wt)
+	reflog, err := headReflog(ctx, dir)
 	if err != nil {
 		return st, err
 	}
-	ops, err := captureOpState(ctx, wt, nil, gitDir, tmp)
+	ops, err := captureOpState(ctx, dir, nil, gitDir, tmp)
 	if err != nil {
 		return st, err
 	}
-	more, err := keepParents(ctx, wt, st.parents, append(reflog, ops.commits...))
+	more, err := keepParents(ctx, dir, st.parents, append(reflog, ops.commits...))
 	if err != nil {
 		return st, err
 	}
@@ -227,7 +238,7 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 		return st, err
 	}
 	symref := ""
-	if out, err := run(ctx, wt, "symbolic-ref", "--quiet", "HEAD"); err == nil {
+	if out, err := run(ctx, dir, "symbolic-ref", "--quiet", "HEAD"); err == nil {
 		symref = trim(out)
 	} else if exitCode(err) != 1 {
 		return st, err
@@ -246,7 +257,7 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 	}
 	env := []string{"GIT_INDEX_FILE=" + idx}
 
-	ents, err := readIndex(ctx, wt, env)
+	ents, err := readIndex(ctx, dir, env)
 	if err != nil {
 		return st, err
 	}
@@ -266,7 +277,7 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 		}
 		if e.tag == 'S' || e.tag == 's' {
 			skip = append(skip, e.path)
-			if !exists(filepath.Join(wt, e.path)) {
+			if !exists(filepath.Join(dir, e.path)) {
 				absent = append(absent, e.path)
 			}
 		}
@@ -275,7 +286,7 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 	// The index as a tree (before the temporary index is changed).
 	var indexTree string
 	if !conflicted {
-		out, err := runGit(ctx, wt, env, nil, "write-tree")
+		out, err := runGit(ctx, dir, env, nil, "write-tree")
 		if err != nil {
 			return st, err
 		}
@@ -286,10 +297,10 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 			fmt.Fprintf(&info, "%s %s 0\t%s/%s\x00", e.mode, e.oid, e.stage, e.path)
 		}
 		stageEnv := []string{"GIT_INDEX_FILE=" + filepath.Join(tmp, "stages")}
-		if _, err := runGit(ctx, wt, stageEnv, strings.NewReader(info.String()), "update-index", "-z", "--index-info"); err != nil {
+		if _, err := runGit(ctx, dir, stageEnv, strings.NewReader(info.String()), "update-index", "-z", "--index-info"); err != nil {
 			return st, err
 		}
-		out, err := runGit(ctx, wt, stageEnv, nil, "write-tree")
+		out, err := runGit(ctx, dir, stageEnv, nil, "write-tree")
 		if err != nil {
 			return st, err
 		}
@@ -299,32 +310,32 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 	// The files: let add see through the flags that hide content.
 	present := make([]string, 0, len(skip))
 	for _, p := range skip {
-		if exists(filepath.Join(wt, p)) {
+		if exists(filepath.Join(dir, p)) {
 			present = append(present, p)
 		}
 	}
 	if len(assume) > 0 {
-		if _, err := runGit(ctx, wt, env, strings.NewReader(join0(assume)), "update-index", "--no-assume-unchanged", "-z", "--stdin"); err != nil {
+		if _, err := runGit(ctx, dir, env, strings.NewReader(join0(assume)), "update-index", "--no-assume-unchanged", "-z", "--stdin"); err != nil {
 			return st, err
 		}
 	}
 	if len(present) > 0 {
-		if _, err := runGit(ctx, wt, env, strings.NewReader(join0(present)), "update-index", "--no-skip-worktree", "-z", "--stdin"); err != nil {
+		if _, err := runGit(ctx, dir, env, strings.NewReader(join0(present)), "update-index", "--no-skip-worktree", "-z", "--stdin"); err != nil {
 			return st, err
 		}
 	}
 	// Nested repositories are recorded whole, apart: the worktree tree
 	// leaves them out.
-	untrackedDirs, err := runGit(ctx, wt, env, nil, "ls-files", "-z", "--others", "--exclude-standard", "--directory")
+	untrackedDirs, err := runGit(ctx, dir, env, nil, "ls-files", "-z", "--others", "--exclude-standard", "--directory")
 	if err != nil {
 		return st, err
 	}
-	out, err = runGit(ctx, wt, env, nil, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+	out, err = runGit(ctx, dir, env, nil, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
 	if err != nil {
 		return st, err
 	}
 	ignored := fields0(out)
-	found, err := findNested(wt, append(fields0(untrackedDirs), ignored...))
+	found, err := findNested(dir, append(fields0(untrackedDirs), ignored...))
 	if err != nil {
 		return st, err
 	}
@@ -352,10 +363,10 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 			}
 		}
 	}
-	if err := checkSnapshotSize(wt, risky, nested, opt.MaxBytes); err != nil {
+	if err := checkSnapshotSize(dir, risky, nested, opt.MaxBytes); err != nil {
 		return st, err
 	}
-	if _, err := runGit(ctx, wt, env, nil, append([]string{"add", "-A", "--", "."}, excludeUntracked...)...); err != nil {
+	if _, err := runGit(ctx, dir, env, nil, append([]string{"add", "-A", "--", "."}, excludeUntracked...)...); err != nil {
 		return st, err
 	}
 	if len(risky) > 0 {
@@ -367,26 +378,29 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 		for _, x := range exclude {
 			spec.WriteString(x + "\x00")
 		}
-		if _, err := runGit(ctx, wt, env, strings.NewReader(spec.String()), "add", "--force",
+		if _, err := runGit(ctx, dir, env, strings.NewReader(spec.String()), "add", "--force",
 			"--pathspec-from-file=-", "--pathspec-file-nul"); err != nil {
 			return st, err
 		}
 	}
-	nestedTree, err := captureNested(ctx, wt, nested, tmp)
+	nestedTree, err := captureNested(ctx, dir, nested, tmp)
 	if err != nil {
 		return st, err
 	}
-	out, err = runGit(ctx, wt, env, nil, "write-tree")
+	out, err = runGit(ctx, dir, env, nil, "write-tree")
 	if err != nil {
 		return st, err
 	}
 	wtTree := trim(out)
 
 	blob := func(content string) (string, error) {
-		out, err := runGit(ctx, wt, nil, strings.NewReader(content), "hash-object", "-w", "-t", "blob", "--no-filters", "--stdin")
+		out, err := runGit(ctx, dir, nil, strings.NewReader(content), "hash-object", "-w", "-t", "blob", "--no-filters", "--stdin")
 		return trim(out), err
 	}
 	meta := fmt.Sprintf("%s\nhead %s\npath %s\nignored %v\nconflicts %v\n", snapshotVersion, head, wt, includeIgnored, conflicted)
+	if missing {
+		meta += "missing true\n"
+	}
 	if opt.DropIgnored {
 		meta += "drop-ignored true\n"
 	}
@@ -428,7 +442,7 @@ func (r *Repo) snapshotTree(ctx context.Context, wt string, opt SnapshotOptions)
 		}
 		fmt.Fprintf(&tree, "100644 blob %s\t%s\x00", id, b.name)
 	}
-	out, err = runGit(ctx, wt, nil, strings.NewReader(tree.String()), "mktree", "-z")
+	out, err = runGit(ctx, dir, nil, strings.NewReader(tree.String()), "mktree", "-z")
 	if err != nil {
 		return st, err
 	}
