@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 
@@ -507,4 +511,39 @@ func TestGateMissingWorktree(t *testing.T) {
 	is.Equal(git(t, back, "rev-parse", "refs/worktree/mark"), head)
 	is.Equal(porcelain(t, back), "A  staged.txt")
 	sameTree(t, copyDir, back) // the files were those of the index
+}
+
+// A writer that left the worktree but holds a file open in it is seen by
+// the gate (its descriptor), and so is a program mapped from it.
+func TestGateProcessOpenFile(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r, wt := gateSetup(t)
+	// (cd /; exec 3>>$WT/README; wait for stdin to close; echo x >&3)
+	cmd := exec.Command("sh", "-c", `exec 3>>"$1"; read _; echo x >&3`, "sh", filepath.Join(wt, "README"))
+	cmd.Dir = "/"
+	stdin, err := cmd.StdinPipe()
+	is.NoErr(err)
+	is.NoErr(cmd.Start())
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	// Wait (with a deadline) until the shell has opened the file.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/g", AppliedRefs: []string{"main"}})
+		if rep.Has(RiskProcess) {
+			is.Equal(detail(rep, RiskProcess), "pids "+strconv.Itoa(cmd.Process.Pid))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer was never seen: %v", rep.Risks)
+		}
+		runtime.Gosched()
+	}
+	// The write lands in the worktree, which is still there.
+	stdin.Close()
+	is.NoErr(cmd.Wait())
+	is.Equal(read(t, filepath.Join(wt, "README")), "hello\nx\n")
 }
