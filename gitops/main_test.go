@@ -50,8 +50,8 @@ func helperMain(action string, args []string) {
 	ctx := context.Background()
 	var err error
 	switch action {
-	case "sweep": // trashDir
-		err = SweepTrash(args[0])
+	case "purge": // trash entry
+		_, err = PurgeEntry(ctx, args[0])
 	case "retire": // repo, worktree, branch, trashDir: the gate, then RetireWorktree
 		var r *Repo
 		if r, err = Open(ctx, args[0]); err == nil {
