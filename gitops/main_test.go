@@ -62,6 +62,15 @@ func helperMain(action string, args []string) {
 				err = fmt.Errorf("gate: %v", rep.Risks)
 			}
 		}
+	case "retire-force": // repo, worktree, branch, trashDir: Retire with Force
+		var r *Repo
+		if r, err = Open(ctx, args[0]); err == nil {
+			_, err = r.Retire(ctx, args[1], args[2], args[3], Report{}, RetireOptions{Force: true})
+		}
+	case "restore": // trash entry
+		_, err = RestoreTrash(ctx, args[0], "")
+	case "purge-all": // trashDir: everything counts as expired
+		_, err = PurgeTrash(ctx, args[0], time.Now().Add(1000*time.Hour), time.Nanosecond, 0)
 	default:
 		err = fmt.Errorf("unknown helper action %q", action)
 	}
