@@ -269,7 +269,10 @@ func FindTrashEntry(trashDir, entry string) (string, error) {
 	}
 	found := ""
 	for _, info := range list { // oldest first: the last match is the newest
-		if info.Manifest.Task == entry {
+		m := info.Manifest
+		// grove names a task's worktree by its task id: an entry written
+		// without the task's id still matches its directory's name.
+		if m.Task == entry || (m.Task == "" && m.Path != "" && filepath.Base(m.Path) == entry) {
 			found = info.Dir
 		}
 	}
