@@ -338,6 +338,12 @@ func (r *Repo) undoCreate(ctx context.Context, path, ref, baseSHA string, wt, br
 // refs/heads/<branch> (compare-and-swap against its current value), both
 // under the repository lock. branch may be "" to keep every branch.
 //
+// It is NOT a removal path: it deletes, with no trash copy. grove's
+// removals go through Retire (or RetireWorktree), which calls it only as
+// the fallback when the trash is on another filesystem than the worktree
+// (the gate's answer alone) and for a path git does not record as a
+// linked worktree.
+//
 // It tries plain `git worktree remove` first. When git refuses — modified
 // or untracked files, a worktree lock, an initialised submodule — it
 // removes with --force only when nothing is lost by it: the worktree is

@@ -297,7 +297,7 @@ func (r *reaper) row(ctx context.Context, w store.OwnedWorkspace, owner string) 
 			return it
 		}
 	}
-	if err := repo.RemoveWorktree(ctx, w.Path, branch); err != nil {
+	if err := repo.RetireWorktree(ctx, w.Path, branch, d.TrashDir(), report); err != nil { // into the trash
 		it.Action, it.Reasons = ReapKept, gitError("remove", err)
 		r.recordKept(ctx, w, it)
 		return it
@@ -358,7 +358,7 @@ func (r *reaper) unknownWorktree(ctx context.Context, repo *gitops.Repo, row gro
 		it.Action = ReapWouldRemove
 		return it
 	}
-	if err := repo.RemoveWorktree(ctx, e.Path, ""); err != nil {
+	if err := repo.RetireWorktree(ctx, e.Path, "", d.TrashDir(), report); err != nil { // into the trash
 		it.Action, it.Reasons = ReapKept, gitError("remove", err)
 		return it
 	}
