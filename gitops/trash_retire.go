@@ -146,7 +146,7 @@ func (r *Repo) Retire(ctx context.Context, path, branch, trashDir string, rep Re
 		return TrashEntry{}, r.moveBack(ctx, t, real, gd, werr)
 	}
 	if werr == nil {
-		werr = r.deleteBranch(ctx, t, &m)
+		werr = t.done(&m)
 	}
 	t.measure(&m)
 	t.unlock()
@@ -276,30 +276,25 @@ func (r *Repo) unregister(ctx context.Context, t *trashEntry, m *TrashManifest, 
 		return err
 	}
 	grove.Failpoint("retire.after-unregister")
-	return nil
-}
-
-// deleteBranch deletes m.Branch if it still points at m.BranchTip (its
-// commits stay pinned by the entry), records why not otherwise, and
-// marks the entry done.
-func (r *Repo) deleteBranch(ctx context.Context, t *trashEntry, m *TrashManifest) error {
-	var err error
-	if m.Branch != "" && m.BranchTip != "" {
-		unlock, lerr := r.Lock(ctx)
-		if lerr != nil {
-			err = lerr
-		} else {
-			err = r.deleteBranchLocked(ctx, m)
-			unlock()
-		}
-		if err != nil {
+	// Still under the lock (one hold for git's bookkeeping, as before the
+	// trash): the branch, checked out nowhere else (above), at the tip
+	// judged (safe) or pinned (forced); its commits stay pinned.
+	if tip != "" {
+		if err := r.deleteRef(ctx, "refs/heads/"+m.Branch, tip); err != nil {
 			m.BranchKept = err.Error()
 		}
 	}
 	grove.Failpoint("retire.after-branch-delete")
+	return nil
+}
+
+// done marks the entry done; a branch that could not be deleted is the
+// error (the worktree is in the trash all the same).
+func (t *trashEntry) done(m *TrashManifest) error {
 	m.Step = StepDone
-	if werr := t.write(m); werr != nil {
-		err = errors.Join(err, werr)
+	err := t.write(m)
+	if m.BranchKept != "" {
+		err = errors.Join(errors.New(m.BranchKept), err)
 	}
 	if err != nil {
 		return fmt.Errorf("remove worktree %s: worktree moved to the trash (%s), branch kept: %w", m.Path, t.dir, err)
