@@ -19,20 +19,33 @@
 // Lifecycle of a workspace:
 //
 //	CreateWorktree -> (agent runs) -> CommitAll -> Diff/DiffStat -> Apply
-//	AtRisk -> [Snapshot] -> RemoveWorktree        Restore (from a snapshot)
-//	AtRisk (safe) -> RetireWorktree               SweepTrash (at start)
+//	AtRisk (safe) -> Retire                 AtRisk -> Snapshot -> Retire (Force)
+//	Retire (directory gone)                 RestoreTrash (undo)  PurgeTrash (retention)
+//	SweepTrash (at start: finishes what a crash interrupted)
 //
-// AtRisk is the at-risk gate: it never answers with a bare boolean but
-// with a Report naming every reason removal would lose work, and it fails
-// closed (any git error is a risk). RemoveWorktree does not consult it;
-// callers must. A forced removal is Snapshot, then RemoveWorktree: it
-// forces git only when a snapshot under refs/grove/snapshots/ records the
-// worktree exactly as it is (SnapshotCovers), so no work is destroyed
-// without a snapshot even when a caller gets the order wrong.
-// RetireWorktree is the fast removal of a worktree the gate found safe: it
-// moves the worktree into a trash directory, re-checks it there against
-// what the gate's Report recorded (moving it back if anything changed),
-// and deletes the files outside the lock. Removals drop git's record of
-// their own worktree only; Prune (an explicit command) clears the records
-// of every worktree whose directory is gone.
+// Two layers keep work from being lost. AtRisk is the at-risk gate: it
+// never answers with a bare boolean but with a Report naming every reason
+// removal would lose work, and it fails closed (any git error is a risk);
+// it decides when grove refuses. The trash makes every removal undoable
+// for a while, whatever the gate missed: Retire, the one function that
+// moves, unregisters or deletes a worktree, renames the worktree
+// directory and git's administrative dir for it into an entry of the
+// trash, with a manifest (JSON) and refs/grove/trash/<entry>/* pinning its
+// branch tip and HEAD, and deletes the branch; nothing is deleted then.
+// A safe removal re-checks the moved worktree against what the gate's
+// Report recorded (moving it back if anything changed); a forced one
+// (after a snapshot) moves it as it is; a worktree whose directory is
+// gone has only its own record moved, after checking it is not in the
+// trash (an interrupted retire, which is finished instead) and not where
+// its gitdir file says. PurgeTrash deletes entries past retention (oldest
+// first over the byte budget, never one younger than MinAge for space);
+// RestoreTrash puts one back, registered with git, exactly as it was.
+// Every step is recorded in the manifest and ends at a grove.Failpoint;
+// an interrupted step is finished from what is on disk. Any error
+// reading or writing a manifest or KEPT marker keeps the entry.
+//
+// grove never runs `git worktree prune`: it would drop the record of
+// every worktree whose directory is missing, a user's on an unmounted
+// disk too. RemoveWorktree deletes without the trash and is only Retire's
+// fallback across filesystems.
 package gitops

@@ -50,8 +50,8 @@ func helperMain(action string, args []string) {
 	ctx := context.Background()
 	var err error
 	switch action {
-	case "sweep": // trashDir
-		err = SweepTrash(args[0])
+	case "purge": // trash entry
+		_, err = PurgeEntry(ctx, args[0])
 	case "retire": // repo, worktree, branch, trashDir: the gate, then RetireWorktree
 		var r *Repo
 		if r, err = Open(ctx, args[0]); err == nil {
@@ -62,6 +62,15 @@ func helperMain(action string, args []string) {
 				err = fmt.Errorf("gate: %v", rep.Risks)
 			}
 		}
+	case "retire-force": // repo, worktree, branch, trashDir: Retire with Force
+		var r *Repo
+		if r, err = Open(ctx, args[0]); err == nil {
+			_, err = r.Retire(ctx, args[1], args[2], args[3], Report{}, RetireOptions{Force: true})
+		}
+	case "restore": // trash entry
+		_, err = RestoreTrash(ctx, args[0], "")
+	case "purge-all": // trashDir: everything counts as expired
+		_, err = PurgeTrash(ctx, args[0], time.Now().Add(1000*time.Hour), time.Nanosecond, 0)
 	default:
 		err = fmt.Errorf("unknown helper action %q", action)
 	}

@@ -7,26 +7,12 @@ import (
 	"strconv"
 )
 
-// Prune runs `git worktree prune` under the repository lock: the
-// administrative files of worktrees whose directory is gone are deleted.
-// Under the lock it cannot prune a worktree another grove process is
-// adding. Branches are kept.
-//
-// It prunes every such worktree, a user's too (one on a disk that is not
-// mounted loses its HEAD, index and detached commits): it is for an
-// explicit administrative command only. Removals never prune; they drop
-// the record of their own worktree alone.
-func (r *Repo) Prune(ctx context.Context) error {
-	unlock, err := r.Lock(ctx)
-	if err != nil {
-		return fmt.Errorf("prune worktrees of %s: %w", r.Root, err)
-	}
-	defer unlock()
-	if _, err := runRetry(ctx, r.CommonDir, "worktree", "prune"); err != nil {
-		return fmt.Errorf("prune worktrees of %s: %w", r.Root, err)
-	}
-	return nil
-}
+// There is no Prune: grove never runs a repository-wide `git worktree
+// prune`, which drops the record (HEAD, index, detached commits) of every
+// worktree whose directory is missing at that moment: a user's on a disk
+// not mounted, or one a close has just moved into the trash. A grove
+// worktree whose directory is gone is removed by Retire, which forgets
+// its record alone, into the trash, after checking where it went.
 
 // MinVersion is the oldest git grove supports (merge-tree --write-tree).
 var MinVersion = [3]int{2, 38, 0}

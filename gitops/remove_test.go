@@ -83,7 +83,9 @@ func TestSnapshotKeepsWorktreeRefs(t *testing.T) {
 	is.Equal(git(t, back, "rev-parse", "HEAD"), git(t, r.Root, "rev-parse", "main"))
 }
 
-func TestPruneAndVersion(t *testing.T) {
+// A missing worktree's record is forgotten into the trash, its branch
+// kept when Retire is given none (what the reaper does).
+func TestForgetMissingAndVersion(t *testing.T) {
 	is := is.New(t)
 	ctx := ctxT(t)
 	r := newRepo(t)
@@ -94,7 +96,9 @@ func TestPruneAndVersion(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(wts), 2)
 	is.True(wts[1].Prunable)
-	is.NoErr(r.Prune(ctx))
+	e, err := r.Retire(ctx, wt, "", filepath.Join(t.TempDir(), "trash"), Report{}, RetireOptions{})
+	is.NoErr(err)
+	is.True(e.Manifest.Missing)
 	wts, err = r.Worktrees(ctx)
 	is.NoErr(err)
 	is.Equal(len(wts), 1)

@@ -148,7 +148,7 @@ func TestRetireWorktreeRechecksTheMovedWorktree(t *testing.T) {
 			if tc.want == "" {
 				is.NoErr(err)
 				is.True(gone(wt))
-				is.Equal(trashEntries(t, trash), nil)
+				is.Equal(len(trashEntries(t, trash)), 1) // kept for a while
 				return
 			}
 			is.True(errors.Is(err, grove.ErrAtRisk))
@@ -215,9 +215,9 @@ func TestRetireWorktreeMovesBackOnFailure(t *testing.T) {
 }
 
 // When the branch cannot be deleted after git's record of the worktree is
-// gone (a stale ref lock), the files are deleted anyway: moving them back
-// would leave a directory git no longer knows. The branch stays, and a
-// later RemoveWorktree deletes it.
+// gone (a stale ref lock), the entry stays in the trash: moving it back
+// would leave a directory git no longer knows. The branch stays, and the
+// retry deletes it.
 func TestRetireWorktreeBranchLockedAfterUnregister(t *testing.T) {
 	is := is.New(t)
 	ctx := ctxT(t)
@@ -233,14 +233,15 @@ func TestRetireWorktreeBranchLockedAfterUnregister(t *testing.T) {
 	err = r.RetireWorktree(ctx, wt, "grove/g", trash, rep)
 	is.True(err != nil)
 	is.True(!errors.Is(err, grove.ErrAtRisk))
-	is.True(strings.Contains(err.Error(), "worktree removed, branch kept"))
+	is.True(strings.Contains(err.Error(), "worktree moved to the trash"))
+	is.True(strings.Contains(err.Error(), "branch kept"))
 	is.True(strings.Contains(err.Error(), "refs/heads/grove/g"))
 	is.True(gone(wt))    // not moved back as an orphan
 	is.True(!exists(gd)) // unregistered
 	wts, err := r.Worktrees(ctx)
 	is.NoErr(err)
 	is.Equal(len(wts), 1)
-	is.Equal(trashEntries(t, trash), nil)
+	is.Equal(len(trashEntries(t, trash)), 1)
 	is.Equal(git(t, r.Root, "rev-parse", "grove/g"), rep.BranchTip)
 
 	// The retry (the gate now says "missing") deletes the branch.
@@ -305,7 +306,7 @@ func TestRetireWorktreeSymlinkedParent(t *testing.T) {
 	ok, err := r.IsLocalBranch(ctx, "grove/s")
 	is.NoErr(err)
 	is.True(!ok)
-	is.Equal(trashEntries(t, trash), nil)
+	is.Equal(len(trashEntries(t, trash)), 1) // kept for a while
 
 	// A refusal through the symlinked path moves it back.
 	is.NoErr(r.CreateWorktree(ctx, wt, "grove/s", "main"))
@@ -362,7 +363,7 @@ func TestRetireWorktreeThroughSymlink(t *testing.T) {
 	ok, err := r.IsLocalBranch(ctx, "grove/l")
 	is.NoErr(err)
 	is.True(!ok)
-	is.Equal(trashEntries(t, trash), nil)
+	is.Equal(len(trashEntries(t, trash)), 1) // kept for a while
 
 	rep = r.AtRisk(ctx, link, GateOptions{Branch: "grove/l"})
 	is.Equal(reasons(rep), []string{RiskMissing}) // a dangling symlink is missing
@@ -493,25 +494,24 @@ func TestForgetWorktreeFallback(t *testing.T) {
 	is.True(exists(filepath.Join(gdB, "HEAD"))) // b, missing too, keeps its record
 }
 
-// SweepTrash deletes what a crash left, read-only directories included,
-// but never an entry a RetireWorktree is working on or one marked KEPT,
-// and never follows a symlink out of the trash.
+// SweepTrash deletes nothing before retention: entries without a
+// manifest (left by an older grove), entries a retire is working on and
+// entries marked KEPT all stay; it never follows a symlink out of the
+// trash. A purge by hand deletes a read-only tree (a Go module cache).
 func TestSweepTrash(t *testing.T) {
 	is := is.New(t)
 	trash := filepath.Join(t.TempDir(), "trash")
 
-	// Left by a crash: a worktree holding a read-only Go module cache.
-	crashed := filepath.Join(trash, "wt-1", trashWorktree)
-	mod := filepath.Join(crashed, "gomodcache", "example.com", "m@v1.0.0")
+	// Left by an older grove: a worktree holding a read-only module cache.
+	old := filepath.Join(trash, "wt-1")
+	mod := filepath.Join(old, trashWorktree, "gomodcache", "example.com", "m@v1.0.0")
 	write(t, filepath.Join(mod, "sub", "m.go"), "package m\n")
-	for _, p := range []string{filepath.Join(mod, "sub", "m.go")} {
-		is.NoErr(os.Chmod(p, 0o444))
-	}
+	is.NoErr(os.Chmod(filepath.Join(mod, "sub", "m.go"), 0o444))
 	for _, p := range []string{filepath.Join(mod, "sub"), mod, filepath.Dir(mod)} {
 		is.NoErr(os.Chmod(p, 0o555))
 	}
-	is.NoErr(os.Chmod(filepath.Join(crashed, "gomodcache"), 0o500))
-	// In use by a RetireWorktree.
+	is.NoErr(os.Chmod(filepath.Join(old, trashWorktree, "gomodcache"), 0o500))
+	// In use by a retire.
 	busy := filepath.Join(trash, "wt-2")
 	write(t, filepath.Join(busy, trashWorktree, "work.txt"), "being re-checked")
 	f, ok, err := tryFlock(filepath.Join(busy, trashLock))
@@ -527,19 +527,26 @@ func TestSweepTrash(t *testing.T) {
 	is.NoErr(os.Symlink(outside, filepath.Join(trash, "link")))
 	write(t, filepath.Join(trash, "stray"), "x")
 
-	err = runUnprivileged(t, "sweep", trash)
+	err = SweepTrash(trash)
 	is.True(err != nil)
-	is.True(strings.Contains(err.Error(), "kept "+kept+": could not be moved back"))
-	is.Equal(trashEntries(t, trash), []string{"wt-2", "wt-3"})
+	is.True(strings.Contains(err.Error(), kept))
+	is.True(strings.Contains(err.Error(), old)) // no manifest: kept
+	is.Equal(trashEntries(t, trash), []string{"link", "stray", "wt-1", "wt-2", "wt-3"})
 	is.Equal(read(t, filepath.Join(busy, trashWorktree, "work.txt")), "being re-checked")
 	is.Equal(read(t, filepath.Join(kept, trashWorktree, "work.txt")), "refused, not moved back")
 	is.Equal(read(t, filepath.Join(outside, "precious.txt")), "not in the trash")
 
-	// Once its RetireWorktree is done (or died), the entry goes.
+	// Nor does the retention purge delete any of them, however old.
+	rep, err := PurgeTrash(ctxT(t), trash, time.Now().Add(100*24*time.Hour), time.Hour, 1)
+	is.NoErr(err)
+	is.Equal(len(rep.Purged), 0)
+	is.Equal(len(rep.Kept), 3)
 	f.Close()
-	err = SweepTrash(trash)
-	is.True(err != nil) // still the KEPT one
-	is.Equal(trashEntries(t, trash), []string{"wt-3"})
+
+	// By hand, as the user, the read-only one goes.
+	is.NoErr(runUnprivileged(t, "purge", old))
+	is.Equal(trashEntries(t, trash), []string{"link", "stray", "wt-2", "wt-3"})
+	is.Equal(read(t, filepath.Join(outside, "precious.txt")), "not in the trash")
 	is.NoErr(SweepTrash(filepath.Join(t.TempDir(), "none")))
 }
 
@@ -558,7 +565,7 @@ func TestRetireWorktreeReadOnlyFiles(t *testing.T) {
 
 	is.NoErr(runUnprivileged(t, "retire", r.Root, wt, "grove/g", trash))
 	is.True(gone(wt))
-	is.Equal(trashEntries(t, trash), nil)
+	is.Equal(len(trashEntries(t, trash)), 1) // kept for a while
 	wts, err := r.Worktrees(ctx)
 	is.NoErr(err)
 	is.Equal(len(wts), 1)

@@ -338,6 +338,12 @@ func (r *Repo) undoCreate(ctx context.Context, path, ref, baseSHA string, wt, br
 // refs/heads/<branch> (compare-and-swap against its current value), both
 // under the repository lock. branch may be "" to keep every branch.
 //
+// It is NOT a removal path: it deletes, with no trash copy. grove's
+// removals go through Retire (or RetireWorktree), which calls it only as
+// the fallback when the trash is on another filesystem than the worktree
+// (the gate's answer alone) and for a path git does not record as a
+// linked worktree.
+//
 // It tries plain `git worktree remove` first. When git refuses — modified
 // or untracked files, a worktree lock, an initialised submodule — it
 // removes with --force only when nothing is lost by it: the worktree is
@@ -380,93 +386,28 @@ func (r *Repo) RemoveWorktree(ctx context.Context, path, branch string) error {
 	return err
 }
 
-// RetireWorktree removes a worktree that the at-risk gate has just judged
-// safe, holding the repository lock only for git's bookkeeping. rep must
-// be AtRisk's report for path with GateOptions.Branch = branch (or branch
-// ""), passed unchanged: it records what the gate judged. `git worktree
-// remove` would hold the lock while it re-runs a full status and deletes
-// every file (about a second at 100k files), stalling every task start on
-// the repository meanwhile.
-//
-// Steps: the path is resolved through symlinks (git records the real
-// directory; a path that is itself a symlink to the worktree leaves a
-// dangling symlink behind, as with git worktree remove); the directory is
-// renamed into a fresh entry of trashDir (same filesystem, atomic: from
-// then on nothing reaches it through its old path); the moved worktree is
-// re-checked as the gate checks a worktree (status with the gate's
-// KeepIgnored, hidden edits, refs/worktree/*, operations in progress,
-// lock, stashes made on the branch, processes inside unless the gate
-// skipped them) and its HEAD and the branch tip must still be the ones
-// the gate judged; then, under the lock, git's record of this worktree
-// alone is removed (HEAD and branch checked once more) and the branch is
-// deleted with a compare-and-swap against the tip the gate judged;
-// finally the files are deleted, outside the lock.
-//
-// Anything found changed is a refusal (*grove.UserError wrapping
-// grove.ErrAtRisk): the directory is moved back and the worktree is
-// exactly as before. Any other failure before git's record is gone moves
-// it back too. A failure after (the branch could not be deleted: a stale
-// ref lock, ctx done) finishes deleting the files, which the gate and the
-// re-check approved, and returns that error: moving them back would leave
-// a directory git no longer knows. A directory that cannot be moved back
-// stays in trashDir marked KEPT (SweepTrash leaves it; the error says
-// where).
-//
-// Without a safe report for path and branch, or when the move is not
-// possible (trashDir on another filesystem), it is RemoveWorktree. A crash
-// after the move leaves a missing worktree (which RemoveWorktree removes)
-// and an entry in trashDir (which SweepTrash deletes).
+// RetireWorktree is Retire for callers written before the trash kept
+// entries: with a safe report it is Retire; with a report that is not
+// safe it is Retire with Force when a snapshot under refs/grove/snapshots/
+// records the worktree exactly as it is (Snapshot, then RetireWorktree, is
+// how a forced removal was done), and RemoveWorktree otherwise (which
+// refuses what it may not force); a missing directory is Retire's
+// missing case. New code calls Retire.
 func (r *Repo) RetireWorktree(ctx context.Context, path, branch, trashDir string, rep Report) error {
 	abs, err := absPath(path)
 	if err != nil {
 		return fmt.Errorf("remove worktree %s: %w", path, err)
 	}
-	if branch != "" && !validRefName("refs/heads/"+branch) {
-		return grove.Userf(grove.ErrUsage, "", "invalid branch name: %q", branch)
-	}
-	if !rep.Safe || rep.Head == "" || !samePath(rep.Path, abs) || (branch != "" && rep.Branch != branch) {
-		return r.RemoveWorktree(ctx, path, branch)
-	}
-	real, recorded, gd, ok := r.retireTarget(abs)
-	if !ok {
-		return r.RemoveWorktree(ctx, path, branch)
-	}
-	t, err := newTrashEntry(trashDir, filepath.Base(real))
-	if err != nil {
-		return fmt.Errorf("remove worktree %s: %w", path, err)
-	}
-	if t == nil { // a SweepTrash took the fresh entry
-		return r.RemoveWorktree(ctx, path, branch)
-	}
-	moved := t.worktree()
-	if err := os.Rename(real, moved); err != nil {
-		t.discard()
-		return r.RemoveWorktree(ctx, path, branch)
-	}
-
-	checked, err := r.retireMoved(ctx, abs, recorded, moved, gd, branch, rep)
-	if err == nil {
-		if err := t.remove(); err != nil {
-			return fmt.Errorf("delete retired worktree %s: %w", t.dir, err)
+	safe := rep.Safe && rep.Head != "" && samePath(rep.Path, abs) && (branch == "" || rep.Branch == branch)
+	opt := RetireOptions{Manifest: TrashManifest{Reason: "remove"}}
+	if !safe && !gone(abs) {
+		covered, err := r.SnapshotCovers(ctx, abs)
+		if err != nil || covered == "" {
+			return r.RemoveWorktree(ctx, path, branch)
 		}
-		return nil
+		opt.Force = true
 	}
-	if checked && !exists(gd) {
-		// git's record is gone: only the branch is left. The files were
-		// approved twice; moving them back would make an orphan.
-		if derr := t.remove(); derr != nil {
-			return fmt.Errorf("remove worktree %s: worktree unregistered, branch kept: %w (and deleting %s failed: %v)", path, err, t.dir, derr)
-		}
-		return fmt.Errorf("remove worktree %s: worktree removed, branch kept: %w", path, err)
-	}
-	if rerr := os.Rename(moved, real); rerr != nil {
-		t.keep(fmt.Sprintf("%s could not be moved back to %s: %v", moved, real, rerr))
-		return fmt.Errorf("%w (and moving it back failed: %v; it is kept at %s: move it back by hand)", err, rerr, moved)
-	}
-	t.discard()
-	if !exists(gd) {
-		return fmt.Errorf("%w (moved back to %s, but git's record of it is gone: git worktree list no longer shows it)", err, real)
-	}
+	_, err = r.Retire(ctx, path, branch, trashDir, rep, opt)
 	return err
 }
 
@@ -505,20 +446,6 @@ func recordedPath(gd string) (string, error) {
 		return "", fmt.Errorf("%s/gitdir: not an absolute path: %q", gd, p)
 	}
 	return p, nil
-}
-
-// retireMoved is RetireWorktree once the worktree is in the trash at
-// moved: the re-check, then the locked part. checked reports whether the
-// re-check passed.
-func (r *Repo) retireMoved(ctx context.Context, path, recorded, moved, gd, branch string, rep Report) (checked bool, err error) {
-	if err := r.recheckMoved(ctx, path, moved, gd, rep); err != nil {
-		return false, err
-	}
-	want := &removeExpect{head: rep.Head, tip: rep.BranchTip}
-	if _, err := r.removeLocked(ctx, recorded, branch, 0, want); err != nil {
-		return true, err
-	}
-	return true, nil
 }
 
 // recheckMoved runs the at-risk gate's checks of the worktree itself on

@@ -292,7 +292,8 @@ func TestRetireWorktree(t *testing.T) {
 	is.True(errors.Is(err, grove.ErrAtRisk))
 	is.Equal(read(t, filepath.Join(wt, "work.txt")), "not committed\n")
 
-	// Clean and judged safe: gone, unregistered, branch deleted, trash empty.
+	// Clean and judged safe: gone, unregistered, branch deleted, kept in
+	// the trash.
 	is.NoErr(os.Remove(filepath.Join(wt, "work.txt")))
 	rep = r.AtRisk(ctx, wt, GateOptions{Branch: "grove/t1"})
 	is.True(rep.Safe)
@@ -305,20 +306,18 @@ func TestRetireWorktree(t *testing.T) {
 	is.Equal(git(t, r.Root, "branch", "--list", "grove/t1"), "")
 	left, err := os.ReadDir(trash)
 	is.NoErr(err)
-	is.Equal(len(left), 0)
+	is.Equal(len(left), 1)
 
-	// A crash after the move: the worktree is missing (RemoveWorktree
-	// prunes it) and SweepTrash deletes what is left in the trash.
+	// A worktree whose directory is gone: its record goes into the trash.
 	wt2 := filepath.Join(t.TempDir(), "wt2")
 	is.NoErr(r.CreateWorktree(ctx, wt2, "grove/t2", "main"))
-	is.NoErr(os.MkdirAll(trash, 0o700))
-	is.NoErr(os.Rename(wt2, filepath.Join(trash, "wt2-crashed")))
-	is.NoErr(r.RemoveWorktree(ctx, wt2, "grove/t2"))
-	is.NoErr(SweepTrash(trash))
-	left, err = os.ReadDir(trash)
-	is.NoErr(err)
-	is.Equal(len(left), 0)
+	is.NoErr(os.RemoveAll(wt2))
+	rep = r.AtRisk(ctx, wt2, GateOptions{Branch: "grove/t2"})
+	is.NoErr(r.RetireWorktree(ctx, wt2, "grove/t2", trash, rep))
 	wts, err = r.Worktrees(ctx)
 	is.NoErr(err)
 	is.Equal(len(wts), 1)
+	left, err = os.ReadDir(trash)
+	is.NoErr(err)
+	is.Equal(len(left), 2)
 }

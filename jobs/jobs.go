@@ -62,6 +62,11 @@ type Deps struct {
 	// Warm is how many checked-out worktrees the pool keeps ready per
 	// repository at its default branch's tip (0: no pool).
 	Warm int
+	// TrashKeep is how long a removed worktree stays in the trash (0:
+	// DefaultTrashKeep); TrashMax the bytes the trash may hold (0:
+	// DefaultTrashMax; negative: no budget). See PurgeTrash.
+	TrashKeep time.Duration
+	TrashMax  int64
 
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo

@@ -229,7 +229,7 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 		// branch go too, if the gate sees nothing but the missing directory.
 		d.forget(e.ID)
 		if rep := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch}); rep.Safe || alreadyGone(rep) {
-			if err := repo.RemoveWorktree(ctx, e.Path, e.Branch); err != nil {
+			if err := repo.RetireWorktree(ctx, e.Path, e.Branch, d.TrashDir(), rep); err != nil { // into the trash
 				return false, err
 			}
 		}

@@ -61,6 +61,7 @@ func (w *ReapWorker) Timeout(*river.Job[ReapArgs]) time.Duration { return 30 * t
 // Work runs one pass and logs what it did.
 func (w *ReapWorker) Work(ctx context.Context, job *river.Job[ReapArgs]) error {
 	rep, err := Reap(ctx, w.d, w.now(), w.grace, job.Args.DryRun)
+	purgeTrashPass(ctx, w.d, w.now(), job.Args.DryRun) // the trash's retention (trash.go)
 	w.d.Logger.Info("reap pass", "removed", rep.Count(ReapRemoved), "pruned", rep.Count(ReapPruned),
 		"kept", rep.Count(ReapKept), "young", rep.Count(ReapSkippedYoung), "dry_run", job.Args.DryRun,
 		"took", time.Duration(rep.TookMS)*time.Millisecond)
@@ -256,7 +257,7 @@ func (r *reaper) row(ctx context.Context, w store.OwnedWorkspace, owner string) 
 			it.Action = ReapWouldPrune
 			return it
 		}
-		if err := repo.Prune(ctx); err != nil {
+		if err := repo.RetireWorktree(ctx, w.Path, "", d.TrashDir(), gitops.Report{}); err != nil { // forgets this one record only
 			it.Action, it.Reasons = ReapKept, gitError("prune", err)
 			return it
 		}
@@ -296,7 +297,7 @@ func (r *reaper) row(ctx context.Context, w store.OwnedWorkspace, owner string) 
 			return it
 		}
 	}
-	if err := repo.RemoveWorktree(ctx, w.Path, branch); err != nil {
+	if err := repo.RetireWorktree(ctx, w.Path, branch, d.TrashDir(), report); err != nil { // into the trash
 		it.Action, it.Reasons = ReapKept, gitError("remove", err)
 		r.recordKept(ctx, w, it)
 		return it
@@ -316,7 +317,7 @@ func (r *reaper) unknownWorktree(ctx context.Context, repo *gitops.Repo, row gro
 			it.Action = ReapWouldPrune
 			return it
 		}
-		if err := repo.Prune(ctx); err != nil {
+		if err := repo.RetireWorktree(ctx, e.Path, "", d.TrashDir(), gitops.Report{}); err != nil { // forgets this one record only
 			it.Action, it.Reasons = ReapKept, gitError("prune", err)
 			return it
 		}
@@ -357,7 +358,7 @@ func (r *reaper) unknownWorktree(ctx context.Context, repo *gitops.Repo, row gro
 		it.Action = ReapWouldRemove
 		return it
 	}
-	if err := repo.RemoveWorktree(ctx, e.Path, ""); err != nil {
+	if err := repo.RetireWorktree(ctx, e.Path, "", d.TrashDir(), report); err != nil { // into the trash
 		it.Action, it.Reasons = ReapKept, gitError("remove", err)
 		return it
 	}

@@ -278,7 +278,7 @@ func (w *SessionWorker) close(ctx context.Context, sess grove.Session, force boo
 				return fmt.Errorf("snapshot before forced close: %w", err)
 			}
 		}
-		if err := repo.RemoveWorktree(ctx, ws.Path, ws.Branch); err != nil {
+		if err := repo.RetireWorktree(ctx, ws.Path, ws.Branch, d.TrashDir(), rep); err != nil { // into the trash
 			return fmt.Errorf("remove session worktree: %w", err)
 		}
 	}

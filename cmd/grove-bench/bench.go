@@ -161,7 +161,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	rep = report{Files: cfg.files, Tasks: cfg.tasks, Concurrency: cfg.concurrency, Rounds: cfg.rounds, CPUs: runtime.NumCPU(), LoadStart: loadAvg(),
 		GitVersion: strings.TrimPrefix(strings.TrimSpace(string(gv)), "git version "), Warm: cfg.warm}
 
-	root, err := os.MkdirTemp(pickDir(cfg.dir, cfg.files, cfg.concurrency), "grove-bench-")
+	root, err := os.MkdirTemp(pickDir(cfg.dir, cfg.files, cfg.concurrency, cfg.tasks), "grove-bench-")
 	if err != nil {
 		return rep, err
 	}
@@ -299,6 +299,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		return rep, err
 	}
 	rep.LoadEnd = loadAvg()
+	rep.TrashBytes, rep.TrashEntries = diskUsage(filepath.Join(home, "trash"))
 	rep.fill(baseRes, groveRes, e2eEvent, stages, submitWalls, lsWalls, lsTasks, pollWalls,
 		worktreeCreateTimes(daemonLg), d.maxRSSMB())
 	if rep.WarmPool == "enabled" {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -40,7 +42,7 @@ const shmDir = "/dev/shm"
 // pickDir chooses where the temporary directory goes: --dir if given, else
 // $TMPDIR if set, else /dev/shm when it is a writable tmpfs with room for
 // the run, else the system temp dir.
-func pickDir(flagged string, files, concurrency int) string {
+func pickDir(flagged string, files, concurrency, tasks int) string {
 	if flagged != "" {
 		return flagged
 	}
@@ -50,11 +52,40 @@ func pickDir(flagged string, files, concurrency int) string {
 	var st syscall.Statfs_t
 	if syscall.Statfs(shmDir, &st) == nil && fsType(shmDir) == "tmpfs" && syscall.Access(shmDir, 2 /* W_OK */) == nil {
 		// A small file costs a page; the repo, its checkout and up to
-		// 2·concurrency worktrees exist at once, plus slack.
-		need := uint64(files)*4096*uint64(2*concurrency+3) + 256<<20
+		// 2·concurrency worktrees exist at once, and grove's trash keeps
+		// every task's removed worktree for the run, plus slack.
+		need := uint64(files)*4096*uint64(2*concurrency+3+tasks) + 256<<20
 		if st.Bavail*uint64(st.Bsize) > need {
 			return shmDir
 		}
 	}
 	return os.TempDir()
+}
+
+// diskUsage is the disk the tree at dir holds (allocated blocks, each
+// inode once) and how many entries it has at its top (0, 0 if it does not
+// exist).
+func diskUsage(dir string) (bytes int64, entries int) {
+	if ents, err := os.ReadDir(dir); err == nil {
+		entries = len(ents)
+	}
+	seen := map[[2]uint64]bool{}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			k := [2]uint64{uint64(st.Dev), st.Ino}
+			if !seen[k] {
+				seen[k] = true
+				bytes += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return bytes, entries
 }

@@ -95,6 +95,10 @@ type report struct {
 	LsPolls         int     `json:"ls_polls"`
 	DaemonRSSMB     float64 `json:"daemon_rss_mb"` // peak sampled VmRSS of grove serve
 	RepoBuildS      float64 `json:"repo_build_s"`
+	// The trash ($GROVE_HOME/trash) at the end of the run: every removed
+	// worktree is kept there for --trash-keep; bytes allocated on disk.
+	TrashBytes   int64 `json:"trash_bytes"`
+	TrashEntries int   `json:"trash_entries"`
 }
 
 // fill computes the report's figures from the raw measurements.
@@ -316,6 +320,7 @@ func writeTable(w io.Writer, r report) error {
 		f(r.LsWallP50Ms, 1), r.LsTasks, f(r.LsPollP50Ms, 1), r.LsPolls)
 	p("%-28s %s MB\n", "daemon peak RSS", f(r.DaemonRSSMB, 1))
 	p("%-28s %s s\n", "repo build", f(r.RepoBuildS, 1))
+	p("%-28s %.1f MB in %d entries (removed worktrees kept for --trash-keep)\n", "trash at the end", float64(r.TrashBytes)/(1<<20), r.TrashEntries)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

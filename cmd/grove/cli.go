@@ -109,6 +109,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 		a.diffCmd(), a.applyCmd(), a.discardCmd(), a.cancelCmd(), a.closeCmd(), a.waitCmd(), a.retryCmd(),
 		a.reapCmd(), a.restoreCmd(), a.doctorCmd())
 	root.AddCommand(a.sessionCmd())
+	root.AddCommand(a.trashCmd())
 	return root
 }
 

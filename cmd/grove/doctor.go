@@ -136,6 +136,7 @@ func (a *app) doctor(ctx context.Context, home string) doctorReport {
 	checkLocks(ctx, &rep, home, st)
 	checkSupervisors(ctx, &rep, home, st)
 	checkDisk(&rep, home)
+	checkTrash(&rep, home) // trash.go
 	return rep
 }
 

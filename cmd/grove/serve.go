@@ -58,6 +58,8 @@ adopts them.`,
 	c.Flags().DurationVar(&opts.idleTTL, "idle-ttl", 30*time.Minute, "stop the service of a session idle this long")
 	c.Flags().IntVar(&opts.maxLive, "max-live-sessions", 8, "live sessions at most; the least recently used idle ones are evicted")
 	c.Flags().StringVar(&opts.portRange, "port-range", "20000-20999", "ports leased to session services")
+	c.Flags().DurationVar(&opts.trashKeep, "trash-keep", jobs.DefaultTrashKeep, "keep removed worktrees in $GROVE_HOME/trash this long (grove trash restore)")
+	c.Flags().StringVar(&opts.trashMax, "trash-max", "10GiB", "bytes the trash may hold; the oldest entries older than an hour go first (0: no budget)")
 	return c
 }
 
@@ -67,6 +69,8 @@ type serveOptions struct {
 	idleTTL   time.Duration
 	maxLive   int
 	portRange string
+	trashKeep time.Duration
+	trashMax  string
 }
 
 // apply copies the options onto the workers' dependencies.
@@ -79,7 +83,7 @@ func (o serveOptions) apply(d *jobs.Deps) error {
 		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --max-live-sessions and --idle-ttl must be positive")
 	}
 	d.Warm, d.IdleTTL, d.MaxLive, d.PortLo, d.PortHi = o.warm, o.idleTTL, o.maxLive, lo, hi
-	return nil
+	return o.applyTrash(d)
 }
 
 // daemonLock holds $GROVE_HOME/daemon.lock for the daemon's lifetime.
