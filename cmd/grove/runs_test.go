@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -59,4 +62,40 @@ if [ "$n" -eq 0 ]; then exec sleep 600; fi
 	is.Equal(countLines(t, counter), map[string]int{id: 2})
 	is.True(h.diffHas(id, "attempt 1"))
 	h.stopDaemon(syscall.SIGTERM)
+}
+
+// doctor checks that the home is writable by this user with a real file,
+// prints the home's real mode, and names the fix (issue 10, item 9: a
+// read-only home passed). As root, permission bits do not bind, so doctor
+// runs without CAP_DAC_OVERRIDE (setpriv) there.
+func TestDoctorHomeNotWritable(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.mustGrove("ls") // creates the home
+	doctor := func() (string, error) {
+		args := []string{"grove", "doctor"}
+		if os.Geteuid() == 0 {
+			sp, err := exec.LookPath("setpriv")
+			if err != nil {
+				t.Skip("running as root without setpriv: cannot make a directory unwritable")
+			}
+			args = append([]string{sp, "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"}, args...)
+		}
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir, cmd.Env = h.work, h.env
+		out, err := cmd.Output()
+		return string(out), err
+	}
+	out, err := doctor()
+	is.NoErr(err)
+	is.True(strings.Contains(out, "(mode 0700)"))
+
+	is.NoErr(os.Chmod(h.home, 0o500))
+	defer os.Chmod(h.home, 0o700)
+	out, err = doctor()
+	t.Logf("doctor on a 0500 home:\n%s", out)
+	is.True(err != nil) // exit 1: a problem
+	is.True(regexp.MustCompile(`(?m)^PROBLEM\s+home\s+.*\(mode 0500\) is not writable by you`).MatchString(out))
+	is.True(strings.Contains(out, "hint: chmod 700 "+h.home))
+	is.True(!strings.Contains(out, "(mode 0700)"))
 }
