@@ -117,6 +117,7 @@ func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, ta
 // task was canceled meanwhile.
 func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) error {
 	d, id := w.d, task.ID
+	grove.Failpoint("create.before-handoff")
 	return d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if err := tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady); err != nil {
 			return err
