@@ -105,6 +105,7 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 			return ApplyResult{Conflicts: conflicts}, nil
 		}
 	}
+	grove.Failpoint("apply.after-merge-tree")
 	if tree == oldTree {
 		return ApplyResult{Commit: old}, nil
 	}
@@ -118,6 +119,7 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 		return ApplyResult{}, fmt.Errorf("apply to %s: %w", targetBranch, err)
 	}
 	newC := trim(out)
+	grove.Failpoint("apply.after-commit")
 
 	// Move the checkout that has the target, if any, before the ref.
 	wts, err := r.Worktrees(ctx)
@@ -135,6 +137,7 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 		moved = w.Path
 		break
 	}
+	grove.Failpoint("apply.after-checkout")
 	_, err = runRetry(ctx, r.Root, "update-ref", "-m", "grove apply: "+firstLine(msg), "--end-of-options", ref, newC, old)
 	if err != nil {
 		err = fmt.Errorf("apply to %s: move branch: %w", targetBranch, err)
@@ -146,6 +149,7 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 		}
 		return ApplyResult{}, err
 	}
+	grove.Failpoint("apply.after-ref-move")
 	return ApplyResult{Commit: newC}, nil
 }
 

@@ -229,6 +229,7 @@ func (r *Repo) registerWorktree(ctx context.Context, path, branch, baseSHA strin
 	default:
 		return fmt.Errorf("create branch %s: %w", branch, err)
 	}
+	grove.Failpoint("create.after-branch")
 
 	if mine != nil {
 		return nil
@@ -244,6 +245,7 @@ func (r *Repo) registerWorktree(ctx context.Context, path, branch, baseSHA strin
 		return fmt.Errorf("add worktree %s: %w", path, err)
 	}
 	*createdWT = true
+	grove.Failpoint("create.after-worktree-add")
 	return nil
 }
 
@@ -302,6 +304,7 @@ func populate(ctx context.Context, path string) error {
 	if _, err := runRetry(ctx, path, "read-tree", "--reset", "-u", "HEAD"); err != nil {
 		return err
 	}
+	grove.Failpoint("create.after-checkout")
 	return nil
 }
 

@@ -74,6 +74,7 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 		}
 		return err
 	}
+	grove.Failpoint("apply.before-handoff")
 	return d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if len(res.Conflicts) > 0 {
 			msg := "conflict in " + strings.Join(res.Conflicts, ", ")

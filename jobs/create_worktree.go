@@ -92,7 +92,13 @@ func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, ta
 	case err == nil && ws.State == grove.WorkspaceClaiming:
 		return d.finishClaim(ctx, client, task, ws, true)
 	case err == nil && ws.State == grove.WorkspaceReady && ws.Branch == TaskBranch(task.ID):
-		return ws, true, nil
+		// Its worktree is there: a crash after the claim, or a retry of a
+		// task whose worktree was kept. The task must be preparing for the
+		// hand-off to insert run_agent (a retry leaves it queued).
+		return ws, true, d.Store.InTx(ctx, func(tx *store.Tx) error {
+			_, err := tx.SetState(ctx, task.ID, []grove.TaskState{grove.StateQueued}, grove.StatePreparing, "")
+			return err
+		})
 	case err == nil:
 		return ws, false, nil // its own worktree, being created
 	case !errors.Is(err, grove.ErrNotFound):
@@ -111,6 +117,7 @@ func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, ta
 // task was canceled meanwhile.
 func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) error {
 	d, id := w.d, task.ID
+	grove.Failpoint("create.before-handoff")
 	return d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if err := tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady); err != nil {
 			return err

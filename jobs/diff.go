@@ -55,6 +55,7 @@ func (w *DiffWorker) Work(ctx context.Context, job *river.Job[DiffArgs]) error {
 	if err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "commit agent's work", err)
 	}
+	grove.Failpoint("diff.after-commit")
 	// The task's base, not the workspace's: a session task's base is the
 	// session worktree's HEAD when it started.
 	files, err := repo.DiffStat(ctx, task.BaseCommit, head)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -320,8 +322,21 @@ func (i *Intents) Close(ctx context.Context, id string, force bool) error {
 	})
 }
 
-// Retry runs a failed or canceled task again as a new attempt.
+// Retry runs a failed or canceled task again as a new attempt. It refuses
+// while a process of the task's last attempt still lives (its supervisor,
+// its agent's group, anything carrying its GROVE_TASK_ID): an agent never
+// runs twice at once.
 func (i *Intents) Retry(ctx context.Context, id string) error {
+	if task, err := i.Store.Task(ctx, id); err == nil && in(task.State, grove.StateFailed, grove.StateCanceled) {
+		pids, err := RunSurvivors(ctx, i.Store, i.Home, task, task.Attempt, false)
+		if err != nil {
+			return fmt.Errorf("retry task %s: look for processes of attempt %d: %w", id, task.Attempt, err)
+		}
+		if len(pids) > 0 {
+			return grove.Userf(grove.ErrConflict, fmt.Sprintf("wait for them to end, or stop them (kill %s), then: grove retry %s", pidList(pids), id),
+				"task %s: processes of attempt %d are still running (pids %s)", id, task.Attempt, pidList(pids))
+		}
+	}
 	return i.Store.InTx(ctx, func(tx *store.Tx) error {
 		task, err := tx.Task(ctx, id)
 		if err != nil {
@@ -354,4 +369,13 @@ func stateError(task grove.Task, verb string, want ...grove.TaskState) error {
 		hint = "to drop its change: grove discard " + task.ID
 	}
 	return grove.Userf(grove.ErrConflict, hint, "cannot %s task %s: it is %s (needs %v)", verb, task.ID, task.State, want)
+}
+
+// pidList formats pids as "12 34".
+func pidList(pids []int) string {
+	s := make([]string, len(pids))
+	for k, p := range pids {
+		s[k] = strconv.Itoa(p)
+	}
+	return strings.Join(s, " ")
 }

@@ -218,6 +218,7 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 	}); err != nil || !taken {
 		return false, err
 	}
+	grove.Failpoint("pool.after-take")
 	if e.State == grove.WorkspacePoolCreating {
 		// A crash mid-creation (or a batch's entry not verified yet):
 		// CreateWorktree finishes whatever step was cut short.
@@ -256,6 +257,7 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 			d.Logger.Warn("pool entry could not be moved, not reused", "path", e.Path, "err", err)
 			clean = false
 		} else {
+			grove.Failpoint("pool.after-advance")
 			// Verified again: the move only refuses changes to the files it
 			// touches, and anything else written meanwhile must be seen.
 			// This is the background pass, not a task's path.
@@ -270,6 +272,7 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 		d.forget(e.ID)
 		state = grove.WorkspaceStale
 	}
+	grove.Failpoint("pool.before-return")
 	err = d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ReturnPoolEntry(ctx, e.ID, e.Branch, base, state) })
 	return err == nil && state == grove.WorkspacePool, err
 }

@@ -63,10 +63,28 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 		return err
 	}
 	var done <-chan struct{}
+	if status == supervise.NotStarted {
+		// A run row means a supervisor was started for this attempt: its
+		// directory was deleted or damaged. Never start it again.
+		if _, err := d.Store.AgentRun(ctx, id, task.Attempt); err == nil {
+			status, exit = supervise.Lost, supervise.Exit{Code: -1, Reason: supervise.ReasonLost,
+				Message: "run directory " + dir + " gone or incomplete"}
+		} else if !errors.Is(err, grove.ErrNotFound) {
+			return err
+		}
+	}
 	switch status {
 	case supervise.NotStarted:
 		if task.CancelAsked {
 			return w.finish(ctx, client, task, supervise.Exit{Code: -1, Reason: supervise.ReasonCanceled, Message: "canceled"})
+		}
+		// No attempt starts while a process of an earlier one lives.
+		if pids, err := d.earlierAttemptAlive(ctx, task); err != nil || len(pids) > 0 {
+			if err != nil {
+				return err
+			}
+			d.Logger.Warn("agent not started: processes of an earlier attempt still run", "task", id, "pids", pids)
+			return river.JobSnooze(time.Second)
 		}
 		ws, err := d.Store.TaskWorkspace(ctx, id)
 		if err != nil {
@@ -86,6 +104,7 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 		if err != nil {
 			return err
 		}
+		grove.Failpoint("run.after-supervisor-start")
 		done = started.Done
 		err = d.Store.InTx(ctx, func(tx *store.Tx) error {
 			if _, err := tx.InsertAgentRun(ctx, grove.Run{TaskID: id, Attempt: task.Attempt, Pid: started.Pid,
@@ -95,7 +114,11 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 			if _, err := tx.SetState(ctx, id, []grove.TaskState{grove.StatePreparing}, grove.StateRunning, ""); err != nil {
 				return err
 			}
-			return tx.AddEvent(ctx, id, "", "started", fmt.Sprintf("agent started under supervisor pid %d", started.Pid))
+			if err := tx.AddEvent(ctx, id, "", "started", fmt.Sprintf("agent started under supervisor pid %d", started.Pid)); err != nil {
+				return err
+			}
+			grove.Failpoint("run.before-run-commit")
+			return nil
 		})
 		if err != nil {
 			return err
@@ -105,8 +128,10 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 		if err := w.adopt(ctx, task, dir); err != nil {
 			return err
 		}
-	case supervise.Ended, supervise.Lost:
+	case supervise.Ended:
 		return w.finish(ctx, client, task, exit)
+	case supervise.Lost:
+		return w.finishLost(ctx, client, task, dir, exit)
 	}
 	var ticks int
 	waitCtx, cancel := d.untilShutdown(ctx)
@@ -124,6 +149,9 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 			return river.JobSnooze(0)
 		}
 		return err
+	}
+	if exit.Reason == supervise.ReasonLost {
+		return w.finishLost(ctx, client, task, dir, exit)
 	}
 	return w.finish(ctx, client, task, exit)
 }

@@ -390,11 +390,18 @@ exec sleep 600
 `)
 	h.startDaemon()
 	id := h.mustGrove("submit", "--repo", h.repo, "--env", "COUNTER="+counter, "--", agent)
-	h.until(30*time.Second, "agent started", func() bool { _, err := os.Stat(counter); return err == nil })
+	// The "started" event commits with the run row: wait on it, not on the
+	// agent's own trace (the agent can write before the daemon commits).
+	h.waitEvent(30*time.Second, id, "started")
 	run, err := h.store().LatestAgentRun(context.Background(), id)
 	is.NoErr(err)
+	var agentPids []int
+	h.until(30*time.Second, "supervisor logged the agent's pid", func() bool {
+		agentPids, _ = supervisedAgents(run.Dir)
+		return len(agentPids) == 1
+	})
+	h.until(30*time.Second, "agent started", func() bool { _, err := os.Stat(counter); return err == nil })
 	// Kill the supervisor and its agent group at once, like a power cut.
-	agentPids, _ := supervisedAgents(run.Dir)
 	is.NoErr(syscall.Kill(run.Pid, syscall.SIGKILL))
 	for _, p := range agentPids {
 		_ = syscall.Kill(-p, syscall.SIGKILL)

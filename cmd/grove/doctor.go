@@ -168,19 +168,39 @@ func checkHome(rep *doctorReport, home string) bool {
 		rep.add("home", checkProblem, "move it away, or pass --home DIR", "%s is not a directory", home)
 		return false
 	}
+	perm := fi.Mode().Perm()
 	ok := true
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm&0o077 != 0 {
 		rep.add("home", checkProblem, "chmod 700 "+home, "%s has mode %04o, want 0700 (others can read agents' work and logs)", home, perm)
 		ok = false
 	}
 	if st, isUnix := fi.Sys().(*syscall.Stat_t); isUnix && int(st.Uid) != os.Geteuid() {
 		rep.add("home", checkProblem, "use your own --home, or chown it", "%s belongs to uid %d, not to you (uid %d)", home, st.Uid, os.Geteuid())
 		ok = false
+	} else if err := probeWritable(home); err != nil {
+		rep.add("home", checkProblem, "chmod 700 "+home, "%s (mode %04o) is not writable by you (uid %d): %v", home, perm, os.Geteuid(), err)
+		ok = false
 	}
 	if ok {
-		rep.add("home", checkOK, "", "%s (mode 0700)", home)
+		rep.add("home", checkOK, "", "%s (mode %04o)", home, perm)
 	}
 	return true
+}
+
+// probeWritable creates and removes a file in dir: the only sure test that
+// this process may write there (mode bits, ACLs, capabilities, read-only
+// mounts all have their say).
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".doctor-probe-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	cerr := f.Close()
+	if err := os.Remove(name); err != nil {
+		return err
+	}
+	return cerr
 }
 
 // checkDatabase checks the database file's mode, integrity and schema

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -62,6 +64,10 @@ const (
 	// ProcFile is written by the supervisor before it starts the agent: its
 	// absence proves the agent never started.
 	ProcFile = "proc.json"
+	// AgentFile holds the agent's pid (its process group id), written
+	// once it has started: the daemon looks for the group's survivors
+	// before it declares a run lost.
+	AgentFile = "agent.pid"
 )
 
 // Started is a supervisor launched by this process.
@@ -221,15 +227,17 @@ func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
 	cmd := &exec.Cmd{
 		Path: path, Args: spec.Argv, Dir: spec.WorkDir, Env: spec.Env,
 		Stdin: devnull, Stdout: os.Stdout, Stderr: os.Stderr,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		// The agent dies with its supervisor (kill -9 of `grove supervise`
+		// must not leave it running without anyone to collect it).
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
-	if err := cmd.Start(); err != nil {
+	waited, err := startLocked(cmd)
+	if err != nil {
 		return Exit{Code: 126, Reason: ReasonStart, Message: fmt.Sprintf("start agent %s: %v", spec.Argv[0], err)}
 	}
 	pgid := cmd.Process.Pid
+	_ = writeFileAtomic(filepath.Join(dir, AgentFile), []byte(strconv.Itoa(pgid)))
 	fmt.Fprintf(os.Stderr, "grove: agent started, pid %d\n", pgid)
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
 
 	var timeout <-chan time.Time
 	if spec.Timeout > 0 {
@@ -284,13 +292,43 @@ loop:
 	return e
 }
 
-// cleanup terminates what is left of the agent's group and, with Sweep, the
-// processes whose cwd is inside the work dir: TERM, up to grace, then KILL.
+// startLocked starts cmd from a goroutine locked to its OS thread and
+// returns a channel that receives cmd.Wait's result. The kernel sends
+// PR_SET_PDEATHSIG when the thread that forked the child exits, not the
+// process: the thread stays locked (so the Go runtime never retires it)
+// until the child has been waited for.
+func startLocked(cmd *exec.Cmd) (<-chan error, error) {
+	started := make(chan error, 1)
+	waited := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		waited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return waited, nil
+}
+
+// cleanup terminates what is left of the agent's group, the processes that
+// carry the agent's GROVE_TASK_ID (one that left its group and directory)
+// and, with Sweep, the processes working inside the work dir: TERM, up to
+// grace, then KILL.
 func cleanup(pgid int, spec Spec, grace time.Duration) {
+	taskID := envValue(spec.Env, "GROVE_TASK_ID")
 	left := func() []int {
 		var pids []int
 		if groupAlive(pgid) {
 			pids = append(pids, -pgid)
+		}
+		if taskID != "" {
+			in, _ := gitops.ProcessesWithEnv("GROVE_TASK_ID", taskID)
+			pids = append(pids, in...)
 		}
 		if spec.Sweep {
 			in, _ := gitops.ProcessesIn(spec.WorkDir)
