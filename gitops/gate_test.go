@@ -547,3 +547,60 @@ func TestGateProcessOpenFile(t *testing.T) {
 	is.NoErr(cmd.Wait())
 	is.Equal(read(t, filepath.Join(wt, "README")), "hello\nx\n")
 }
+
+// An agent commits inside a submodule and records it in the
+// superproject: the commit lives only in the worktree's module store.
+// The gate says so; KeepSubmoduleCommits (apply's first step) brings it
+// into the main repository's store, after which the change applies and
+// `git submodule update` works in the main checkout once the worktree is
+// gone.
+func TestGateSubmoduleCommits(t *testing.T) {
+	for _, mainHasModule := range []bool{true, false} {
+		t.Run(fmt.Sprintf("main store exists=%v", mainHasModule), func(t *testing.T) {
+			is := is.New(t)
+			ctx := ctxT(t)
+			lib := filepath.Join(t.TempDir(), "lib")
+			nestedRepo(t, lib)
+			r := newRepo(t)
+			wt := filepath.Join(t.TempDir(), "wt")
+			if mainHasModule {
+				git(t, r.Root, "-c", "protocol.file.allow=always", "submodule", "add", "-q", lib, "lib")
+				git(t, r.Root, "commit", "-q", "-m", "sub")
+				is.NoErr(r.CreateWorktree(ctx, wt, "grove/s", "main"))
+				git(t, wt, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init")
+			} else {
+				// The agent adds the submodule itself.
+				is.NoErr(r.CreateWorktree(ctx, wt, "grove/s", "main"))
+				git(t, wt, "-c", "protocol.file.allow=always", "submodule", "add", "-q", lib, "lib")
+				git(t, wt, "commit", "-q", "-m", "sub")
+			}
+			commitIn(t, filepath.Join(wt, "lib"), "agent.txt", "agent's submodule work\n")
+			local := git(t, filepath.Join(wt, "lib"), "rev-parse", "HEAD")
+			git(t, wt, "commit", "-q", "-am", "bump lib")
+			opt := GateOptions{Branch: "grove/s", AppliedRefs: []string{"main"}}
+			rep := r.AtRisk(ctx, wt, opt)
+			is.True(rep.Has(RiskSubCommits))
+			is.True(!rep.Has(RiskSubmodule)) // committed: git status is clean
+
+			is.NoErr(r.KeepSubmoduleCommits(ctx, wt))
+			is.True(!r.AtRisk(ctx, wt, opt).Has(RiskSubCommits))
+			is.NoErr(r.KeepSubmoduleCommits(ctx, wt)) // idempotent
+
+			base := git(t, r.Root, "rev-parse", "main")
+			_, err := r.Apply(ctx, "main", base, git(t, wt, "rev-parse", "HEAD"), "applied")
+			is.NoErr(err)
+			opt.AppliedRefs = append(opt.AppliedRefs, git(t, wt, "rev-parse", "HEAD"))
+			rep = r.AtRisk(ctx, wt, opt)
+			is.True(rep.Safe) // nothing left that only the worktree holds
+			// (RetireWorktree's re-check fails closed here: the moved
+			// submodule's relative gitdir no longer resolves.)
+			is.NoErr(r.RemoveWorktree(ctx, wt, "grove/s"))
+			_, err = os.Stat(wt)
+			is.True(errors.Is(err, os.ErrNotExist))
+
+			git(t, r.Root, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init")
+			is.Equal(git(t, filepath.Join(r.Root, "lib"), "rev-parse", "HEAD"), local)
+			is.Equal(read(t, filepath.Join(r.Root, "lib", "agent.txt")), "agent's submodule work\n")
+		})
+	}
+}

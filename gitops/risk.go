@@ -35,7 +35,7 @@ const (
 // riskOrder is the order reasons appear in a Report.
 var riskOrder = []string{
 	RiskGitError, RiskMissing, RiskMoved, RiskProcess, RiskOperation, RiskDirty, RiskStaged, RiskUntracked,
-	RiskIgnored, RiskNested, RiskHiddenEdit, RiskSubmodule, RiskDetached, RiskReflog, RiskUnapplied, RiskWorktreeRefs,
+	RiskIgnored, RiskNested, RiskHiddenEdit, RiskSubmodule, RiskSubCommits, RiskDetached, RiskReflog, RiskUnapplied, RiskWorktreeRefs,
 	RiskStash, RiskLocked,
 }
 
@@ -327,6 +327,7 @@ func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, s
 	wg.Go(func() { checkHidden(ctx, dir, rs) })
 	wg.Go(func() { checkWorktreeRefs(ctx, dir, rs) })
 	wg.Go(func() { r.checkStash(ctx, stashBranch, rs) })
+	wg.Go(func() { r.checkSubCommits(ctx, dir, gitDir, rs) })
 	checkGitDir(gitDir, rs)
 }
 

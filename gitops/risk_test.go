@@ -225,8 +225,9 @@ func TestAtRiskSubmodule(t *testing.T) {
 
 	git(t, filepath.Join(wt, "lib"), "commit", "-q", "--allow-empty", "-m", "local commit in submodule")
 	rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/s"})
-	is.Equal(reasons(rep), []string{RiskSubmodule})
+	is.Equal(reasons(rep), []string{RiskSubmodule, RiskSubCommits})
 	is.Equal(detail(rep, RiskSubmodule), "lib")
+	is.Equal(detail(rep, RiskSubCommits), "lib (1 commit(s) only this worktree's module store holds)")
 }
 
 func TestAtRiskGitError(t *testing.T) {

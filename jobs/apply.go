@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -65,6 +66,19 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 	repo, err := d.Repo(ctx, task.RepoPath)
 	if err != nil {
 		return w.refuse(ctx, id, err)
+	}
+	// Submodule commits only the task's worktree holds go into the main
+	// repository's module store first, or the applied gitlinks would
+	// point at nothing once the worktree is gone.
+	if ws, err := d.Store.TaskWorkspace(ctx, id); err == nil && ws.State != grove.WorkspaceRemoved {
+		if err := repo.KeepSubmoduleCommits(ctx, ws.Path); err != nil {
+			if giveUp(err, job.Attempt, job.MaxAttempts) || errors.Is(err, grove.ErrAtRisk) {
+				return w.refuse(ctx, id, err)
+			}
+			return err
+		}
+	} else if err != nil && !errors.Is(err, grove.ErrNotFound) {
+		return err
 	}
 	msg := applyMessage(task, change)
 	res, err := repo.Apply(ctx, task.TargetBranch, change.BaseCommit, change.HeadCommit, msg)
