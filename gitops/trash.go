@@ -297,7 +297,8 @@ func tryFlock(path string) (f *os.File, ok bool, err error) {
 }
 
 // moveDir renames src to dst; across filesystems (EXDEV) it copies src to
-// dst and then deletes src. Used for git's admin dirs, which may live on
+// dst+".copy", renames that to dst, then deletes src (a crash leaves either
+// no dst or a whole one). Used for git's admin dirs, which may live on
 // another filesystem than the trash (they are small: index, HEAD, logs,
 // and the module stores of submodules).
 func moveDir(src, dst string) error {
@@ -305,9 +306,14 @@ func moveDir(src, dst string) error {
 	if !errors.Is(err, syscall.EXDEV) {
 		return err
 	}
-	if err := copyTree(src, dst); err != nil {
-		_ = os.RemoveAll(dst)
+	tmp := dst + ".copy"
+	_ = os.RemoveAll(tmp) // an earlier attempt's
+	if err := copyTree(src, tmp); err != nil {
+		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return err
 	}
 	return os.RemoveAll(src)
 }
