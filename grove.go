@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
-	"slices"
 	"time"
 )
 
@@ -16,55 +15,6 @@ var Schema string
 // SchemaVersion is the version of Schema. A database whose recorded version
 // is higher was written by a newer grove and is refused.
 const SchemaVersion = 2
-
-// TaskState is where a task is in its pipeline.
-type TaskState string
-
-// Task states. See DESIGN.md "The task pipeline".
-const (
-	StateQueued    TaskState = "queued"
-	StatePreparing TaskState = "preparing"
-	StateRunning   TaskState = "running"
-	StateDiffing   TaskState = "diffing"
-	StateReview    TaskState = "review"
-	StateApplying  TaskState = "applying"
-	StateApplied   TaskState = "applied"
-	StateClosed    TaskState = "closed"
-	StateConflict  TaskState = "conflict"
-	StateFailed    TaskState = "failed"
-	StateCanceled  TaskState = "canceled"
-	StateDiscarded TaskState = "discarded"
-)
-
-// AllStates lists every task state in pipeline order.
-var AllStates = []TaskState{
-	StateQueued, StatePreparing, StateRunning, StateDiffing, StateReview,
-	StateApplying, StateApplied, StateClosed, StateConflict, StateFailed,
-	StateCanceled, StateDiscarded,
-}
-
-// Valid reports whether s is a known state.
-func (s TaskState) Valid() bool { return slices.Contains(AllStates, s) }
-
-// Settled reports whether a task in state s is waiting on a person or done:
-// `grove wait` returns once a task is settled.
-func (s TaskState) Settled() bool {
-	switch s {
-	case StateReview, StateApplied, StateClosed, StateConflict, StateFailed, StateCanceled, StateDiscarded:
-		return true
-	}
-	return false
-}
-
-// Finished reports whether no further stage will run on its own for a task
-// in state s; its worktree may be closed.
-func (s TaskState) Finished() bool {
-	switch s {
-	case StateApplied, StateClosed, StateConflict, StateFailed, StateCanceled, StateDiscarded, StateReview:
-		return true
-	}
-	return false
-}
 
 // ApplyPolicy says whether a task's diff is applied without a person.
 type ApplyPolicy string
@@ -114,26 +64,6 @@ type Workspace struct {
 	SnapshotRef string    `json:"snapshot_ref,omitempty"`
 	LastUsedAt  time.Time `json:"last_used_at"`
 }
-
-// Workspace states.
-const (
-	WorkspaceCreating = "creating"
-	WorkspaceReady    = "ready"
-	WorkspaceRemoved  = "removed"
-	// WorkspaceRemoving: a close judged it safe and is removing it; a retry
-	// must wait until the close is done.
-	WorkspaceRemoving = "removing"
-	// Warm pool: a checked-out worktree at the default branch's tip that
-	// no task owns yet; pool_creating while it is made, pool_moving while
-	// a pool pass checks or moves it (no task may take it then), claiming
-	// while a task takes it over, stale when it was found dirty (never
-	// reused).
-	WorkspacePool         = "pool"
-	WorkspacePoolCreating = "pool_creating"
-	WorkspacePoolMoving   = "pool_moving"
-	WorkspaceClaiming     = "claiming"
-	WorkspaceStale        = "stale"
-)
 
 // Repo is a registered git repository.
 type Repo struct {

@@ -43,9 +43,9 @@ type CloseWorker struct {
 // Timeout allows removing a large worktree.
 func (w *CloseWorker) Timeout(*river.Job[CloseArgs]) time.Duration { return 30 * time.Minute }
 
-// closable are the states a close may start from.
-var closable = []grove.TaskState{grove.StateApplied, grove.StateDiscarded, grove.StateReview,
-	grove.StateConflict, grove.StateFailed, grove.StateCanceled, grove.StateClosed}
+// closable are the states a close may start from (the state machine's
+// settled states).
+var closable = grove.ClosableStates()
 
 // Work is idempotent: RemoveWorktree tolerates a worktree already gone.
 func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error {

@@ -265,8 +265,7 @@ func (d *Deps) fail(ctx context.Context, client *Client, id string, msg string) 
 }
 
 // unfinished are the states a stage can still move a task out of.
-var unfinished = []grove.TaskState{grove.StateQueued, grove.StatePreparing, grove.StateRunning,
-	grove.StateDiffing, grove.StateApplying}
+var unfinished = grove.StageStates()
 
 // stageError decides what a stage does with err: a user error, or a
 // transient one on the last attempt, fails the task and cancels the job; an

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -197,22 +198,41 @@ func (s *Store) ListTasks(ctx context.Context, f TaskFilter) ([]grove.Task, erro
 // SetState moves task id to state `to` if it is currently in one of `from`
 // (any state when from is empty), recording msg as its error when msg is not
 // empty. It reports whether the row changed, so callers can tell they lost a
-// race (e.g. a cancel) and stop.
+// race (e.g. a cancel) and stop. A move the state machine does not allow
+// (grove.TaskState.CanMove) is refused with a *grove.TransitionError and
+// changes nothing.
 func (t *Tx) SetState(ctx context.Context, id string, from []grove.TaskState, to grove.TaskState, msg string) (bool, error) {
-	q := `UPDATE task SET state = ?, updated_at = ?, error = CASE WHEN ? = '' THEN error ELSE ? END WHERE id = ?`
-	args := []any{string(to), ms(t.now), msg, msg, id}
-	if len(from) > 0 {
-		q += ` AND state IN (?` + strings.Repeat(",?", len(from)-1) + `)`
-		for _, st := range from {
-			args = append(args, string(st))
-		}
+	cur, ok, err := t.taskState(ctx, id)
+	if err != nil || !ok {
+		return false, err
 	}
-	res, err := t.q.ExecContext(ctx, q, args...)
+	if len(from) > 0 && !slices.Contains(from, cur) {
+		return false, nil
+	}
+	if !cur.CanMove(to) {
+		return false, &grove.TransitionError{TaskID: id, From: cur, To: to}
+	}
+	res, err := t.q.ExecContext(ctx, `UPDATE task SET state = ?, updated_at = ?,
+		error = CASE WHEN ? = '' THEN error ELSE ? END WHERE id = ? AND state = ?`,
+		string(to), ms(t.now), msg, msg, id, string(cur))
 	if err != nil {
 		return false, fmt.Errorf("set task %s state %s: %w", id, to, err)
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+// taskState reads a task's state; ok is false when there is no such task.
+func (t *Tx) taskState(ctx context.Context, id string) (grove.TaskState, bool, error) {
+	var st string
+	err := t.q.QueryRowContext(ctx, `SELECT state FROM task WHERE id = ?`, id).Scan(&st)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read task %s state: %w", id, err)
+	}
+	return grove.TaskState(st), true, nil
 }
 
 // SetExitCode records the agent's exit code on the task.
@@ -235,9 +255,21 @@ func (t *Tx) AskCancel(ctx context.Context, id string) error {
 
 // Retry resets a finished task for another attempt: state queued, attempt+1,
 // error, exit code and cancel flag cleared.
+// The move to queued goes through the state machine like any other.
 func (t *Tx) Retry(ctx context.Context, id string) error {
-	_, err := t.q.ExecContext(ctx, `UPDATE task SET state = 'queued', attempt = attempt + 1, error = '',
-		exit_code = NULL, cancel_asked = 0, updated_at = ? WHERE id = ?`, ms(t.now), id)
+	cur, ok, err := t.taskState(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("reset task %s: %w", id, grove.ErrNotFound)
+	}
+	if !cur.CanMove(grove.StateQueued) {
+		return &grove.TransitionError{TaskID: id, From: cur, To: grove.StateQueued}
+	}
+	_, err = t.q.ExecContext(ctx, `UPDATE task SET state = ?, attempt = attempt + 1, error = '',
+		exit_code = NULL, cancel_asked = 0, updated_at = ? WHERE id = ? AND state = ?`,
+		string(grove.StateQueued), ms(t.now), id, string(cur))
 	if err != nil {
 		return fmt.Errorf("reset task %s: %w", id, err)
 	}
