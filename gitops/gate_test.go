@@ -147,7 +147,7 @@ func forceAndRestore(t *testing.T, r *Repo, wt, branch string, dropped []string,
 	is := is.New(t)
 	ctx := ctxT(t)
 	copyDir := filepath.Join(t.TempDir(), "copy")
-	copyTree(t, wt, copyDir)
+	is.NoErr(copyTree(wt, copyDir))
 	for _, d := range dropped {
 		is.NoErr(os.RemoveAll(filepath.Join(copyDir, d)))
 	}
@@ -179,41 +179,6 @@ func forceAndRestore(t *testing.T, r *Repo, wt, branch string, dropped []string,
 	return back
 }
 
-// copyTree copies src to dst as cp -a would (files, modes, symlinks, empty
-// directories), .git files included.
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case info.Mode()&fs.ModeSymlink != 0:
-			l, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(l, target)
-		case info.IsDir():
-			return os.MkdirAll(target, 0o755)
-		default:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(target, b, info.Mode().Perm())
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestGateNestedRepo(t *testing.T) {
 	for _, tc := range []struct {
@@ -480,7 +445,7 @@ func TestGateMissingWorktree(t *testing.T) {
 	before := commitsOf(t, wt, true)
 	is.True(slices.Contains(before, head))
 	copyDir := filepath.Join(t.TempDir(), "copy")
-	copyTree(t, wt, copyDir)
+	is.NoErr(copyTree(wt, copyDir))
 
 	// Moved by hand: found, and repair is what it takes.
 	moved := filepath.Join(filepath.Dir(wt), "moved")
