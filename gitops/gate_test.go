@@ -179,7 +179,6 @@ func forceAndRestore(t *testing.T, r *Repo, wt, branch string, dropped []string,
 	return back
 }
 
-
 func TestGateNestedRepo(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
