@@ -58,6 +58,8 @@ adopts them.`,
 	c.Flags().DurationVar(&opts.idleTTL, "idle-ttl", 30*time.Minute, "stop the service of a session idle this long")
 	c.Flags().IntVar(&opts.maxLive, "max-live-sessions", 8, "live sessions at most; the least recently used idle ones are evicted")
 	c.Flags().StringVar(&opts.portRange, "port-range", "20000-20999", "ports leased to session services")
+	c.Flags().DurationVar(&opts.portLease, "port-lease", jobs.DefaultPortLease, "how long a session whose service is down (evicted, dead) keeps its port")
+	c.Flags().DurationVar(&opts.readyTimeout, "ready-timeout", jobs.DefaultReadyTimeout, "how long a session's service has to listen on its port")
 	return c
 }
 
@@ -67,6 +69,9 @@ type serveOptions struct {
 	idleTTL   time.Duration
 	maxLive   int
 	portRange string
+	portLease time.Duration
+	// readyTimeout: a service that does not listen on its port by then fails.
+	readyTimeout time.Duration
 }
 
 // apply copies the options onto the workers' dependencies.
@@ -78,7 +83,11 @@ func (o serveOptions) apply(d *jobs.Deps) error {
 	if o.warm < 0 || o.maxLive < 0 || o.idleTTL <= 0 {
 		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --max-live-sessions and --idle-ttl must be positive")
 	}
+	if o.portLease < 0 || o.readyTimeout < 0 {
+		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--port-lease and --ready-timeout must not be negative")
+	}
 	d.Warm, d.IdleTTL, d.MaxLive, d.PortLo, d.PortHi = o.warm, o.idleTTL, o.maxLive, lo, hi
+	d.PortLease, d.ReadyTimeout = o.portLease, o.readyTimeout
 	return nil
 }
 
@@ -196,6 +205,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 			log.Warn("no wake socket: jobs from the CLI wait for the next poll", "err", err)
 		}
 	}()
+	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
 	// A pool pass now: the pool's trust in its entries does not survive a
 	// restart, and --warm may have changed.
 	if _, err := client.Insert(runCtx, jobs.PoolFillArgs{}, nil); err != nil {

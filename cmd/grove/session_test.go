@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,12 +22,32 @@ import (
 
 type storeTx = store.Tx
 
+// testHTTPMain is `grove-testhttp [-exit N]`, a tiny service for session
+// tests: an HTTP server on 127.0.0.1:$GROVE_PORT answering "ok" (or, with
+// -exit N, a service that fails at once with code N). It prints why it
+// could not listen and exits 1, as a real server would on EADDRINUSE.
+func testHTTPMain() {
+	if len(os.Args) == 3 && os.Args[1] == "-exit" {
+		code, _ := strconv.Atoi(os.Args[2])
+		fmt.Fprintf(os.Stderr, "testhttp: failing on purpose with code %d\n", code)
+		os.Exit(code)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("GROVE_PORT"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testhttp: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "testhttp: listening on %s\n", ln.Addr())
+	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	os.Exit(1)
+}
+
 // startSessions starts n sessions whose service records its pid, oldest
 // first, and returns their keys.
 func (h *harness) startSessions(keys ...string) {
 	h.t.Helper()
 	svc := h.writeAgent("svc.sh", `echo $$ > "svc.log"
-exec sleep 600
+exec grove-testhttp
 `)
 	for _, k := range keys {
 		out := h.mustGrove("session", "start", k, "--repo", h.repo, "--", svc)
@@ -53,7 +77,7 @@ func (h *harness) deps() *jobs.Deps {
 func TestEvictIdleWithInjectedClock(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
-	h.startDaemon()
+	h.startDaemon("--port-range", "21100-21109")
 	h.startSessions("old", "fresh")
 	oldPid, freshPid := h.servicePid("old"), h.servicePid("fresh")
 	ctx := context.Background()
@@ -84,7 +108,7 @@ func TestEvictIdleWithInjectedClock(t *testing.T) {
 func TestLRUCapNeverEvictsBusy(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
-	h.startDaemon("--max-agents", "4")
+	h.startDaemon("--max-agents", "4", "--port-range", "21110-21119")
 	h.startSessions("a", "b", "c")
 	ctx := context.Background()
 	d := h.deps()
