@@ -90,4 +90,3 @@ func (d *Deps) sessionBusy(ctx context.Context, key string) (bool, error) {
 	})
 	return busy, err
 }
-

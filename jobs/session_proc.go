@@ -15,12 +15,14 @@ import (
 	"github.com/grove-dev/grove/gitops"
 )
 
-// portUse is what /proc/net/tcp{,6} say about one local port.
+// portUse is what /proc/net/tcp{,6} say about one port.
 type portUse struct {
 	Listen []uint64 // socket inodes listening on it
-	// Conns counts its other sockets: established connections, and ones
-	// closed less than a minute ago (TIME_WAIT and the other closing
-	// states), so a short request between two samples is still seen.
+	// Conns counts the connections on it: sockets whose local port it is
+	// (the service's side) or whose remote port it is (a client on this
+	// machine), established or closed less than a minute ago (TIME_WAIT
+	// and the other closing states, on whichever side closed first), so a
+	// short request between two samples is still seen.
 	Conns int
 }
 
@@ -46,27 +48,38 @@ func readPorts(lo, hi int) (map[int]*portUse, error) {
 			if len(fl) < 10 {
 				continue
 			}
-			_, hexPort, ok := strings.Cut(fl[1], ":")
-			if !ok {
-				continue
-			}
-			p, err := strconv.ParseUint(hexPort, 16, 16)
-			if err != nil || (hi > 0 && (int(p) < lo || int(p) > hi)) {
-				continue
-			}
-			u := out[int(p)]
-			if u == nil {
-				u = &portUse{}
-				out[int(p)] = u
+			use := func(addr string) *portUse {
+				_, hexPort, ok := strings.Cut(addr, ":")
+				if !ok {
+					return nil
+				}
+				p, err := strconv.ParseUint(hexPort, 16, 16)
+				if err != nil || p == 0 || (hi > 0 && (int(p) < lo || int(p) > hi)) {
+					return nil
+				}
+				u := out[int(p)]
+				if u == nil {
+					u = &portUse{}
+					out[int(p)] = u
+				}
+				return u
 			}
 			switch fl[3] {
 			case "0A": // LISTEN
-				if ino, err := strconv.ParseUint(fl[9], 10, 64); err == nil && ino != 0 {
-					u.Listen = append(u.Listen, ino)
+				if u := use(fl[1]); u != nil {
+					if ino, err := strconv.ParseUint(fl[9], 10, 64); err == nil && ino != 0 {
+						u.Listen = append(u.Listen, ino)
+					}
 				}
 			case "07": // CLOSE: bound, not listening or connected
 			default:
-				u.Conns++
+				local, remote := use(fl[1]), use(fl[2])
+				if local != nil {
+					local.Conns++
+				}
+				if remote != nil && remote != local {
+					remote.Conns++
+				}
 			}
 		}
 	}

@@ -111,7 +111,9 @@ func (a *app) sessionOpCmd(op, short, want string) *cobra.Command {
 			if op == jobs.SessionResume {
 				return a.waitStarted(ctx, args[0], op, before)
 			}
-			s, ok, err := a.settleSession(ctx, args[0], op, func(s grove.Session, _ bool) bool { return s.State == want })
+			s, ok, err := a.settleSession(ctx, args[0], op, func(s grove.Session, _ bool) bool {
+				return s.State == want && a.serviceStopped(ctx, s.ID)
+			})
 			if err != nil || !ok {
 				return err
 			}
@@ -236,6 +238,19 @@ func (a *app) printSessionLine(s grove.Session) error {
 	return err
 }
 
+// serviceStopped reports whether a session's newest service run (if
+// any) has ended: a stop has finished killing its tree.
+func (a *app) serviceStopped(ctx context.Context, key string) bool {
+	stopped := true
+	_ = a.st.Read(ctx, func(tx *storeTxCLI) error {
+		if r, err := tx.ServiceRun(ctx, key); err == nil && r.EndedAt == nil {
+			stopped = false
+		}
+		return nil
+	})
+	return stopped
+}
+
 // sessionEventCount is how many events a session has (0 if none or
 // unknown): a start waits for events after it.
 func (a *app) sessionEventCount(ctx context.Context, key string) int {
@@ -262,6 +277,9 @@ func (a *app) waitStarted(ctx context.Context, key, what string, before int) err
 		return s.State == grove.SessionClosed
 	})
 	if err != nil || !ok {
+		return err
+	}
+	if s, err = a.st.Session(ctx, key); err != nil { // as of the outcome
 		return err
 	}
 	if outcome.Kind == "session_"+grove.SessionLive {
