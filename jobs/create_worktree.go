@@ -195,7 +195,7 @@ func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task 
 		return d.stageError(ctx, client, id, attempt, maxAttempts, "record the task's start point", err)
 	}
 	service := ""
-	if sess.State != grove.SessionLive || !d.serviceRunning(ctx, sess.ID) {
+	if sess.State != grove.SessionLive || (len(sess.Serve) > 0 && !d.serviceRunning(ctx, sess.ID)) {
 		unlock := lockSession(d, sess.ID)
 		res, err := d.startSession(ctx, sess.ID, "task "+id)
 		unlock()

@@ -83,20 +83,29 @@ func (w *SessionWorker) Work(ctx context.Context, job *river.Job[SessionArgs]) e
 // failed with the reason, and cancels the job: the CLI reads the state.
 func (w *SessionWorker) start(ctx context.Context, job *river.Job[SessionArgs], sess grove.Session) error {
 	d, key, op := w.d, sess.ID, job.Args.Op
-	unlock := lockSession(d, key)
-	defer unlock()
-	if sess, err := d.Store.Session(ctx, key); err != nil || sess.State == grove.SessionClosed {
-		return err
-	} else if op == SessionRestart && sess.State != grove.SessionDead {
-		return nil // started, stopped or closed by hand meanwhile
-	}
-	if op != SessionRestart {
-		// Started by hand: the restart budget starts again.
-		if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetRestarts(ctx, key, 0, nil) }); err != nil {
-			return err
+	skip := false
+	res, err := func() (startResult, error) {
+		unlock := lockSession(d, key)
+		defer unlock() // before LRUCap, which takes other sessions' locks
+		cur, err := d.Store.Session(ctx, key)
+		if err != nil {
+			return startResult{}, err
 		}
+		if cur.State == grove.SessionClosed || (op == SessionRestart && cur.State != grove.SessionDead) {
+			skip = true // closed, or started, stopped or closed by hand since the restart was due
+			return startResult{}, nil
+		}
+		if op != SessionRestart {
+			// Started by hand: the restart budget starts again.
+			if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetRestarts(ctx, key, 0, nil) }); err != nil {
+				return startResult{}, err
+			}
+		}
+		return d.startSession(ctx, key, op)
+	}()
+	if skip {
+		return nil
 	}
-	res, err := d.startSession(ctx, key, op)
 	if err != nil {
 		return d.sessionFailed(ctx, key, job, op+" session", err)
 	}
@@ -241,6 +250,7 @@ func (d *Deps) evict(ctx context.Context, key, why string) error {
 	}); err != nil || !moved {
 		return err
 	}
+	grove.Failpoint("session.evict.after-state") // the watcher finishes the stop
 	return d.stopService(ctx, key)
 }
 

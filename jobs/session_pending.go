@@ -38,6 +38,7 @@ func (d *Deps) sessionStart(ctx context.Context, repo *gitops.Repo, sess grove.S
 	if err := repo.SetRef(ctx, StartRef(taskID), st.Commit); err != nil {
 		return taskStart{}, err
 	}
+	grove.Failpoint("session.attach.after-start-point")
 	files, err := repo.DiffStat(ctx, st.Head, st.Commit)
 	if err != nil {
 		return taskStart{}, err
@@ -86,6 +87,7 @@ func (d *Deps) commitSessionStart(ctx context.Context, repo *gitops.Repo, task g
 		if err := repo.MoveBranch(ctx, ws.Branch, head, start); err != nil {
 			return "", err
 		}
+		grove.Failpoint("session.diff.after-branch-move")
 	}
 	return start, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,7 +69,13 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 	if err != nil {
 		return startResult{}, err
 	}
-	if sess.State == grove.SessionLive && d.serviceRunning(ctx, key) {
+	if sess.State == grove.SessionLive && (len(sess.Serve) == 0 || d.serviceRunning(ctx, key)) {
+		if !strings.HasPrefix(why, "task ") { // a start or resume asked by hand waits for an outcome
+			err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+				return tx.AddEvent(ctx, "", key, "session_"+grove.SessionLive, why+": already live")
+			})
+			return startResult{State: grove.SessionLive}, err
+		}
 		return startResult{State: grove.SessionLive}, nil
 	}
 	port := 0
@@ -93,6 +100,7 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 	if leaseErr != nil {
 		return d.settleStart(ctx, key, why, grove.SessionFailed, withHint(leaseErr))
 	}
+	grove.Failpoint("session.start.after-lease")
 	sess.Port = port
 	ws, err := d.ensureSessionWorktree(ctx, sess)
 	if err != nil {
@@ -187,6 +195,15 @@ func (d *Deps) startService(ctx context.Context, sess grove.Session, ws grove.Wo
 		return startResult{}, err
 	}
 	if !running {
+		if run.ID != 0 {
+			// What an earlier run left behind (a daemonized child, after a
+			// crash between its end and its sweep) is this session's: it
+			// goes before the port is judged.
+			old := serviceTree{supPid: run.Pid, supStart: run.StartTime, key: sess.ID, worktree: ws.Path}
+			if left := old.kill(min(d.Grace, 3*time.Second)); len(left) > 0 {
+				return startResult{}, fmt.Errorf("processes %v of an earlier service run survive SIGKILL", left)
+			}
+		}
 		if msg, taken := portTaken(port); taken {
 			return startResult{State: grove.SessionFailed,
 				Reason: msg + "; hint: stop that process, or close the session and start it again"}, nil
@@ -214,6 +231,7 @@ func (d *Deps) startService(ctx context.Context, sess grove.Session, ws grove.Wo
 		if err != nil {
 			return startResult{}, err
 		}
+		grove.Failpoint("session.start.after-service")
 	}
 	return d.waitReady(ctx, sess, ws, run, port)
 }
@@ -368,6 +386,7 @@ func (d *Deps) serviceExited(ctx context.Context, key string, run grove.Run, e s
 		return tx.AddEvent(ctx, "", key, "service_exited", msg)
 	})
 	if err == nil && res.State == grove.SessionDead {
+		grove.Failpoint("session.exit.after-record")
 		// Dead means nothing of it is left: what it started and left
 		// behind (a daemonized child) would hold the port.
 		tree := serviceTree{supPid: run.Pid, supStart: run.StartTime, key: key, worktree: ws.Path}

@@ -63,6 +63,7 @@ func WatchSessions(ctx context.Context, d *Deps, client *Client) {
 		}
 		if now.Sub(lastExpire) >= expireEvery {
 			lastExpire = now
+			d.finishStops(ctx, sessions)
 			if keys, err := ExpireLeases(ctx, d, d.Now()); err != nil {
 				d.Logger.Warn("expire port leases", "err", err)
 			} else if len(keys) > 0 {
@@ -180,5 +181,32 @@ func (d *Deps) queueRestart(ctx context.Context, client *Client, key string) {
 	})
 	if err != nil {
 		d.Logger.Warn("queue service restart", "session", key, "err", err)
+	}
+}
+
+// finishStops stops the services of evicted sessions whose run has not
+// ended: an eviction interrupted (a crash) between recording the state and
+// stopping the service.
+func (d *Deps) finishStops(ctx context.Context, sessions []grove.Session) {
+	for _, s := range sessions {
+		if s.State != grove.SessionEvicted || len(s.Serve) == 0 {
+			continue
+		}
+		var run grove.Run
+		if err := d.Store.Read(ctx, func(tx *store.Tx) error {
+			var err error
+			run, err = tx.ServiceRun(ctx, s.ID)
+			return err
+		}); err != nil || run.EndedAt != nil {
+			continue
+		}
+		unlock := lockSession(d, s.ID)
+		cur, err := d.Store.Session(ctx, s.ID)
+		if err == nil && cur.State == grove.SessionEvicted {
+			if err := d.stopService(ctx, s.ID); err != nil {
+				d.Logger.Warn("finish stopping an evicted service", "session", s.ID, "err", err)
+			}
+		}
+		unlock()
 	}
 }
