@@ -266,7 +266,7 @@ var startOutcomes = []string{"session_" + grove.SessionLive, "session_" + grove.
 // the session line; dead or failed is an error (exit 1) with the reason.
 func (a *app) waitStarted(ctx context.Context, key, what string, before int) error {
 	var outcome grove.Event
-	s, ok, err := a.settleSession(ctx, key, what, func(s grove.Session, _ bool) bool {
+	_, ok, err := a.settleSession(ctx, key, what, func(s grove.Session, _ bool) bool {
 		evs, _ := a.st.SessionEvents(ctx, key)
 		for _, e := range evs[min(before, len(evs)):] {
 			if slices.Contains(startOutcomes, e.Kind) {
@@ -279,7 +279,8 @@ func (a *app) waitStarted(ctx context.Context, key, what string, before int) err
 	if err != nil || !ok {
 		return err
 	}
-	if s, err = a.st.Session(ctx, key); err != nil { // as of the outcome
+	s, err := a.st.Session(ctx, key) // as of the outcome
+	if err != nil {
 		return err
 	}
 	if outcome.Kind == "session_"+grove.SessionLive {
