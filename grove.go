@@ -14,7 +14,7 @@ var Schema string
 
 // SchemaVersion is the version of Schema. A database whose recorded version
 // is higher was written by a newer grove and is refused.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // ApplyPolicy says whether a task's diff is applied without a person.
 type ApplyPolicy string
@@ -127,25 +127,3 @@ func NewTaskID() string {
 	}
 	return "t" + hex.EncodeToString(b[:])
 }
-
-// Session is a named, long-lived workspace that successive tasks reuse one
-// at a time, optionally with a supervised service on a leased port.
-type Session struct {
-	ID           string    `json:"id"` // the caller's key
-	RepoID       int64     `json:"repo_id"`
-	RepoPath     string    `json:"repo"`
-	State        string    `json:"state"` // live | evicted | closed
-	BaseCommit   string    `json:"base_commit"`
-	TargetBranch string    `json:"target_branch"`
-	Serve        []string  `json:"serve,omitempty"`
-	Port         int       `json:"port,omitempty"`
-	CreatedAt    time.Time `json:"created_at"`
-	LastUsedAt   time.Time `json:"last_used_at"`
-}
-
-// Session states.
-const (
-	SessionLive    = "live"    // worktree ready, service (if any) running
-	SessionEvicted = "evicted" // service stopped, worktree kept
-	SessionClosed  = "closed"  // worktree removed, port freed
-)

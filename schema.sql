@@ -18,14 +18,24 @@ CREATE TABLE IF NOT EXISTS repo (
 CREATE TABLE IF NOT EXISTS session (
     id           TEXT PRIMARY KEY,         -- the caller's key, e.g. chat-42
     repo_id      INTEGER NOT NULL REFERENCES repo(id),
-    state        TEXT NOT NULL,            -- live | idle | evicted | closed
+    state        TEXT NOT NULL,            -- starting | live | evicted | dead | failed | closed
     base_commit  TEXT NOT NULL,
     target_branch TEXT NOT NULL,
     serve_argv   TEXT,                     -- JSON array, NULL without a service
     port         INTEGER,                  -- leased port, NULL without one
     created_at   INTEGER NOT NULL,
-    last_used_at INTEGER NOT NULL,
-    archived_at  INTEGER
+    last_used_at INTEGER NOT NULL,         -- last activity
+    archived_at  INTEGER,
+    -- version 3 (store.upgradeColumns adds them to an older database)
+    reason       TEXT NOT NULL DEFAULT '', -- why dead or failed
+    state_at     INTEGER NOT NULL DEFAULT 0,
+    activity     TEXT NOT NULL DEFAULT '', -- what the last activity was
+    last_port    INTEGER,                  -- the port before the lease expired
+    restart      TEXT NOT NULL DEFAULT 'no',
+    restarts     INTEGER NOT NULL DEFAULT 0,
+    max_restarts INTEGER NOT NULL DEFAULT 5,
+    restart_at   INTEGER,
+    base_held    TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS session_port ON session(port) WHERE port IS NOT NULL AND state <> 'closed';
 

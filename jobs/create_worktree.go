@@ -46,7 +46,7 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 		return err
 	}
 	if task.SessionID != "" {
-		return w.attach(ctx, client, task)
+		return w.attach(ctx, client, task, job.Attempt, job.MaxAttempts)
 	}
 	// A warm worktree at the task's base skips the checkout entirely.
 	if ws, ok, err := w.warmStart(ctx, client, task); err != nil {
@@ -148,9 +148,15 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 // attach starts a session's task in the session's worktree: once the
 // session's worktree is ready and every task submitted before this one has
 // settled (tasks of a session run one at a time, in order). The task's
-// diff base is the worktree's HEAD now, so a diff never holds an earlier
-// task's work. An evicted session's service is started again.
-func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task grove.Task) error {
+// start point is the worktree as it is now, recorded without touching it
+// (gitops.StateOf: HEAD plus every tracked and untracked, not ignored,
+// file): its diff is its end state against that point, so it never holds
+// an earlier task's work nor changes made in the session between tasks
+// (those are kept at refs/grove/starts/<id> and named in a session_pending
+// event). A session whose service is down (evicted, dead, failed) has it
+// started again; if that fails the task still runs, with an event saying
+// why the service is not there.
+func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task grove.Task, attempt, maxAttempts int) error {
 	d, id := w.d, task.ID
 	var (
 		sess  grove.Session
@@ -191,13 +197,20 @@ func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task 
 	if err != nil {
 		return err
 	}
-	head, err := repo.RefCommit(ctx, "refs/heads/"+ws.Branch)
+	start, err := d.sessionStart(ctx, repo, sess, ws, id)
 	if err != nil {
-		return err
+		return d.stageError(ctx, client, id, attempt, maxAttempts, "record the task's start point", err)
 	}
-	if sess.State == grove.SessionEvicted {
-		if err := d.startService(ctx, sess, ws); err != nil {
+	service := ""
+	if sess.State != grove.SessionLive || (len(sess.Serve) > 0 && !d.serviceRunning(ctx, sess.ID)) {
+		unlock := lockSession(d, sess.ID)
+		res, err := d.startSession(ctx, sess.ID, "task "+id)
+		unlock()
+		if err != nil {
 			return err
+		}
+		if res.State != grove.SessionLive {
+			service = fmt.Sprintf("session %s is %s: %s", sess.ID, res.State, res.Reason)
 		}
 	}
 	return d.Store.InTx(ctx, func(tx *store.Tx) error {
@@ -205,14 +218,24 @@ func (w *CreateWorktreeWorker) attach(ctx context.Context, client *Client, task 
 		if err != nil || !ok {
 			return err
 		}
-		if err := tx.SetTaskBase(ctx, id, head); err != nil {
+		if err := tx.SetTaskBase(ctx, id, start.Commit); err != nil {
 			return err
 		}
-		if err := tx.SetSessionState(ctx, sess.ID, grove.SessionLive, true); err != nil {
+		if err := tx.NoteActivity(ctx, sess.ID, "task "+id); err != nil {
 			return err
 		}
-		if err := tx.AddEvent(ctx, id, sess.ID, "worktree", fmt.Sprintf("in session %s at %.12s", sess.ID, head)); err != nil {
+		if err := tx.AddEvent(ctx, id, sess.ID, "worktree", fmt.Sprintf("in session %s at %.12s", sess.ID, start.Commit)); err != nil {
 			return err
+		}
+		if start.Pending != "" {
+			if err := tx.AddEvent(ctx, id, sess.ID, "session_pending", start.Pending); err != nil {
+				return err
+			}
+		}
+		if service != "" {
+			if err := tx.AddEvent(ctx, id, sess.ID, "session_service", service+" (the task runs without it)"); err != nil {
+				return err
+			}
 		}
 		err = d.enqueue(ctx, client, tx, RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout})
 		return err

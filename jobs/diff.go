@@ -51,6 +51,14 @@ func (w *DiffWorker) Work(ctx context.Context, job *river.Job[DiffArgs]) error {
 	if err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "open repository", err)
 	}
+	// A session task that started on changes made outside tasks: they
+	// become their own commit under the agent's (see commitSessionStart).
+	held := ""
+	if task.SessionID != "" {
+		if held, err = d.commitSessionStart(ctx, repo, task, ws); err != nil {
+			return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "keep the session's own changes apart", err)
+		}
+	}
 	head, err := repo.CommitAll(ctx, ws.Path, fmt.Sprintf("grove task %s", id))
 	if err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "commit agent's work", err)
@@ -78,8 +86,13 @@ func (w *DiffWorker) Work(ctx context.Context, job *river.Job[DiffArgs]) error {
 			return err
 		}
 		if task.SessionID != "" {
-			if err := tx.TouchSession(ctx, task.SessionID); err != nil {
+			if err := tx.NoteActivity(ctx, task.SessionID, "task "+id); err != nil {
 				return err
+			}
+			if held != "" { // never counted applied: see store.SetSessionBase
+				if err := tx.HoldSessionBase(ctx, task.SessionID, held); err != nil {
+					return err
+				}
 			}
 		}
 		ok, err := tx.SetState(ctx, id, []grove.TaskState{grove.StateDiffing}, grove.StateReview, "")

@@ -125,6 +125,10 @@ type SessionRequest struct {
 	RepoDir string
 	Base    string   // "" = the main checkout's branch
 	Serve   []string // the service's argv; empty = none
+	// Restart is the service's restart policy (grove.Restart*; "" = no),
+	// MaxRestarts the restarts allowed in a row (0 = 5).
+	Restart     string
+	MaxRestarts int
 }
 
 // StartSession records a session and enqueues the creation of its
@@ -132,6 +136,15 @@ type SessionRequest struct {
 func (i *Intents) StartSession(ctx context.Context, req SessionRequest) error {
 	if err := validSessionKey(ctx, req.Key); err != nil {
 		return err
+	}
+	if req.Restart == "" {
+		req.Restart = grove.RestartNo
+	}
+	if !grove.ValidRestart(req.Restart) || req.MaxRestarts < 0 {
+		return grove.Userf(grove.ErrUsage, "use --restart no, on-failure or always, and --max-restarts N >= 0", "bad restart policy %q (max %d)", req.Restart, req.MaxRestarts)
+	}
+	if req.MaxRestarts == 0 {
+		req.MaxRestarts = 5
 	}
 	repo, err := gitops.Open(ctx, req.RepoDir)
 	if err != nil {
@@ -146,8 +159,8 @@ func (i *Intents) StartSession(ctx context.Context, req SessionRequest) error {
 		if err != nil {
 			return err
 		}
-		sess := grove.Session{ID: req.Key, RepoID: repoID, State: grove.SessionLive, BaseCommit: commit,
-			TargetBranch: target, Serve: req.Serve}
+		sess := grove.Session{ID: req.Key, RepoID: repoID, State: grove.SessionStarting, BaseCommit: commit,
+			TargetBranch: target, Serve: req.Serve, Restart: req.Restart, MaxRestarts: req.MaxRestarts}
 		if err := tx.InsertSession(ctx, sess); err != nil {
 			return err
 		}

@@ -59,6 +59,10 @@ type Deps struct {
 	MaxLive int
 	// PortLo and PortHi bound the ports leased to session services.
 	PortLo, PortHi int
+	// PortLease is how long a session whose service is down keeps its
+	// port (0: an hour); ReadyTimeout how long a service has to listen on
+	// its port (0: 30s). See session_start.go.
+	PortLease, ReadyTimeout time.Duration
 	// Warm is how many checked-out worktrees the pool keeps ready per
 	// repository at its default branch's tip (0: no pool).
 	Warm int

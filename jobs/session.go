@@ -23,6 +23,9 @@ const (
 	SessionStop   = "stop"   // stop the service (evicted), keep the worktree
 	SessionResume = "resume" // start the service again
 	SessionClose  = "close"  // gate, stop, remove the worktree, free the port
+	// SessionRestart starts a dead service again under its restart policy
+	// (inserted by the watcher when the backoff is over).
+	SessionRestart = "restart"
 )
 
 // SessionArgs runs one operation on a session.
@@ -63,24 +66,8 @@ func (w *SessionWorker) Work(ctx context.Context, job *river.Job[SessionArgs]) e
 		return nil
 	}
 	switch job.Args.Op {
-	case SessionStart, SessionResume:
-		ws, err := d.ensureSessionWorktree(ctx, sess)
-		if err != nil {
-			return d.sessionFailed(ctx, key, job, "create session worktree", err)
-		}
-		if err := d.startService(ctx, sess, ws); err != nil {
-			return d.sessionFailed(ctx, key, job, "start service", err)
-		}
-		if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
-			if err := tx.SetSessionState(ctx, key, grove.SessionLive, true); err != nil {
-				return err
-			}
-			return tx.AddEvent(ctx, "", key, "session_"+job.Args.Op, "session live at "+ws.Path)
-		}); err != nil {
-			return err
-		}
-		_, err = LRUCap(ctx, d, d.MaxLive, key)
-		return err
+	case SessionStart, SessionResume, SessionRestart:
+		return w.start(ctx, job, sess)
 	case SessionStop:
 		return d.evict(ctx, key, "stopped by request")
 	case SessionClose:
@@ -89,12 +76,63 @@ func (w *SessionWorker) Work(ctx context.Context, job *river.Job[SessionArgs]) e
 	return river.JobCancel(fmt.Errorf("unknown session op %q", job.Args.Op))
 }
 
+// start creates the session's worktree if needed and starts its service:
+// the session is live once the service listens on its port (see
+// startService). A start that cannot succeed (no free port, the port
+// taken, the service exits or never listens) leaves the session dead or
+// failed with the reason, and cancels the job: the CLI reads the state.
+func (w *SessionWorker) start(ctx context.Context, job *river.Job[SessionArgs], sess grove.Session) error {
+	d, key, op := w.d, sess.ID, job.Args.Op
+	skip := false
+	res, err := func() (startResult, error) {
+		unlock := lockSession(d, key)
+		defer unlock() // before LRUCap, which takes other sessions' locks
+		cur, err := d.Store.Session(ctx, key)
+		if err != nil {
+			return startResult{}, err
+		}
+		if cur.State == grove.SessionClosed || (op == SessionRestart && cur.State != grove.SessionDead) {
+			skip = true // closed, or started, stopped or closed by hand since the restart was due
+			return startResult{}, nil
+		}
+		if op != SessionRestart {
+			// Started by hand: the restart budget starts again.
+			if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetRestarts(ctx, key, 0, nil) }); err != nil {
+				return startResult{}, err
+			}
+		}
+		return d.startSession(ctx, key, op)
+	}()
+	if skip {
+		return nil
+	}
+	if err != nil {
+		return d.sessionFailed(ctx, key, job, op+" session", err)
+	}
+	if res.State != grove.SessionLive {
+		return river.JobCancel(fmt.Errorf("session %s %s: %s", key, res.State, res.Reason))
+	}
+	_, err = LRUCap(ctx, d, d.MaxLive, key)
+	return err
+}
+
+// sessionFailed records a start that failed for good (a user error, or the
+// last attempt of a transient one) as state failed; earlier attempts are
+// retried.
 func (d *Deps) sessionFailed(ctx context.Context, key string, job *river.Job[SessionArgs], what string, err error) error {
 	if !giveUp(err, job.Attempt, job.MaxAttempts) {
 		return err
 	}
 	msg := fmt.Sprintf("%s: %v", what, err)
-	if rerr := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.AddEvent(ctx, "", key, "session_failed", msg) }); rerr != nil {
+	if h := grove.HintOf(err); h != "" {
+		msg += " (hint: " + h + ")"
+	}
+	if rerr := d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.MoveSession(ctx, key, nil, grove.SessionFailed, msg); err != nil {
+			return err
+		}
+		return tx.AddEvent(ctx, "", key, "session_failed", msg)
+	}); rerr != nil {
 		return rerr
 	}
 	return river.JobCancel(errors.New(msg))
@@ -141,58 +179,26 @@ func (d *Deps) ensureSessionWorktree(ctx context.Context, sess grove.Session) (g
 	return ws, err
 }
 
-// startService starts the session's service under a supervisor on its
-// leased port, unless it has none or it is already running.
-func (d *Deps) startService(ctx context.Context, sess grove.Session, ws grove.Workspace) error {
-	if len(sess.Serve) == 0 {
-		return nil
-	}
-	var (
-		port int
-		n    = 1
-	)
-	running := false
-	err := d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if run, err := tx.ServiceRun(ctx, sess.ID); err == nil {
-			if supervise.Alive(run.Dir) {
-				running = true
-				return nil
-			}
-			n = run.Attempt + 1
-		} else if !errors.Is(err, grove.ErrNotFound) {
-			return err
-		}
-		var err error
-		port, err = tx.LeasePort(ctx, sess.ID, d.PortLo, d.PortHi)
-		return err
-	})
-	if err != nil || running {
-		return err
-	}
-	dir := filepath.Join(d.Home, "runs", fmt.Sprintf("s-%s-svc-%d", sess.ID, n))
-	env := AgentEnv(grove.Task{ID: "", Path: ""}, ws, port)
-	env = append(env, "GROVE_SESSION="+sess.ID)
-	started, err := supervise.Start(d.Exe, dir, supervise.Spec{WorkDir: ws.Path, Argv: sess.Serve, Env: env, Grace: d.Grace})
-	if err != nil {
-		return err
-	}
-	d.Logger.Info("service started", "session", sess.ID, "port", port, "supervisor", started.Pid)
-	return d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.InsertServiceRun(ctx, sess.ID, n, grove.Run{Pid: started.Pid, StartTime: started.StartTime,
-			BootID: started.BootID, Dir: dir}); err != nil {
-			return err
-		}
-		return tx.AddEvent(ctx, "", sess.ID, "service_started", fmt.Sprintf("port %d, supervisor pid %d", port, started.Pid))
-	})
-}
-
-// stopService stops a session's service (TERM, grace, KILL by its
-// supervisor) and waits for the supervisor to end.
+// stopService stops a session's service and everything it started: TERM
+// to its supervisor (which TERMs the group, waits the grace, KILLs it), then
+// the sweep of the service's tree (its supervisor's session, processes
+// carrying its GROVE_SESSION and GROVE_WORKTREE, processes started since
+// working in the worktree; never a task's agent): TERM, grace, KILL. It
+// records the run's end. A process that survives KILL is an error.
 func (d *Deps) stopService(ctx context.Context, key string) error {
-	var run grove.Run
+	var (
+		run grove.Run
+		ws  grove.Workspace
+	)
 	err := d.Store.Read(ctx, func(tx *store.Tx) error {
 		var err error
-		run, err = tx.ServiceRun(ctx, key)
+		if run, err = tx.ServiceRun(ctx, key); err != nil {
+			return err
+		}
+		ws, err = tx.SessionWorkspace(ctx, key)
+		if errors.Is(err, grove.ErrNotFound) {
+			err = nil
+		}
 		return err
 	})
 	if errors.Is(err, grove.ErrNotFound) {
@@ -215,6 +221,10 @@ func (d *Deps) stopService(ctx context.Context, key string) error {
 			}
 		}
 	}
+	tree := serviceTree{supPid: run.Pid, supStart: run.StartTime, key: key, worktree: ws.Path}
+	if left := tree.kill(min(d.Grace, 3*time.Second)); len(left) > 0 {
+		return fmt.Errorf("stop service of %s: processes %v survive SIGKILL", key, left)
+	}
 	if run.EndedAt != nil {
 		return nil
 	}
@@ -222,18 +232,26 @@ func (d *Deps) stopService(ctx context.Context, key string) error {
 	return d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.EndRun(ctx, run.ID, exit.Code, exit.Reason) })
 }
 
-// evict stops a session's service and marks it evicted; its worktree and
-// port stay, so the next task or resume restarts it the same way.
+// evict marks a session evicted (first, so the watcher does not take the
+// service's end for a crash) and stops its service's whole tree; its
+// worktree stays, and its port until the lease expires (--port-lease), so
+// the next task or resume starts it again, on the same port when free.
 func (d *Deps) evict(ctx context.Context, key, why string) error {
-	if err := d.stopService(ctx, key); err != nil {
-		return err
-	}
-	return d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.SetSessionState(ctx, key, grove.SessionEvicted, false); err != nil {
+	unlock := lockSession(d, key)
+	defer unlock()
+	moved := false
+	if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+		var err error
+		moved, err = tx.MoveSession(ctx, key, nil, grove.SessionEvicted, "")
+		if err != nil || !moved {
 			return err
 		}
 		return tx.AddEvent(ctx, "", key, "session_evicted", why)
-	})
+	}); err != nil || !moved {
+		return err
+	}
+	grove.Failpoint("session.evict.after-state") // the watcher finishes the stop
+	return d.stopService(ctx, key)
 }
 
 func (w *SessionWorker) close(ctx context.Context, sess grove.Session, force bool) error {
@@ -315,83 +333,6 @@ func (d *Deps) refuseClose(ctx context.Context, key string, ws grove.Workspace, 
 		}
 		return tx.AddEvent(ctx, "", key, "close_refused", msg)
 	})
-}
-
-// EvictIdle stops the service of every live session that has no task in
-// progress and no activity for ttl (as of now). It returns the keys evicted.
-func EvictIdle(ctx context.Context, d *Deps, now time.Time, ttl time.Duration) ([]string, error) {
-	sessions, err := d.Store.Sessions(ctx, false)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, s := range sessions {
-		if s.State != grove.SessionLive || now.Sub(s.LastUsedAt) < ttl {
-			continue
-		}
-		if busy, err := d.sessionBusy(ctx, s.ID); err != nil || busy {
-			if err != nil {
-				return out, err
-			}
-			continue
-		}
-		if err := d.evict(ctx, s.ID, fmt.Sprintf("idle for %s (ttl %s)", now.Sub(s.LastUsedAt).Round(time.Second), ttl)); err != nil {
-			return out, err
-		}
-		out = append(out, s.ID)
-	}
-	return out, nil
-}
-
-// LRUCap evicts the least recently used idle live sessions until at most
-// max are live; a busy session is never evicted, nor `keep`. It returns the
-// keys evicted.
-func LRUCap(ctx context.Context, d *Deps, max int, keep string) ([]string, error) {
-	if max <= 0 {
-		return nil, nil
-	}
-	sessions, err := d.Store.Sessions(ctx, false) // least recently used first
-	if err != nil {
-		return nil, err
-	}
-	live := 0
-	for _, s := range sessions {
-		if s.State == grove.SessionLive {
-			live++
-		}
-	}
-	var out []string
-	for _, s := range sessions {
-		if live <= max {
-			break
-		}
-		if s.State != grove.SessionLive || s.ID == keep {
-			continue
-		}
-		busy, err := d.sessionBusy(ctx, s.ID)
-		if err != nil {
-			return out, err
-		}
-		if busy {
-			continue
-		}
-		if err := d.evict(ctx, s.ID, fmt.Sprintf("least recently used beyond the cap of %d live sessions", max)); err != nil {
-			return out, err
-		}
-		out = append(out, s.ID)
-		live--
-	}
-	return out, nil
-}
-
-func (d *Deps) sessionBusy(ctx context.Context, key string) (bool, error) {
-	var busy bool
-	err := d.Store.Read(ctx, func(tx *store.Tx) error {
-		var err error
-		busy, err = tx.SessionBusy(ctx, key, "", false)
-		return err
-	})
-	return busy, err
 }
 
 func sleepCtx(ctx context.Context, dur time.Duration) error {

@@ -116,6 +116,9 @@ func (s *Store) migrate(ctx context.Context, home string) error {
 	if _, err := s.db.ExecContext(ctx, grove.Schema); err != nil {
 		return fmt.Errorf("apply grove schema: %w", err)
 	}
+	if err := s.upgradeColumns(ctx); err != nil {
+		return err
+	}
 	if _, err := s.db.ExecContext(ctx,
 		`INSERT INTO grove_meta(key, value) VALUES('schema_version', ?)
 		 ON CONFLICT(key) DO UPDATE SET value = excluded.value`, strconv.Itoa(grove.SchemaVersion)); err != nil {
@@ -183,4 +186,56 @@ func (s *Store) upToDate(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	return rv >= riverTargetVersion, nil
+}
+
+// addedColumns are the columns later schema versions added to tables that
+// an older database already has (CREATE TABLE IF NOT EXISTS leaves those
+// alone): version 3, the session's truth (reason, activity, restarts...).
+var addedColumns = []struct{ table, column, decl string }{
+	{"session", "reason", "TEXT NOT NULL DEFAULT ''"},
+	{"session", "state_at", "INTEGER NOT NULL DEFAULT 0"},
+	{"session", "activity", "TEXT NOT NULL DEFAULT ''"},
+	{"session", "last_port", "INTEGER"},
+	{"session", "restart", "TEXT NOT NULL DEFAULT 'no'"},
+	{"session", "restarts", "INTEGER NOT NULL DEFAULT 0"},
+	{"session", "max_restarts", "INTEGER NOT NULL DEFAULT 5"},
+	{"session", "restart_at", "INTEGER"},
+	{"session", "base_held", "TEXT NOT NULL DEFAULT ''"},
+}
+
+// upgradeColumns adds the columns of addedColumns that a table lacks. It
+// runs under the exclusive migrate lock; adding is idempotent.
+func (s *Store) upgradeColumns(ctx context.Context) error {
+	have := map[string]bool{}
+	for _, c := range addedColumns {
+		if _, ok := have[c.table+"."]; ok {
+			continue
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, c.table)
+		if err != nil {
+			return fmt.Errorf("read columns of %s: %w", c.table, err)
+		}
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				rows.Close()
+				return fmt.Errorf("read columns of %s: %w", c.table, err)
+			}
+			have[c.table+"."+name] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read columns of %s: %w", c.table, err)
+		}
+		have[c.table+"."] = true
+	}
+	for _, c := range addedColumns {
+		if have[c.table+"."+c.column] {
+			continue
+		}
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN %s %s`, c.table, c.column, c.decl)); err != nil {
+			return fmt.Errorf("add column %s.%s: %w", c.table, c.column, err)
+		}
+	}
+	return nil
 }

@@ -135,6 +135,7 @@ func (a *app) doctor(ctx context.Context, home string) doctorReport {
 	}
 	checkLocks(ctx, &rep, home, st)
 	checkSupervisors(ctx, &rep, home, st)
+	checkSessions(ctx, &rep, st) // session_doctor.go
 	checkDisk(&rep, home)
 	checkTrash(&rep, home) // trash.go
 	return rep

@@ -60,6 +60,8 @@ adopts them.`,
 	c.Flags().StringVar(&opts.portRange, "port-range", "20000-20999", "ports leased to session services")
 	c.Flags().DurationVar(&opts.trashKeep, "trash-keep", jobs.DefaultTrashKeep, "keep removed worktrees in $GROVE_HOME/trash this long (grove trash restore)")
 	c.Flags().StringVar(&opts.trashMax, "trash-max", "10GiB", "bytes the trash may hold; the oldest entries older than an hour go first (0: no budget)")
+	c.Flags().DurationVar(&opts.portLease, "port-lease", jobs.DefaultPortLease, "how long a session whose service is down (evicted, dead) keeps its port")
+	c.Flags().DurationVar(&opts.readyTimeout, "ready-timeout", jobs.DefaultReadyTimeout, "how long a session's service has to listen on its port")
 	return c
 }
 
@@ -71,6 +73,9 @@ type serveOptions struct {
 	portRange string
 	trashKeep time.Duration
 	trashMax  string
+	portLease time.Duration
+	// readyTimeout: a service that does not listen on its port by then fails.
+	readyTimeout time.Duration
 }
 
 // apply copies the options onto the workers' dependencies.
@@ -82,7 +87,11 @@ func (o serveOptions) apply(d *jobs.Deps) error {
 	if o.warm < 0 || o.maxLive < 0 || o.idleTTL <= 0 {
 		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --max-live-sessions and --idle-ttl must be positive")
 	}
+	if o.portLease < 0 || o.readyTimeout < 0 {
+		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--port-lease and --ready-timeout must not be negative")
+	}
 	d.Warm, d.IdleTTL, d.MaxLive, d.PortLo, d.PortHi = o.warm, o.idleTTL, o.maxLive, lo, hi
+	d.PortLease, d.ReadyTimeout = o.portLease, o.readyTimeout
 	return o.applyTrash(d)
 }
 
@@ -200,6 +209,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 			log.Warn("no wake socket: jobs from the CLI wait for the next poll", "err", err)
 		}
 	}()
+	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
 	// A pool pass now: the pool's trust in its entries does not survive a
 	// restart, and --warm may have changed.
 	if _, err := client.Insert(runCtx, jobs.PoolFillArgs{}, nil); err != nil {
