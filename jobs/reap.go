@@ -297,11 +297,11 @@ func (r *reaper) row(ctx context.Context, w store.OwnedWorkspace, owner string, 
 	}
 	rm.Event = "reaped"
 	rm.Message = fmt.Sprintf("worktree removed by the reaper (owner %s)", owner)
-	if missing {
-		rm.Event, rm.Message = "reap_pruned", "worktree directory was gone: its git record forgotten, row archived"
-	}
 	if asked {
 		rm.Event, rm.Message = "closed", "worktree removed: the close asked earlier is no longer at risk"
+	}
+	if missing {
+		rm.Event, rm.Message = "reap_pruned", "worktree directory was gone: its git record forgotten, row archived"
 	}
 	rm.RefusedEvent, rm.RefusedQuiet = "reap_kept", true
 	return r.remove(ctx, it, rm, missing)
