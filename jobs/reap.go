@@ -62,7 +62,7 @@ func (w *ReapWorker) Timeout(*river.Job[ReapArgs]) time.Duration { return 30 * t
 func (w *ReapWorker) Work(ctx context.Context, job *river.Job[ReapArgs]) error {
 	rep, err := Reap(ctx, w.d, w.now(), w.grace, job.Args.DryRun)
 	w.d.Logger.Info("reap pass", "removed", rep.Count(ReapRemoved), "pruned", rep.Count(ReapPruned),
-		"kept", rep.Count(ReapKept), "young", rep.Count(ReapSkippedYoung), "dry_run", job.Args.DryRun,
+		"kept", rep.Count(ReapKept), "young", rep.Count(ReapSkippedYoung), "busy", rep.Count(ReapSkippedBusy), "dry_run", job.Args.DryRun,
 		"took", time.Duration(rep.TookMS)*time.Millisecond)
 	return err
 }
