@@ -55,12 +55,16 @@ func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error
 	if err == nil || errors.Is(err, grove.ErrAtRisk) {
 		return nil // a refusal is an answer, recorded
 	}
+	final := giveUp(err, job.Attempt, job.MaxAttempts)
 	kind := "close_error"
-	if giveUp(err, job.Attempt, job.MaxAttempts) {
+	if final {
 		kind = "close_failed"
 	}
 	if rerr := w.d.Store.AddEvent(ctx, job.Args.TaskID, "", kind, err.Error()); rerr != nil {
 		w.d.Logger.Warn("cannot record close error", "task", job.Args.TaskID, "err", rerr)
+	}
+	if final {
+		return river.JobCancel(err) // the answer was given: no attempt after it
 	}
 	return err
 }
