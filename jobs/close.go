@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -30,11 +29,13 @@ func (CloseArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueCleanup, MaxAttempts: stageAttempts}
 }
 
-// CloseWorker removes the worktree when the gate says safe (or after a
-// snapshot with Force), archives the workspace row, and moves an applied,
-// discarded, reviewed or conflicting task to closed. Failed and canceled
-// tasks keep their state. A refusal is recorded on the workspace (reasons as
-// JSON) and in the events; the worktree stays.
+// CloseWorker removes a task's worktree through Remove (the gate, a
+// snapshot first with Force), archives the workspace row, and moves an
+// applied, discarded, reviewed or conflicting task to closed. Failed and
+// canceled tasks keep their state. Every run ends with one event the CLI
+// waits for: closed, close_refused (the reasons are on the workspace row),
+// close_skipped (the task changed meanwhile) or close_failed (the last
+// attempt failed; close_error for an attempt River retries).
 type CloseWorker struct {
 	river.WorkerDefaults[CloseArgs]
 	d *Deps
@@ -47,73 +48,73 @@ func (w *CloseWorker) Timeout(*river.Job[CloseArgs]) time.Duration { return 30 *
 // settled states).
 var closable = grove.ClosableStates()
 
-// Work is idempotent: RemoveWorktree tolerates a worktree already gone.
+// Work is idempotent: Remove resumes a removal a crash cut short, and a
+// worktree already gone is only forgotten.
 func (w *CloseWorker) Work(ctx context.Context, job *river.Job[CloseArgs]) error {
+	err := w.work(ctx, job)
+	if err == nil || errors.Is(err, grove.ErrAtRisk) {
+		return nil // a refusal is an answer, recorded
+	}
+	final := giveUp(err, job.Attempt, job.MaxAttempts)
+	kind := "close_error"
+	if final {
+		kind = "close_failed"
+	}
+	if rerr := w.d.Store.AddEvent(ctx, job.Args.TaskID, "", kind, err.Error()); rerr != nil {
+		w.d.Logger.Warn("cannot record close error", "task", job.Args.TaskID, "err", rerr)
+	}
+	if final {
+		return river.JobCancel(err) // the answer was given: no attempt after it
+	}
+	return err
+}
+
+func (w *CloseWorker) work(ctx context.Context, job *river.Job[CloseArgs]) error {
 	d, id := w.d, job.Args.TaskID
 	task, ok, err := d.stageTask(ctx, id, closable...)
-	if err != nil || !ok {
+	if err != nil {
 		return err
+	}
+	if !ok {
+		return d.Store.AddEvent(ctx, id, "", "close_skipped", fmt.Sprintf("task is %s", task.State))
 	}
 	ws, err := d.Store.TaskWorkspace(ctx, id)
 	if errors.Is(err, grove.ErrNotFound) {
-		return w.markClosed(ctx, task, 0, "")
+		return w.markClosed(ctx, task)
 	}
 	if err != nil {
 		return err
 	}
 	if ws.State == grove.WorkspaceRemoved || task.SessionID != "" {
 		// A session's worktree outlives its tasks: grove session close.
-		return w.markClosed(ctx, task, 0, "")
+		return w.markClosed(ctx, task)
 	}
-	repo, err := d.Repo(ctx, task.RepoPath)
-	if err != nil {
-		return err
-	}
-	gate := GateOptions(task, ws)
-	gate.RefreshIndex = true // about to go: RetireWorktree's re-check is then cheap
-	report := repo.AtRisk(ctx, ws.Path, gate)
-	snapshot := ""
-	if !report.Safe && !alreadyGone(report) {
-		if !job.Args.Force {
-			return w.recordRefusal(ctx, task, ws, report)
-		}
-		snapshot = SnapshotRef(id)
-		if _, err := repo.Snapshot(ctx, ws.Path, snapshot, false); err != nil {
-			return fmt.Errorf("snapshot before forced close: %w", err)
-		}
-	}
-	// The task must still be closable (a retry may have taken it back since
-	// the gate ran), and the workspace is marked so no retry starts in it
-	// while it goes.
-	var still bool
-	if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+	r := d.removalOf(store.OwnedWorkspace{Workspace: ws, RepoPath: task.RepoPath, TaskState: task.State}, closable)
+	r.Gate = GateOptions(task, ws)
+	r.Force, r.Wait = job.Args.Force, true
+	attempt := task.Attempt
+	r.Owner = func(ctx context.Context, tx *store.Tx, _ grove.Workspace) (string, error) {
+		// A retry may have taken the task back since this job was queued.
 		cur, err := tx.Task(ctx, id)
-		if err != nil || !in(cur.State, closable...) || cur.Attempt != task.Attempt {
-			return err
+		if err != nil {
+			return "", err
 		}
-		if ws.State == grove.WorkspaceRemoving {
-			still = true // a close that a crash interrupted
-			return nil
+		if !in(cur.State, closable...) || cur.Attempt != attempt {
+			return fmt.Sprintf("task is %s (attempt %d)", cur.State, cur.Attempt), nil
 		}
-		still, err = tx.SwapWorkspaceState(ctx, ws.ID, ws.State, grove.WorkspaceRemoving)
-		return err
-	}); err != nil || !still {
-		return err
+		return "", nil
 	}
-	if err := repo.RetireWorktree(ctx, ws.Path, ws.Branch, d.TrashDir(), report); err != nil {
-		if rerr := d.Store.InTx(ctx, func(tx *store.Tx) error {
-			_, err := tx.SwapWorkspaceState(ctx, ws.ID, grove.WorkspaceRemoving, grove.WorkspaceReady)
-			return err
-		}); rerr != nil {
-			err = fmt.Errorf("%w; and: %v", err, rerr)
-		}
-		if errors.Is(err, grove.ErrAtRisk) {
-			// Work appeared after the gate ran: kept, and said so.
-			return w.recordRefusal(ctx, task, ws, repo.AtRisk(ctx, ws.Path, GateOptions(task, ws)))
-		}
-		return fmt.Errorf("remove worktree: %w", err)
+	r.Event, r.Message, r.RefusedEvent = "closed", "worktree removed", "close_refused"
+	res, err := d.Remove(ctx, r)
+	switch {
+	case err != nil:
+		return err
+	case res.Skipped == SkipGone:
+		return w.markClosed(ctx, task) // another remover (the reaper) took it away
+	case res.Skipped != "":
+		return d.Store.AddEvent(ctx, id, "", "close_skipped", res.Skipped)
 	}
-	return w.markClosed(ctx, task, ws.ID, snapshot)
+	return nil
 }
 
 // alreadyGone reports whether the worktree directory is gone and nothing
@@ -134,46 +135,13 @@ func GateOptions(task grove.Task, ws grove.Workspace) gitops.GateOptions {
 	return opt
 }
 
-func (w *CloseWorker) recordRefusal(ctx context.Context, task grove.Task, ws grove.Workspace, report gitops.Report) error {
-	var reasons []string
-	for _, r := range report.Risks {
-		reasons = append(reasons, r.Reason)
-	}
-	msg := "worktree kept, at risk: " + strings.Join(reasons, ", ")
-	w.d.Logger.Warn("close refused", "task", task.ID, "path", ws.Path, "reasons", reasons)
+// markClosed closes a task that has no worktree left to remove.
+func (w *CloseWorker) markClosed(ctx context.Context, task grove.Task) error {
 	return w.d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.SetWorkspaceRisk(ctx, ws.ID, reportJSON(report)); err != nil {
+		if err := closeTaskTx(ctx, tx, task.ID); err != nil {
 			return err
 		}
-		return tx.AddEvent(ctx, task.ID, "", "close_refused", msg)
-	})
-}
-
-func (w *CloseWorker) markClosed(ctx context.Context, task grove.Task, wsID int64, snapshot string) error {
-	return w.d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if wsID != 0 {
-			if snapshot != "" {
-				if err := tx.SetWorkspaceSnapshot(ctx, wsID, snapshot); err != nil {
-					return err
-				}
-			}
-			if err := tx.SetWorkspaceRisk(ctx, wsID, ""); err != nil {
-				return err
-			}
-			if err := tx.ArchiveWorkspace(ctx, wsID); err != nil {
-				return err
-			}
-		}
-		if in(task.State, grove.StateApplied, grove.StateDiscarded, grove.StateReview, grove.StateConflict) {
-			if _, err := tx.SetState(ctx, task.ID, []grove.TaskState{task.State}, grove.StateClosed, ""); err != nil {
-				return err
-			}
-		}
-		msg := "worktree removed"
-		if snapshot != "" {
-			msg += "; snapshot at " + snapshot
-		}
-		return tx.AddEvent(ctx, task.ID, "", "closed", msg)
+		return tx.AddEvent(ctx, task.ID, "", "closed", "no worktree to remove")
 	})
 }
 

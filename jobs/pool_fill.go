@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -227,14 +228,10 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 		}
 	} else if _, err := os.Stat(e.Path); err != nil {
 		// Gone (removed by hand, or a crash mid-drop): git's record and the
-		// branch go too, if the gate sees nothing but the missing directory.
+		// branch go too, through the gate (a locked entry is kept, stale).
 		d.forget(e.ID)
-		if rep := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch}); rep.Safe || alreadyGone(rep) {
-			if err := repo.RetireWorktree(ctx, e.Path, e.Branch, d.TrashDir(), rep); err != nil { // into the trash
-				return false, err
-			}
-		}
-		return false, d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
+		e.State = grove.WorkspacePoolMoving // taken above
+		return false, d.removePoolEntry(ctx, repo, e, "pool entry was gone")
 	}
 	state, base := grove.WorkspacePool, e.BaseCommit
 	clean := d.verified(repo, e)
@@ -289,18 +286,36 @@ func (d *Deps) dropEntry(ctx context.Context, repo *gitops.Repo, e grove.Workspa
 		return err
 	}
 	d.forget(e.ID)
-	report := repo.AtRisk(ctx, e.Path, gitops.GateOptions{Branch: e.Branch, RefreshIndex: true})
-	if report.Safe || alreadyGone(report) {
-		err := repo.RetireWorktree(ctx, e.Path, e.Branch, d.TrashDir(), report) // a missing one: RemoveWorktree prunes
-		if err == nil {
-			d.Logger.Info("pool entry removed (pool smaller than before)", "path", e.Path)
-			return d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, e.ID) })
-		}
+	e.State = grove.WorkspacePoolMoving // taken above
+	return d.removePoolEntry(ctx, repo, e, "pool entry removed (pool smaller than before)")
+}
+
+// removePoolEntry removes pool entry e, which this pass has taken
+// (pool_moving), through Remove: the gate decides; a refused entry becomes
+// stale (kept, never reused; the reaper and the gate decide its fate).
+func (d *Deps) removePoolEntry(ctx context.Context, repo *gitops.Repo, e grove.Workspace, why string) error {
+	r := Removal{Workspace: e, RepoPath: repo.Root, Gate: gitops.GateOptions{Branch: e.Branch}, DeleteBranch: true,
+		RefusedState: grove.WorkspaceStale, ReleaseTo: grove.WorkspaceStale, Event: "pool_removed", Message: why + ": " + e.Path,
+		RefusedEvent: "reap_kept",
+		Owner: func(_ context.Context, _ *store.Tx, ws grove.Workspace) (string, error) {
+			if ws.TaskID != "" || ws.SessionID != "" || (ws.State != grove.WorkspacePoolMoving && ws.State != grove.WorkspaceRemoving) {
+				return "pool entry taken meanwhile", nil
+			}
+			return "", nil
+		}}
+	res, err := d.Remove(ctx, r)
+	switch {
+	case errors.Is(err, grove.ErrAtRisk):
+		return nil // stale, reported
+	case err != nil:
 		d.Logger.Warn("pool entry not removed", "path", e.Path, "err", err)
+		return d.Store.InTx(ctx, func(tx *store.Tx) error {
+			return tx.ReturnPoolEntry(ctx, e.ID, e.Branch, e.BaseCommit, grove.WorkspaceStale)
+		})
+	case res.Removed:
+		d.Logger.Info(why, "path", e.Path)
 	}
-	return d.Store.InTx(ctx, func(tx *store.Tx) error {
-		return tx.ReturnPoolEntry(ctx, e.ID, e.Branch, e.BaseCommit, grove.WorkspaceStale)
-	})
+	return nil
 }
 
 // claimPool hands task a ready pool worktree at its base, if there is one:

@@ -63,7 +63,7 @@ func (w *ReapWorker) Work(ctx context.Context, job *river.Job[ReapArgs]) error {
 	rep, err := Reap(ctx, w.d, w.now(), w.grace, job.Args.DryRun)
 	purgeTrashPass(ctx, w.d, w.now(), job.Args.DryRun) // the trash's retention (trash.go)
 	w.d.Logger.Info("reap pass", "removed", rep.Count(ReapRemoved), "pruned", rep.Count(ReapPruned),
-		"kept", rep.Count(ReapKept), "young", rep.Count(ReapSkippedYoung), "dry_run", job.Args.DryRun,
+		"kept", rep.Count(ReapKept), "young", rep.Count(ReapSkippedYoung), "busy", rep.Count(ReapSkippedBusy), "dry_run", job.Args.DryRun,
 		"took", time.Duration(rep.TookMS)*time.Millisecond)
 	return err
 }
@@ -72,10 +72,11 @@ func (w *ReapWorker) Work(ctx context.Context, job *river.Job[ReapArgs]) error {
 const (
 	ReapRemoved      = "removed"       // the gate said safe: worktree (and task branch) removed, row archived
 	ReapKept         = "kept"          // at risk, or not ours to delete: left alone, reasons recorded
-	ReapPruned       = "pruned"        // the directory was gone: git metadata pruned, row archived
+	ReapPruned       = "pruned"        // the directory was gone: git's record of it forgotten, row archived
 	ReapWouldRemove  = "would_remove"  // dry run of removed
 	ReapWouldPrune   = "would_prune"   // dry run of pruned
 	ReapSkippedYoung = "skipped_young" // idle for less than the grace
+	ReapSkippedBusy  = "skipped_busy"  // another remover (a close) holds it
 )
 
 // Reasons the reaper keeps a worktree besides the gate's (gitops.Risk*).
@@ -137,16 +138,23 @@ var reapable = []grove.TaskState{grove.StateFailed, grove.StateCanceled, grove.S
 //
 // A candidate idle for less than grace is skipped (idle: since the row's
 // last_used_at or the newest of the directory's, its index's and its
-// HEAD's mtimes, whichever is later). A missing directory has its git
-// metadata pruned (`git worktree prune` under the repository lock) and its
-// row archived; the branch stays. Otherwise the at-risk gate decides: safe
-// means removed (RemoveWorktree under the repository lock; a task's branch
+// HEAD's mtimes, whichever is later). Every removal goes through Remove
+// (the claim, the gate, RetireWorktree, the archive): a missing directory
+// has git's record of that worktree alone forgotten (never a
+// repository-wide `git worktree prune`) and its row archived; otherwise the
+// at-risk gate decides: safe means removed (a task's or pool entry's branch
 // is deleted, any other branch kept), the row archived and an event
 // recorded, and an applied, discarded or conflicting task moves to closed;
 // at risk means kept, with the gate's report stored on the row (an unknown
-// worktree gets a row in state "orphan" for it) so `grove ls --at-risk`
-// shows it. A directory that is not a worktree of a known repository is
-// never deleted. Rows are archived, never deleted.
+// worktree gets a row in state "orphan" for it, before anything else) so
+// `grove ls --at-risk` shows it. A directory that is not a worktree of a
+// known repository is never deleted. Rows are archived, never deleted.
+//
+// First the pass finishes removals a crash interrupted (ResumeRemovals);
+// then it skips every workspace another remover holds (`removing`). A
+// task whose close was refused (its last close event is close_refused) is
+// looked at again every pass, whatever its state and age: when its
+// reasons have cleared (a process that exited), it is closed.
 //
 // With dryRun nothing is changed or recorded. Errors on one worktree are
 // reported on its item (as a git_error reason, the worktree kept) and the
@@ -156,6 +164,11 @@ func Reap(ctx context.Context, d *Deps, now time.Time, grace time.Duration, dryR
 	rep = ReapReport{At: now, Grace: grace.String(), DryRun: dryRun, Items: []ReapItem{}}
 	defer func() { rep.TookMS = time.Since(start).Milliseconds() }()
 	r := &reaper{d: d, now: now, grace: grace, dry: dryRun}
+	if !dryRun {
+		if _, err := ResumeRemovals(ctx, d); err != nil {
+			return rep, err
+		}
+	}
 
 	owned, err := d.Store.OwnedWorkspaces(ctx)
 	if err != nil {
@@ -173,8 +186,15 @@ func Reap(ctx context.Context, d *Deps, now time.Time, grace time.Duration, dryR
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
-		if owner, gone := ownerGone(w); gone {
-			rep.Items = append(rep.Items, r.row(ctx, w, owner))
+		if w.State == grove.WorkspaceRemoving {
+			rep.Items = append(rep.Items, ReapItem{Path: w.Path, Repo: w.RepoPath, TaskID: w.TaskID,
+				SessionID: w.SessionID, Owner: "removal in progress", Action: ReapSkippedBusy})
+			continue
+		}
+		owner, gone := ownerGone(w)
+		asked := r.closeRefused(ctx, w)
+		if gone || asked {
+			rep.Items = append(rep.Items, r.row(ctx, w, owner, asked))
 		}
 	}
 
@@ -242,130 +262,137 @@ func ownerGone(w store.OwnedWorkspace) (owner string, gone bool) {
 	return "unknown", true
 }
 
-// row handles a workspace row whose owner is gone.
-func (r *reaper) row(ctx context.Context, w store.OwnedWorkspace, owner string) ReapItem {
+// closeRefused reports whether w is a task's worktree whose close was
+// asked and refused, with nothing since: the request stands, and the
+// reaper closes it once the gate lets it go.
+func (r *reaper) closeRefused(ctx context.Context, w store.OwnedWorkspace) bool {
+	if w.TaskID == "" || w.SessionID != "" || w.AtRisk == "" || !in(w.TaskState, closable...) {
+		return false
+	}
+	ev, err := r.d.Store.LastEventOf(ctx, w.TaskID, "close_asked", "close_refused", "closed", "retry")
+	return err == nil && ev.Kind == "close_refused"
+}
+
+// row handles a workspace row whose owner is gone, or whose task's close
+// was refused (asked: then the grace does not apply and the task closes).
+func (r *reaper) row(ctx context.Context, w store.OwnedWorkspace, owner string, asked bool) ReapItem {
 	d := r.d
 	it := ReapItem{Path: w.Path, Repo: w.RepoPath, TaskID: w.TaskID, SessionID: w.SessionID, Owner: owner}
-	repo, err := d.Repo(ctx, w.RepoPath)
+	_, statErr := os.Lstat(w.Path)
+	missing := errors.Is(statErr, fs.ErrNotExist)
+	if !missing && !asked {
+		idle := r.now.Sub(later(w.LastUsedAt, activity(w.Path)))
+		it.IdleSeconds = int64(idle.Seconds())
+		if idle < r.grace {
+			it.Action = ReapSkippedYoung
+			return it
+		}
+	}
+	states := reapable
+	if asked {
+		states = closable
+	}
+	rm := d.removalOf(w, states)
+	if r.dry {
+		return r.dryRun(ctx, it, rm, missing)
+	}
+	rm.Event = "reaped"
+	rm.Message = fmt.Sprintf("worktree removed by the reaper (owner %s)", owner)
+	if asked {
+		rm.Event, rm.Message = "closed", "worktree removed: the close asked earlier is no longer at risk"
+	}
+	if missing {
+		rm.Event, rm.Message = "reap_pruned", "worktree directory was gone: its git record forgotten, row archived"
+	}
+	rm.RefusedEvent, rm.RefusedQuiet = "reap_kept", true
+	return r.remove(ctx, it, rm, missing)
+}
+
+// remove runs Remove for the reaper and turns its answer into the item.
+func (r *reaper) remove(ctx context.Context, it ReapItem, rm Removal, missing bool) ReapItem {
+	res, err := r.d.Remove(ctx, rm)
+	switch {
+	case errors.Is(err, grove.ErrAtRisk):
+		it.Action, it.Reasons = ReapKept, res.Report.Risks
+	case err != nil:
+		it.Action, it.Reasons = ReapKept, gitError("remove", err)
+		r.recordKept(ctx, rm.Workspace, rm.TaskID, rm.SessionID, it)
+	case res.Skipped == SkipBusy:
+		it.Action = ReapSkippedBusy
+	case res.Skipped != "":
+		it.Action = ReapKept
+		it.Reasons = []gitops.Risk{{Reason: ReasonOwnerBack, Detail: res.Skipped}}
+	case missing:
+		it.Action = ReapPruned
+	default:
+		it.Action = ReapRemoved
+	}
+	return it
+}
+
+// dryRun is what the reaper would do with rm: the gate only.
+func (r *reaper) dryRun(ctx context.Context, it ReapItem, rm Removal, missing bool) ReapItem {
+	if missing {
+		it.Action = ReapWouldPrune
+		return it
+	}
+	repo, err := r.d.Repo(ctx, rm.RepoPath)
 	if err != nil {
 		it.Action, it.Reasons = ReapKept, gitError("open repository", err)
-		r.recordKept(ctx, w, it)
 		return it
 	}
-	if _, err := os.Lstat(w.Path); errors.Is(err, fs.ErrNotExist) {
-		if r.dry {
-			it.Action = ReapWouldPrune
-			return it
-		}
-		if err := repo.RetireWorktree(ctx, w.Path, "", d.TrashDir(), gitops.Report{}); err != nil { // forgets this one record only
-			it.Action, it.Reasons = ReapKept, gitError("prune", err)
-			return it
-		}
-		it.Action = ReapPruned
-		r.archive(ctx, w, "reap_pruned", "worktree directory was gone: git metadata pruned, row archived")
-		return it
-	}
-	idle := r.now.Sub(later(w.LastUsedAt, activity(w.Path)))
-	it.IdleSeconds = int64(idle.Seconds())
-	if idle < r.grace {
-		it.Action = ReapSkippedYoung
-		return it
-	}
-	opt, branch := gitops.GateOptions{}, "" // not a task's: its branch is kept
-	if w.TaskID != "" && w.SessionID == "" {
-		opt = GateOptions(grove.Task{ID: w.TaskID, State: w.TaskState}, w.Workspace)
-		branch = w.Branch
-	} else if w.SessionID != "" {
-		opt.Branch = w.Branch
-	}
-	report := repo.AtRisk(ctx, w.Path, opt)
-	if !report.Safe {
+	if report := repo.AtRisk(ctx, it.Path, rm.Gate); !report.Safe {
 		it.Action, it.Reasons = ReapKept, report.Risks
-		r.recordKept(ctx, w, it)
 		return it
 	}
-	if r.dry {
-		it.Action = ReapWouldRemove
-		return it
-	}
-	// The owner may have come back (grove retry) since the list was read.
-	if w.TaskID != "" && w.SessionID == "" {
-		t, err := d.Store.Task(ctx, w.TaskID)
-		if err != nil || !in(t.State, reapable...) {
-			it.Action = ReapKept
-			it.Reasons = []gitops.Risk{{Reason: ReasonOwnerBack, Detail: fmt.Sprintf("task is %s", t.State)}}
-			return it
-		}
-	}
-	if err := repo.RetireWorktree(ctx, w.Path, branch, d.TrashDir(), report); err != nil { // into the trash
-		it.Action, it.Reasons = ReapKept, gitError("remove", err)
-		r.recordKept(ctx, w, it)
-		return it
-	}
-	it.Action = ReapRemoved
-	r.archive(ctx, w, "reaped", fmt.Sprintf("worktree removed by the reaper (owner %s, idle %s)", owner, idle.Round(time.Second)))
+	it.Action = ReapWouldRemove
 	return it
 }
 
 // unknownWorktree handles a worktree of a known repository, under the
-// home, that no live row has.
+// home, that no live row has. It gets a row (state orphan) first, so that
+// it is claimed and removed like any other; a row that appeared meanwhile
+// (a task or pool entry just made) is its owner's, left alone.
 func (r *reaper) unknownWorktree(ctx context.Context, repo *gitops.Repo, row grove.Repo, e gitops.WorktreeEntry) ReapItem {
 	d := r.d
 	it := ReapItem{Path: e.Path, Repo: row.Path, Owner: "unknown"}
-	if _, err := os.Lstat(e.Path); errors.Is(err, fs.ErrNotExist) {
-		if r.dry {
-			it.Action = ReapWouldPrune
-			return it
-		}
-		if err := repo.RetireWorktree(ctx, e.Path, "", d.TrashDir(), gitops.Report{}); err != nil { // forgets this one record only
-			it.Action, it.Reasons = ReapKept, gitError("prune", err)
-			return it
-		}
-		it.Action = ReapPruned
-		r.event(ctx, "", "", "reap_pruned", "unknown worktree "+e.Path+" was gone: git metadata pruned")
-		return it
-	}
+	_, statErr := os.Lstat(e.Path)
+	missing := errors.Is(statErr, fs.ErrNotExist)
 	seen := activity(e.Path)
-	idle := r.now.Sub(seen)
-	it.IdleSeconds = int64(idle.Seconds())
-	if idle < r.grace {
-		it.Action = ReapSkippedYoung
-		return it
-	}
-	report := repo.AtRisk(ctx, e.Path, gitops.GateOptions{}) // its branch is kept
-	if !report.Safe {
-		it.Action, it.Reasons = ReapKept, report.Risks
-		if !r.dry {
-			err := d.Store.InTx(ctx, func(tx *store.Tx) error {
-				ws, err := tx.AdoptWorkspace(ctx, grove.Workspace{RepoID: row.ID, Path: e.Path, Branch: e.Branch,
-					BaseCommit: e.Head, HeadCommit: e.Head, State: WorkspaceOrphan, AtRisk: riskJSON(report), LastUsedAt: seen})
-				if err != nil {
-					return err
-				}
-				if err := tx.SetWorkspaceRisk(ctx, ws.ID, riskJSON(report)); err != nil {
-					return err
-				}
-				return tx.AddEvent(ctx, "", "", "reap_kept", "unknown worktree "+e.Path+" kept, at risk: "+reasonList(report.Risks))
-			})
-			if err != nil {
-				d.Logger.Warn("reap: cannot record unknown worktree", "path", e.Path, "err", err)
-			}
-			d.Logger.Warn("reap: unknown worktree kept", "path", e.Path, "reasons", reasonList(report.Risks))
+	if !missing {
+		idle := r.now.Sub(seen)
+		it.IdleSeconds = int64(idle.Seconds())
+		if idle < r.grace {
+			it.Action = ReapSkippedYoung
+			return it
 		}
-		return it
 	}
+	w := store.OwnedWorkspace{Workspace: grove.Workspace{RepoID: row.ID, Path: e.Path, Branch: e.Branch,
+		BaseCommit: e.Head, HeadCommit: e.Head, State: WorkspaceOrphan, LastUsedAt: seen}, RepoPath: row.Path}
+	rm := d.removalOf(w, nil)
 	if r.dry {
-		it.Action = ReapWouldRemove
+		return r.dryRun(ctx, it, rm, missing)
+	}
+	var adopted grove.Workspace
+	if err := d.Store.InTx(ctx, func(tx *store.Tx) (err error) {
+		adopted, err = tx.AdoptWorkspace(ctx, w.Workspace)
+		return err
+	}); err != nil {
+		it.Action, it.Reasons = ReapKept, gitError("record unknown worktree", err)
 		return it
 	}
-	if err := repo.RetireWorktree(ctx, e.Path, "", d.TrashDir(), report); err != nil { // into the trash
-		it.Action, it.Reasons = ReapKept, gitError("remove", err)
+	if why, _ := unowned(ctx, nil, adopted); why != "" {
+		it.Action, it.Reasons = ReapKept, []gitops.Risk{{Reason: ReasonOwnerBack, Detail: why}}
 		return it
 	}
-	it.Action = ReapRemoved
-	d.Logger.Info("reap: unknown worktree removed", "path", e.Path, "idle", idle.Round(time.Second))
-	r.event(ctx, "", "", "reaped", fmt.Sprintf("unknown worktree %s removed (branch %s kept, idle %s)", e.Path, e.Branch, idle.Round(time.Second)))
-	return it
+	rm.Workspace = adopted
+	rm.Event = "reaped"
+	rm.Message = fmt.Sprintf("unknown worktree %s removed (branch %s kept)", e.Path, e.Branch)
+	if missing {
+		rm.Event, rm.Message = "reap_pruned", "unknown worktree "+e.Path+" was gone: its git record forgotten"
+	}
+	rm.RefusedEvent, rm.RefusedQuiet = "reap_kept", true
+	return r.remove(ctx, it, rm, missing)
 }
 
 // stranger reports a directory under the home that is no worktree of a
@@ -383,7 +410,7 @@ func (r *reaper) stranger(dir string) ReapItem {
 // recordKept stores the reasons a row's worktree was kept, with an event
 // when they changed since the last pass (so a kept worktree does not add
 // an event every pass).
-func (r *reaper) recordKept(ctx context.Context, w store.OwnedWorkspace, it ReapItem) {
+func (r *reaper) recordKept(ctx context.Context, w grove.Workspace, taskID, sessionID string, it ReapItem) {
 	if r.dry {
 		return
 	}
@@ -395,42 +422,12 @@ func (r *reaper) recordKept(ctx context.Context, w store.OwnedWorkspace, it Reap
 		if err := tx.SetWorkspaceRisk(ctx, w.ID, report); err != nil {
 			return err
 		}
-		return tx.AddEvent(ctx, w.TaskID, w.SessionID, "reap_kept", "worktree kept by the reaper, at risk: "+reasonList(it.Reasons))
+		return tx.AddEvent(ctx, taskID, sessionID, "reap_kept", "worktree kept by the reaper, at risk: "+reasonList(it.Reasons))
 	})
 	if err != nil {
 		r.d.Logger.Warn("reap: cannot record refusal", "path", w.Path, "err", err)
 	}
-	r.d.Logger.Warn("reap: worktree kept", "path", w.Path, "task", w.TaskID, "reasons", reasonList(it.Reasons))
-}
-
-// archive archives a row whose worktree is gone, with an event; a task
-// that was applied, discarded or in conflict moves to closed.
-func (r *reaper) archive(ctx context.Context, w store.OwnedWorkspace, kind, msg string) {
-	err := r.d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.SetWorkspaceRisk(ctx, w.ID, ""); err != nil {
-			return err
-		}
-		if err := tx.ArchiveWorkspace(ctx, w.ID); err != nil {
-			return err
-		}
-		if w.TaskID != "" && w.SessionID == "" && in(w.TaskState, grove.StateApplied, grove.StateDiscarded, grove.StateConflict) {
-			if _, err := tx.SetState(ctx, w.TaskID, []grove.TaskState{w.TaskState}, grove.StateClosed, ""); err != nil {
-				return err
-			}
-		}
-		return tx.AddEvent(ctx, w.TaskID, w.SessionID, kind, msg)
-	})
-	if err != nil {
-		r.d.Logger.Warn("reap: cannot archive workspace", "path", w.Path, "err", err)
-		return
-	}
-	r.d.Logger.Info("reap: "+msg, "path", w.Path, "task", w.TaskID)
-}
-
-func (r *reaper) event(ctx context.Context, taskID, sessionID, kind, msg string) {
-	if err := r.d.Store.AddEvent(ctx, taskID, sessionID, kind, msg); err != nil {
-		r.d.Logger.Warn("reap: cannot record event", "kind", kind, "err", err)
-	}
+	r.d.Logger.Warn("reap: worktree kept", "path", w.Path, "task", taskID, "reasons", reasonList(it.Reasons))
 }
 
 // riskJSON is a gate report as stored on a workspace row.

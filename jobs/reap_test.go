@@ -378,7 +378,7 @@ func TestReapPrunesMissingDirectory(t *testing.T) {
 	is.Equal(e.events(id, "reap_pruned"), 1)
 	ok, err := e.repo.IsLocalBranch(e.ctx, TaskBranch(id))
 	is.NoErr(err)
-	is.True(ok) // the branch stays
+	is.True(!ok) // the gate saw nothing on it: it goes, as with a close
 
 	// Again: nothing left to do.
 	rep = e.reap(time.Hour, false)

@@ -280,59 +280,30 @@ func (w *SessionWorker) close(ctx context.Context, sess grove.Session, force boo
 	if err := d.stopService(ctx, sess.ID); err != nil {
 		return err
 	}
-	snapshot := ""
-	if ws.ID != 0 {
-		repo, err := d.Repo(ctx, sess.RepoPath)
-		if err != nil {
-			return err
-		}
-		rep := repo.AtRisk(ctx, ws.Path, gitops.GateOptions{Branch: ws.Branch, AppliedRefs: []string{sess.BaseCommit}})
-		if !rep.Safe && !alreadyGone(rep) {
-			if !force {
-				return d.refuseClose(ctx, sess.ID, ws, rep)
-			}
-			snapshot = "refs/grove/snapshots/session-" + sess.ID
-			if _, err := repo.Snapshot(ctx, ws.Path, snapshot, false); err != nil {
-				return fmt.Errorf("snapshot before forced close: %w", err)
-			}
-		}
-		if err := repo.RetireWorktree(ctx, ws.Path, ws.Branch, d.TrashDir(), rep); err != nil { // into the trash
-			return fmt.Errorf("remove session worktree: %w", err)
-		}
-	}
-	return d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if ws.ID != 0 {
-			if snapshot != "" {
-				if err := tx.SetWorkspaceSnapshot(ctx, ws.ID, snapshot); err != nil {
-					return err
-				}
-			}
-			if err := tx.ArchiveWorkspace(ctx, ws.ID); err != nil {
+	if ws.ID == 0 {
+		return d.Store.InTx(ctx, func(tx *store.Tx) error {
+			if err := closeSessionTx(ctx, tx, sess.ID); err != nil {
 				return err
 			}
-		}
-		if err := tx.ReleasePort(ctx, sess.ID); err != nil {
-			return err
-		}
-		if err := tx.SetSessionState(ctx, sess.ID, grove.SessionClosed, true); err != nil {
-			return err
-		}
-		return tx.AddEvent(ctx, "", sess.ID, "session_closed", "worktree removed; "+snapshot)
-	})
-}
-
-func (d *Deps) refuseClose(ctx context.Context, key string, ws grove.Workspace, rep gitops.Report) error {
-	var reasons []string
-	for _, r := range rep.Risks {
-		reasons = append(reasons, r.Reason)
+			return tx.AddEvent(ctx, "", sess.ID, "session_closed", "no worktree to remove")
+		})
 	}
-	msg := fmt.Sprintf("worktree kept, at risk: %v", reasons)
-	return d.Store.InTx(ctx, func(tx *store.Tx) error {
-		if err := tx.SetWorkspaceRisk(ctx, ws.ID, reportJSON(rep)); err != nil {
-			return err
-		}
-		return tx.AddEvent(ctx, "", key, "close_refused", msg)
-	})
+	r := d.removalOf(store.OwnedWorkspace{Workspace: ws, RepoPath: sess.RepoPath}, nil)
+	r.Gate = gitops.GateOptions{Branch: ws.Branch, AppliedRefs: []string{sess.BaseCommit}}
+	r.Force, r.Wait = force, true
+	r.Event, r.Message, r.RefusedEvent = "session_closed", "worktree removed", "close_refused"
+	res, err := d.Remove(ctx, r)
+	switch {
+	case errors.Is(err, grove.ErrAtRisk):
+		return nil // recorded: the session stays, its worktree kept
+	case err != nil:
+		return fmt.Errorf("remove session worktree: %w", err)
+	case res.Skipped == SkipGone:
+		return d.Store.InTx(ctx, func(tx *store.Tx) error { return closeSessionTx(ctx, tx, sess.ID) })
+	case res.Skipped != "":
+		return river.JobCancel(d.Store.AddEvent(ctx, "", sess.ID, "close_refused", res.Skipped))
+	}
+	return nil
 }
 
 func sleepCtx(ctx context.Context, dur time.Duration) error {

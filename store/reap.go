@@ -91,3 +91,37 @@ func (t *Tx) AdoptWorkspace(ctx context.Context, w grove.Workspace) (grove.Works
 	}
 	return w, nil
 }
+
+// LastEventOf is the newest event of a task among the given kinds;
+// ErrNotFound when it has none of them.
+func (s *Store) LastEventOf(ctx context.Context, taskID string, kinds ...string) (grove.Event, error) {
+	if len(kinds) == 0 {
+		return grove.Event{}, fmt.Errorf("last event of %s: no kinds", taskID)
+	}
+	args := []any{taskID}
+	marks := ""
+	for i, k := range kinds {
+		if i > 0 {
+			marks += ","
+		}
+		marks += "?"
+		args = append(args, k)
+	}
+	evs, err := s.events(ctx, `id = (SELECT MAX(id) FROM event WHERE task_id = ? AND kind IN (`+marks+`))`, args...)
+	if err != nil {
+		return grove.Event{}, err
+	}
+	if len(evs) == 0 {
+		return grove.Event{}, fmt.Errorf("event of task %s: %w", taskID, grove.ErrNotFound)
+	}
+	return evs[0], nil
+}
+
+// LastEventID is the id of a task's newest event (0 without any).
+func (s *Store) LastEventID(ctx context.Context, taskID string) (int64, error) {
+	var id sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(id) FROM event WHERE task_id = ?`, taskID).Scan(&id); err != nil {
+		return 0, fmt.Errorf("last event of %s: %w", taskID, err)
+	}
+	return id.Int64, nil
+}

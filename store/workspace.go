@@ -135,3 +135,21 @@ func (s *Store) LiveWorkspaces(ctx context.Context) ([]grove.Workspace, error) {
 	}
 	return out, rows.Err()
 }
+
+// Workspace reads one workspace row by id; archived reports whether it was
+// archived (its worktree removed). ErrNotFound when there is no such row.
+func (t *Tx) Workspace(ctx context.Context, id int64) (w grove.Workspace, archived bool, err error) {
+	var at sql.NullInt64
+	var (
+		task, session sql.NullString
+		used          int64
+	)
+	err = t.q.QueryRowContext(ctx, `SELECT `+wsColumns+`, archived_at FROM workspace WHERE id = ?`, id).Scan(
+		&w.ID, &w.RepoID, &task, &session, &w.Path, &w.Branch, &w.BaseCommit, &w.HeadCommit,
+		&w.State, &w.AtRisk, &w.SnapshotRef, &used, &at)
+	if err != nil {
+		return w, false, notFound(err, fmt.Sprintf("workspace %d", id))
+	}
+	w.TaskID, w.SessionID, w.LastUsedAt = task.String, session.String, fromMS(used)
+	return w, at.Valid, nil
+}

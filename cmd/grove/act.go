@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -144,42 +147,90 @@ func (a *app) closeCmd() *cobra.Command {
 	c := a.idCmd("close", "Remove a finished task's worktree and branch (never loses work)",
 		"  grove close t1a2b3c4d\n  grove close --force t1a2b3c4d   # snapshot first, then remove",
 		func(ctx context.Context, id string) error {
-			t, err := a.st.Task(ctx, id)
+			after, err := a.st.LastEventID(ctx, id)
 			if err != nil {
 				return err
-			}
-			ws, err := a.st.TaskWorkspace(ctx, id)
-			if err == nil && ws.State != grove.WorkspaceRemoved && !force && t.SessionID == "" {
-				repo, err := a.openRepo(ctx, t.RepoPath)
-				if err != nil {
-					return err
-				}
-				if rep := repo.AtRisk(ctx, ws.Path, jobs.GateOptions(t, ws)); !rep.Safe {
-					var rs []string
-					for _, r := range rep.Risks {
-						s := r.Reason
-						if r.Detail != "" {
-							s += " (" + r.Detail + ")"
-						}
-						rs = append(rs, s)
-					}
-					return grove.Userf(grove.ErrAtRisk, "apply or discard it, or grove close --force "+id+" (snapshots first)",
-						"task %s worktree holds work: %s", id, strings.Join(rs, "; "))
-				}
 			}
 			if err := a.intents().Close(ctx, id, force); err != nil {
 				return err
 			}
-			_, ok, err := a.settle(ctx, id, "close", func(grove.Task) bool {
-				w, err := a.st.TaskWorkspace(ctx, id)
-				return err != nil || w.State == grove.WorkspaceRemoved
-			})
-			if err != nil || !ok {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s closed\n", id)
-			return nil
+			return a.awaitClose(ctx, id, after)
 		})
 	c.Flags().BoolVar(&force, "force", false, "snapshot an at-risk worktree to refs/grove/snapshots/ID, then remove it")
 	return c
+}
+
+// awaitClose waits for the daemon's answer to a close asked after event
+// id after: the gate runs in one place, the daemon's removal. closed is
+// exit 0; refused is exit 1 with the reasons (from the workspace's report);
+// without a daemon the request stays queued (exit 0, said so).
+func (a *app) awaitClose(ctx context.Context, id string, after int64) error {
+	start := time.Now()
+	var missing time.Time
+	nextNote := 3 * time.Second
+	for {
+		evs, err := a.st.Events(ctx, id, after)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			after = e.ID
+			switch e.Kind {
+			case "closed", "reaped", "reap_pruned":
+				fmt.Fprintf(a.stdout, "%s closed\n", id)
+				return nil
+			case "close_refused":
+				return a.closeRefused(ctx, id)
+			case "close_skipped", "close_failed":
+				return grove.Userf(grove.ErrConflict, "see its state with: grove show "+id, "task %s not closed: %s", id, e.Message)
+			case "close_error":
+				fmt.Fprintf(a.stderr, "close of %s failed, retrying: %s\n", id, e.Message)
+			}
+		}
+		if a.daemonGone(&missing) {
+			fmt.Fprintf(a.stdout, "%s close queued; it runs when grove serve is up\n", id)
+			return nil
+		}
+		if waited := time.Since(start); waited > nextNote {
+			fmt.Fprintf(a.stderr, "waiting for close of %s (%s)\n", id, waited.Round(time.Second))
+			nextNote += 5 * time.Second
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// closeRefused is the error for a refused close: the reasons the daemon's
+// gate recorded, and what to do.
+func (a *app) closeRefused(ctx context.Context, id string) error {
+	reasons := "see grove show " + id
+	ws, err := a.st.TaskWorkspace(ctx, id)
+	if err == nil && ws.AtRisk != "" {
+		var rep gitops.Report
+		if json.Unmarshal([]byte(ws.AtRisk), &rep) == nil {
+			reasons = riskText(rep.Risks)
+		}
+	}
+	hint := "apply or discard it, or grove close --force " + id + " (snapshots first)"
+	if err == nil && cwdInside(ws.Path) {
+		hint = "you are inside it: cd out of " + ws.Path + " and run grove close " + id + " again"
+	}
+	return grove.Userf(grove.ErrAtRisk, hint, "task %s worktree holds work: %s", id, reasons)
+}
+
+// cwdInside reports whether this process's working directory is dir or
+// inside it.
+func cwdInside(dir string) bool {
+	wd, err := os.Getwd()
+	if err != nil || dir == "" {
+		return false
+	}
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = r
+	}
+	if r, err := filepath.EvalSymlinks(wd); err == nil {
+		wd = r
+	}
+	return wd == dir || strings.HasPrefix(wd, dir+string(filepath.Separator))
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -42,7 +44,7 @@ func (a *app) printAtRisk(ctx context.Context, repoID int64, asJSON bool) error 
 			owner = string(w.TaskState)
 		}
 		views = append(views, atRiskView{TaskID: w.TaskID, SessionID: w.SessionID, Owner: owner, Repo: w.RepoPath,
-			Path: w.Path, Branch: w.Branch, LastUsedAt: w.LastUsedAt, Report: json.RawMessage(w.AtRisk)})
+			Path: w.Path, Branch: w.Branch, LastUsedAt: w.LastUsedAt, Report: recheckProcesses(w.Path, w.AtRisk)})
 	}
 	if asJSON {
 		return a.printJSON(views)
@@ -62,8 +64,47 @@ func (a *app) printAtRisk(ctx context.Context, repoID int64, asJSON bool) error 
 		reasons := string(v.Report)
 		if err := json.Unmarshal(v.Report, &rep); err == nil {
 			reasons = riskText(rep.Risks)
+			if len(rep.Risks) == 0 {
+				reasons = "none any more (re-checked now: its processes exited)"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", id, v.Owner, age(now.Sub(v.LastUsedAt)), v.Path, reasons)
 	}
 	return tw.Flush()
+}
+
+// recheckProcesses is a recorded report with its process reason as of now:
+// the pids still working in path, or no process reason when they are all
+// gone (a worktree kept for a process that exited is then shown without
+// it, and the reaper closes it on its next pass if its close was asked).
+// A report that cannot be parsed, or a scan that fails, is shown as
+// recorded.
+func recheckProcesses(path, recorded string) json.RawMessage {
+	var rep gitops.Report
+	if err := json.Unmarshal([]byte(recorded), &rep); err != nil || !rep.Has(gitops.RiskProcess) {
+		return json.RawMessage(recorded)
+	}
+	pids, err := gitops.ProcessesIn(path)
+	if err != nil {
+		return json.RawMessage(recorded)
+	}
+	risks := rep.Risks[:0:0]
+	for _, r := range rep.Risks {
+		if r.Reason != gitops.RiskProcess {
+			risks = append(risks, r)
+		} else if len(pids) > 0 {
+			s := make([]string, len(pids))
+			for i, p := range pids {
+				s[i] = strconv.Itoa(p)
+			}
+			risks = append(risks, gitops.Risk{Reason: gitops.RiskProcess, Detail: "pids " + strings.Join(s, ", ")})
+		}
+	}
+	rep.Risks = risks
+	rep.Safe = len(risks) == 0
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return json.RawMessage(recorded)
+	}
+	return b
 }

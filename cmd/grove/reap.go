@@ -29,8 +29,14 @@ or whose session is closed, and at worktrees under $GROVE_HOME/worktrees
 grove has no record of, idle for longer than --grace. A worktree the at-risk
 gate calls safe is
 removed; one holding work is kept and its reasons recorded (grove ls
---at-risk); a directory deleted by hand has its git metadata pruned. A
-directory that is no worktree of a known repository is never deleted.
+--at-risk); a directory deleted by hand has git's record of that worktree
+alone forgotten (never a repository-wide git worktree prune: a worktree of
+yours on a disk that is not mounted keeps its record). A directory that is
+no worktree of a known repository is never deleted. A worktree another
+process is removing (a close) is skipped; one whose removal a crash cut
+short is finished first. A task whose close was refused is looked at again
+whatever its age, and closed once nothing is at risk (a process exited).
+Every removal goes through the same path as grove close.
 grove serve runs the same pass every --reap-every.`,
 		Example: `  grove reap --dry-run          # what it would do
   grove reap
@@ -85,10 +91,10 @@ func (a *app) printReap(rep jobs.ReapReport) error {
 	}
 	verb := map[bool]string{true: "would remove", false: "removed"}[rep.DryRun]
 	prune := map[bool]string{true: "would prune", false: "pruned"}[rep.DryRun]
-	fmt.Fprintf(a.stdout, "%s %d, %s %d, kept %d, too young %d (grace %s)",
+	fmt.Fprintf(a.stdout, "%s %d, %s %d, kept %d, too young %d, being removed %d (grace %s)",
 		verb, rep.Count(jobs.ReapRemoved)+rep.Count(jobs.ReapWouldRemove),
 		prune, rep.Count(jobs.ReapPruned)+rep.Count(jobs.ReapWouldPrune),
-		rep.Count(jobs.ReapKept), rep.Count(jobs.ReapSkippedYoung), rep.Grace)
+		rep.Count(jobs.ReapKept), rep.Count(jobs.ReapSkippedYoung), rep.Count(jobs.ReapSkippedBusy), rep.Grace)
 	if rep.DryRun {
 		fmt.Fprint(a.stdout, "; dry run, nothing changed")
 	}

@@ -187,6 +187,13 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := gitops.SweepTrash(deps.TrashDir()); err != nil {
 		log.Warn("sweep trash", "dir", deps.TrashDir(), "err", err)
 	}
+	// Removals a crash interrupted (workspaces left `removing`), finished
+	// or refused with their work kept, before any job runs.
+	if n, err := jobs.ResumeRemovals(ctx, deps); err != nil {
+		log.Warn("resume interrupted removals", "err", err)
+	} else if n > 0 {
+		log.Info("finished removals a crash interrupted", "worktrees", n)
+	}
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
 		ErrorLogger: log.With("component", "river"),
 		Periodic:    periodic,
