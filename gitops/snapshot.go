@@ -16,19 +16,31 @@ import (
 //
 //	worktree/          every file as it is on disk: tracked, untracked,
 //	                   ignored files the gate counts as at risk (not in
-//	                   DefaultKeepIgnored) and, with includeIgnored, every
-//	                   ignored file (modes and symlinks too)
+//	                   the keep list) and, with IncludeIgnored, every
+//	                   ignored file (modes and symlinks too); nested
+//	                   repositories are left out of it
 //	index/             the index as a tree (stage 0); for an index with
 //	                   conflicts, entries live under index/<stage>/<path>
-//	grove-snapshot     text: format version, HEAD, path, flags
+//	nested/<i>/files   nested repository i captured raw, its .git entries
+//	                   named .grove-dotgit (nested/<i>/empty-dirs: NUL-
+//	                   separated empty directories)
+//	nested-repos       NUL-separated worktree-relative paths of nested/<i>
+//	gitdir/            operation state files of the worktree's git dir
+//	                   (see opStateFiles)
+//	op-refs            "<sha> <ref>" lines of refs/bisect/*, refs/rewritten/*
+//	lock               the worktree lock's reason (if locked)
+//	grove-snapshot     text: format version, HEAD, path, flags, symref,
+//	                   operations, the branch a rebase/bisect returns to
 //	index-entries      only with conflicts: `ls-files -s -z` of the index
 //	assume-unchanged   NUL-separated paths with that flag (if any)
 //	skip-worktree      NUL-separated paths with that flag (if any)
 //	skip-absent        of those, the ones with no file on disk (if any)
 //	worktree-refs      "<sha> <ref>" lines of refs/worktree/* (if any)
 //
-// The commit's first parent is HEAD; the commits refs/worktree/* point at
-// are further parents, so they stay reachable once the worktree is gone.
+// The commit's first parent is HEAD; the commits refs/worktree/* point at,
+// and (reduced to the independent ones) the commits the HEAD reflog and the
+// operation state name, are further parents, so they stay reachable once
+// the worktree is gone.
 const snapshotVersion = "grove-snapshot 2"
 
 // snapshotVersions are the formats Restore reads.
@@ -105,10 +117,13 @@ func (r *Repo) Snapshot(ctx context.Context, wtPath, ref string, includeIgnored 
 // refs/worktree/* — as one commit, points ref at it (no compare-and-swap)
 // and returns the commit. The worktree and its index are not touched: the
 // files are staged into a temporary index (GIT_INDEX_FILE, seeded from a
-// copy of the real one). Not recorded: empty directories of the worktree
-// (those of nested repositories are), the contents of submodules (their
-// HEAD commit is), in-progress operations, worktree locks and
-// intent-to-add marks. Snapshotting the same unchanged worktree twice
+// copy of the real one). Also recorded: the operation in progress, its
+// refs and the lock (see the layout), and every commit the HEAD reflog
+// names. Not recorded: empty directories of the worktree (those of nested
+// repositories are), the working trees of submodules (their HEAD commit
+// is), sockets and FIFOs, and intent-to-add marks. Submodule commits only the worktree's module store
+// holds are first copied into the main repository's module store
+// (KeepSubmoduleCommits). Snapshotting the same unchanged worktree twice
 // gives the same tree.
 func (r *Repo) SnapshotWith(ctx context.Context, wtPath, ref string, opt SnapshotOptions) (string, error) {
 	wt, err := absPath(wtPath)
@@ -117,6 +132,13 @@ func (r *Repo) SnapshotWith(ctx context.Context, wtPath, ref string, opt Snapsho
 	}
 	if !validRefName(ref) {
 		return "", fmt.Errorf("snapshot %s: invalid ref %q", wt, ref)
+	}
+	// Submodule commits only the worktree's module store holds are kept
+	// the way apply keeps them: in the main repository's module store.
+	if exists(wt) {
+		if err := r.KeepSubmoduleCommits(ctx, wt); err != nil {
+			return "", fmt.Errorf("snapshot %s: %w", wt, err)
+		}
 	}
 	snap, err := r.snapshotTree(ctx, wt, opt)
 	if err != nil {

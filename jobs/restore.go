@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
@@ -18,7 +19,8 @@ import (
 // took (the workspace's snapshot_ref, else refs/grove/snapshots/<id>): at
 // path ("" = where it was) on branch grove/<id>, or grove/<id>-restored[-N]
 // when that branch exists, with the same files, index and flags
-// (gitops.Restore). It records a new live workspace row for the task (the
+// (gitops.RestoreWith: nested repositories, the operation in progress and
+// the lock too). It records a new live workspace row for the task (the
 // old one stays archived) and an event, and returns the row. It works
 // without a daemon; the repository lock is taken for the worktree add.
 //
@@ -90,7 +92,8 @@ func Restore(ctx context.Context, d *Deps, taskID, path string) (grove.Workspace
 	if err != nil {
 		return ws, err
 	}
-	if err := repo.Restore(ctx, ref, path, branch); err != nil {
+	notes, err := repo.RestoreWith(ctx, ref, path, branch)
+	if err != nil {
 		if aerr := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.ArchiveWorkspace(ctx, ws.ID) }); aerr != nil {
 			err = fmt.Errorf("%w (archive workspace: %v)", err, aerr)
 		}
@@ -110,7 +113,11 @@ func Restore(ctx context.Context, d *Deps, taskID, path string) (grove.Workspace
 		if err := tx.SetWorkspaceSnapshot(ctx, ws.ID, ref); err != nil {
 			return err
 		}
-		return tx.AddEvent(ctx, taskID, "", "restored", fmt.Sprintf("worktree restored from %s at %s on %s", ref, path, branch))
+		msg := fmt.Sprintf("worktree restored from %s at %s on %s", ref, path, branch)
+		if len(notes) > 0 {
+			msg += "; " + strings.Join(notes, "; ")
+		}
+		return tx.AddEvent(ctx, taskID, "", "restored", msg)
 	})
 	if err != nil {
 		return ws, err
