@@ -256,6 +256,20 @@ func TestTrashRestoreMissing(t *testing.T) {
 	is.Equal(len(trashEntries(t, trash)), 1)
 	rep := r.AtRisk(ctx, wt, GateOptions{Branch: "grove/g"})
 	is.True(rep.Has(RiskMissing))
+	gd := filepath.Join(r.CommonDir, "worktrees", "wt")
+	is.True(exists(filepath.Join(gd, "index")))
+
+	// While another removal holds that entry (the reaper next to a close),
+	// the record is not touched.
+	name := trashEntries(t, trash)[0]
+	f, ok, err := tryFlock(filepath.Join(trash, name, trashLock))
+	is.NoErr(err)
+	is.True(ok)
+	_, err = r.Retire(ctx, wt, "grove/g", trash, rep, RetireOptions{})
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), "being moved into the trash"))
+	is.True(exists(filepath.Join(gd, "index")))
+	f.Close()
 
 	e, err := r.Retire(ctx, wt, "grove/g", trash, rep, RetireOptions{})
 	is.NoErr(err)
