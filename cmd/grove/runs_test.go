@@ -162,6 +162,11 @@ exec sleep 600
 	_, sup, pid := h.runningRun(id, counter)
 	h.until(30*time.Second, "child escaped", func() bool { _, err := os.Stat(escapee); return err == nil })
 	epid := readInt(t, escapee)
+	t.Cleanup(func() { // outside the harness's sweep (cwd /): never leak it
+		if alive(epid) {
+			_ = syscall.Kill(epid, syscall.SIGKILL)
+		}
+	})
 	is.NoErr(syscall.Kill(sup, syscall.SIGKILL))
 	h.until(5*time.Second, "agent killed with its supervisor", func() bool { return !alive(pid) })
 	h.waitEvent(30*time.Second, id, "orphaned")
