@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/grove-dev/grove"
 )
 
 // Snapshot layout: a commit whose parent is the worktree's HEAD (none if
@@ -618,9 +620,11 @@ func (r *Repo) RestoreWith(ctx context.Context, ref, path, branch string) (notes
 		if err := restoreNested(ctx, wt, fields0([]byte(lists["nested-repos"])), obj["nested"]); err != nil {
 			return err
 		}
+		grove.Failpoint("restore.after-nested")
 		if err := restoreOpState(ctx, wt, branch, obj["gitdir"], lists["op-refs"], head, m["orig-branch"], m["orig-tip"], detach); err != nil {
 			return err
 		}
+		grove.Failpoint("restore.after-opstate")
 		return restoreLock(wt, lists["lock"]) // last: until then it can be undone
 	}
 	if err := r.createWorktree(ctx, path, branch, head, fill); err != nil {

@@ -159,6 +159,7 @@ func (r *Repo) KeepSubmoduleCommits(ctx context.Context, wtPath string) error {
 		if err := r.ensureModuleStore(ctx, wt, m); err != nil {
 			return fmt.Errorf("keep commits of submodule %s: %w", m.path, err)
 		}
+		grove.Failpoint("keepsub.after-store")
 		// Tips suffice: fetching a commit brings its ancestors.
 		tips, err := run(ctx, m.gitDir, append([]string{"--git-dir=" + m.gitDir, "merge-base", "--independent"}, only...)...)
 		if err != nil {
