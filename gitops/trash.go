@@ -148,14 +148,16 @@ func newTrashEntry(trashDir, base string) (*trashEntry, error) {
 			}
 			return nil, err
 		}
-		f, ok, err := tryFlock(filepath.Join(dir, trashLock))
+		// Waiting: a purge may be looking at the fresh entry; it leaves an
+		// entry this young alone and lets go at once.
+		f, err := flockWait(filepath.Join(dir, trashLock))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed before we locked it
+		}
 		if err != nil {
 			_ = os.Remove(filepath.Join(dir, trashLock))
 			_ = os.Remove(dir)
 			return nil, err
-		}
-		if !ok {
-			continue // a purge is looking at it; it leaves young entries alone
 		}
 		return &trashEntry{dir: dir, name: name, lock: f}, nil
 	}
@@ -294,6 +296,26 @@ func tryFlock(path string) (f *os.File, ok bool, err error) {
 		return nil, false, err
 	}
 	return f, true, nil
+}
+
+// flockWait opens path (creating it) and takes an exclusive flock,
+// waiting for it.
+func flockWait(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // moveDir renames src to dst; across filesystems (EXDEV) it copies src to

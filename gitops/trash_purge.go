@@ -200,7 +200,7 @@ func PurgeTrash(ctx context.Context, trashDir string, now time.Time, keep time.D
 func settle(ctx context.Context, t *trashEntry, info TrashInfo, now time.Time) (TrashInfo, string, error) {
 	m := info.Manifest
 	switch {
-	case m.Step == "" && info.Age > MinAge && !exists(t.worktree()) && !exists(t.admin()) && !exists(filepath.Join(t.dir, trashKept)):
+	case m.Step == "" && emptyAndOld(t.dir) && !exists(t.worktree()) && !exists(t.admin()) && !exists(filepath.Join(t.dir, trashKept)):
 		if _, err := os.Stat(filepath.Join(t.dir, trashManifest)); !errors.Is(err, fs.ErrNotExist) {
 			return info, "", nil // a manifest we cannot read: kept
 		}
@@ -229,6 +229,14 @@ func settle(ctx context.Context, t *trashEntry, info TrashInfo, now time.Time) (
 		return inspect(t.dir, now), t.name, nil
 	}
 	return info, "", nil
+}
+
+// emptyAndOld reports whether the entry dir was made more than MinAge ago
+// by the real clock (never a caller's: a retire makes its entry and locks
+// it a moment later, and must not lose it to a purge in between).
+func emptyAndOld(dir string) bool {
+	st, err := os.Stat(dir)
+	return err == nil && time.Since(st.ModTime()) > MinAge
 }
 
 // purgeLocked deletes the locked entry t: marked StepPurging first (an

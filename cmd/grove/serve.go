@@ -182,8 +182,9 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := opts.apply(deps); err != nil {
 		return err
 	}
-	// Worktrees a crash left half-removed (gitops.RetireWorktree), before
-	// any close runs again.
+	// Removals, purges and restores a crash interrupted (gitops.SweepTrash
+	// finishes them; it deletes nothing retention still keeps), before any
+	// close runs again.
 	if err := gitops.SweepTrash(deps.TrashDir()); err != nil {
 		log.Warn("sweep trash", "dir", deps.TrashDir(), "err", err)
 	}
