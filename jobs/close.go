@@ -19,6 +19,8 @@ import (
 type CloseArgs struct {
 	TaskID string `json:"task_id"`
 	Force  bool   `json:"force,omitempty"`
+	// DropIgnored leaves ignored files out of Force's snapshot.
+	DropIgnored bool `json:"drop_ignored,omitempty"`
 }
 
 // Kind is stable: it is stored in river_job rows.
@@ -91,7 +93,7 @@ func (w *CloseWorker) work(ctx context.Context, job *river.Job[CloseArgs]) error
 	}
 	r := d.removalOf(store.OwnedWorkspace{Workspace: ws, RepoPath: task.RepoPath, TaskState: task.State}, closable)
 	r.Gate = GateOptions(task, ws)
-	r.Force, r.Wait = job.Args.Force, true
+	r.Force, r.DropIgnored, r.Wait = job.Args.Force, job.Args.DropIgnored, true
 	attempt := task.Attempt
 	r.Owner = func(ctx context.Context, tx *store.Tx, _ grove.Workspace) (string, error) {
 		// A retry may have taken the task back since this job was queued.

@@ -317,8 +317,9 @@ func (i *Intents) Cancel(ctx context.Context, id string, runDir string) error {
 }
 
 // Close asks for a finished task's worktree to be removed (through the gate;
-// Force snapshots first).
-func (i *Intents) Close(ctx context.Context, id string, force bool) error {
+// force snapshots first, with dropIgnored leaving ignored files out of the
+// snapshot).
+func (i *Intents) Close(ctx context.Context, id string, force, dropIgnored bool) error {
 	return i.Store.InTx(ctx, func(tx *store.Tx) error {
 		task, err := tx.Task(ctx, id)
 		if err != nil {
@@ -330,7 +331,7 @@ func (i *Intents) Close(ctx context.Context, id string, force bool) error {
 		if err := tx.AddEvent(ctx, id, "", "close_asked", fmt.Sprintf("force=%v", force)); err != nil {
 			return err
 		}
-		err = i.enqueue(ctx, tx, CloseArgs{TaskID: id, Force: force})
+		err = i.enqueue(ctx, tx, CloseArgs{TaskID: id, Force: force, DropIgnored: dropIgnored})
 		return err
 	})
 }

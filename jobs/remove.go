@@ -32,6 +32,10 @@ type Removal struct {
 	// Force snapshots an at-risk worktree to SnapshotRef before removing it.
 	Force       bool
 	SnapshotRef string
+	// DropIgnored leaves ignored files out of the forced snapshot (the
+	// explicit way past the snapshot's size limit; nested repositories are
+	// still recorded whole).
+	DropIgnored bool
 	// Owner re-checks, in the claim transaction, that the row's owner still
 	// lets the worktree go; a non-empty answer says why not and nothing is
 	// done. nil: no owner to ask.
@@ -79,6 +83,11 @@ type RemoveResult struct {
 	// "" when nothing could be kept: Trash.NotKept says why).
 	Trash gitops.TrashEntry
 }
+
+// RiskSnapshotRefused is the reason a forced removal records when the
+// snapshot it must take first refuses (over its size limit: --drop-ignored
+// leaves ignored files out; a worktree moved away: git worktree repair).
+const RiskSnapshotRefused = "snapshot_refused"
 
 // Reasons Remove skips a workspace.
 const (
@@ -164,7 +173,14 @@ func (d *Deps) Remove(ctx context.Context, r Removal) (RemoveResult, error) {
 			return res, d.refuseRemoval(ctx, r, ws, prev, report)
 		}
 		ref := r.SnapshotRef
-		if _, err := repo.Snapshot(ctx, ws.Path, ref, false); err != nil {
+		if _, err := repo.SnapshotWith(ctx, ws.Path, ref, gitops.SnapshotOptions{DropIgnored: r.DropIgnored}); err != nil {
+			if errors.Is(err, grove.ErrAtRisk) {
+				// The snapshot cannot hold it (over the size limit, moved
+				// away, a file it cannot store): a refusal, not a retry.
+				report.Risks = append(report.Risks, gitops.Risk{Reason: RiskSnapshotRefused, Detail: err.Error()})
+				res.Report = report
+				return res, d.refuseRemoval(ctx, r, ws, prev, report)
+			}
 			return res, d.releaseRemoval(ctx, ws.ID, prev, fmt.Errorf("snapshot %s before forced removal: %w", ws.Path, err))
 		}
 		if err := d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.SetWorkspaceSnapshot(ctx, ws.ID, ref) }); err != nil {

@@ -153,7 +153,7 @@ func TestRefusedCloseFinishesWhenProcessExits(t *testing.T) {
 	client, err := NewInsertClient(e.st)
 	is.NoErr(err)
 	intents := &Intents{Store: e.st, Client: client, Home: e.d.Home}
-	is.NoErr(intents.Close(e.ctx, id, false))
+	is.NoErr(intents.Close(e.ctx, id, false, false))
 
 	sleeper := exec.Command("sleep", "600")
 	sleeper.Dir = wt
@@ -277,4 +277,35 @@ func TestRemoveContract(t *testing.T) {
 		}
 	}
 	is.Equal(removed, 1)
+}
+
+// A forced removal whose snapshot refuses (here: the worktree was moved by
+// hand next to its old path, so git's record still holds its index and
+// HEAD) is a recorded refusal, not a failure River retries: the row goes
+// back to ready with the reason, the moved files and git's record stay.
+func TestForcedRemovalSnapshotRefusal(t *testing.T) {
+	is := is.New(t)
+	e := newReapEnv(t)
+	id, wt := e.task(grove.StateDiscarded)
+	writeT(t, filepath.Join(wt, "notes.txt"), "mine\n")
+	admin := e.adminDir(wt)
+	is.True(admin != "")
+	moved := wt + "-moved"
+	is.NoErr(os.Rename(wt, moved))
+
+	w := store.OwnedWorkspace{Workspace: e.workspace(id), RepoPath: e.repo.Root, TaskState: grove.StateDiscarded}
+	r := e.d.removalOf(w, closable)
+	r.Force, r.RefusedEvent = true, "close_refused"
+	res, err := e.d.Remove(e.ctx, r)
+	is.True(errors.Is(err, grove.ErrAtRisk))
+	is.True(strings.Contains(err.Error(), RiskSnapshotRefused))
+	is.True(!res.Removed)
+	is.Equal(e.workspace(id).State, grove.WorkspaceReady) // claim released
+	is.True(strings.Contains(e.workspace(id).AtRisk, RiskSnapshotRefused))
+	is.Equal(e.events(id, "close_refused"), 1)
+	b, err := os.ReadFile(filepath.Join(moved, "notes.txt"))
+	is.NoErr(err)
+	is.Equal(string(b), "mine\n")
+	_, err = os.Stat(admin)
+	is.NoErr(err) // git's record of it is kept: git worktree repair finds it
 }

@@ -143,20 +143,25 @@ func (a *app) retryCmd() *cobra.Command {
 }
 
 func (a *app) closeCmd() *cobra.Command {
-	var force bool
+	var force, dropIgnored bool
 	c := a.idCmd("close", "Remove a finished task's worktree and branch (never loses work)",
-		"  grove close t1a2b3c4d\n  grove close --force t1a2b3c4d   # snapshot first, then remove",
+		"  grove close t1a2b3c4d\n  grove close --force t1a2b3c4d   # snapshot first, then remove\n"+
+			"  grove close --force --drop-ignored t1a2b3c4d   # snapshot without ignored files (over the size limit)",
 		func(ctx context.Context, id string) error {
 			after, err := a.st.LastEventID(ctx, id)
 			if err != nil {
 				return err
 			}
-			if err := a.intents().Close(ctx, id, force); err != nil {
+			if dropIgnored && !force {
+				return grove.Userf(grove.ErrUsage, "use it with --force", "--drop-ignored only applies to --force")
+			}
+			if err := a.intents().Close(ctx, id, force, dropIgnored); err != nil {
 				return err
 			}
 			return a.awaitClose(ctx, id, after)
 		})
 	c.Flags().BoolVar(&force, "force", false, "snapshot an at-risk worktree to refs/grove/snapshots/ID, then remove it")
+	c.Flags().BoolVar(&dropIgnored, "drop-ignored", false, "with --force: leave ignored files out of the snapshot (they stay in the trash until it is purged)")
 	return c
 }
 
