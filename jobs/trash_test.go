@@ -53,7 +53,9 @@ func TestReaperPassPurgesTrash(t *testing.T) {
 	is.True(!exists(c))
 	list, err = gitops.ListTrash(e.d.TrashDir(), time.Now())
 	is.NoErr(err)
-	is.True(trashHas(list, func(i gitops.TrashInfo) bool { return filepath.Base(i.Manifest.Path) == filepath.Base(c) && !i.Manifest.Missing }))
+	is.True(trashHas(list, func(i gitops.TrashInfo) bool {
+		return filepath.Base(i.Manifest.Path) == filepath.Base(c) && !i.Manifest.Missing
+	}))
 }
 
 // trashHas reports whether some entry of list satisfies ok.
