@@ -68,7 +68,7 @@ func BenchmarkGateAddedChecks(b *testing.B) {
 	}{
 		{"nested walk", func(rs *riskSet) { checkNested(ctx, wt, []string{"node_modules/"}, rs) }},
 		{"reflog", func(rs *riskSet) { r.checkReflog(ctx, wt, nil, []string{head, "main"}, rs) }},
-		{"submodule stores", func(rs *riskSet) { r.checkSubCommits(ctx, wt, gd, rs) }},
+		{"submodule stores", func(rs *riskSet) { r.checkSubCommits(ctx, wt, gd, false, rs) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {

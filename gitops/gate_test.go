@@ -556,9 +556,11 @@ func TestGateSubmoduleCommits(t *testing.T) {
 			opt.AppliedRefs = append(opt.AppliedRefs, git(t, wt, "rev-parse", "HEAD"))
 			rep = r.AtRisk(ctx, wt, opt)
 			is.True(rep.Safe) // nothing left that only the worktree holds
-			// (RetireWorktree's re-check fails closed here: the moved
-			// submodule's relative gitdir no longer resolves.)
-			is.NoErr(r.RemoveWorktree(ctx, wt, "grove/s"))
+			// Retire re-checks it in the trash, where the submodule's
+			// relative .git file no longer resolves: found by its store.
+			entry, err := r.Retire(ctx, wt, "grove/s", filepath.Join(t.TempDir(), "trash"), rep, RetireOptions{})
+			is.NoErr(err)
+			is.True(entry.Dir != "")
 			_, err = os.Stat(wt)
 			is.True(errors.Is(err, os.ErrNotExist))
 

@@ -272,7 +272,7 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 				stashBranch = info.branch
 			}
 			refresh := opt.RefreshIndex && !opt.SkipProcesses && !rs.has(RiskProcess)
-			r.checkTree(ctx, &wg, abs, info.gitDir, stashBranch, keep, refresh, rs)
+			r.checkTree(ctx, &wg, abs, info.gitDir, stashBranch, keep, refresh, false, rs)
 			held := append(append([]string{info.head}, otherHeads...), opt.AppliedRefs...)
 			wg.Go(func() { r.checkReflog(ctx, abs, nil, held, rs) })
 			if info.branch == "" {
@@ -322,12 +322,18 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 // with git dir gitDir that look at the worktree itself: status, hidden
 // edits, refs/worktree/*, stashes made on stashBranch; and runs the git
 // dir checks (operation in progress, lock) before it returns.
-func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, stashBranch string, keep []string, refresh bool, rs *riskSet) {
-	wg.Go(func() { r.checkStatus(ctx, dir, keep, refresh, rs) })
+//
+// moved says dir is a worktree RetireWorktree moved into the trash: its
+// submodules' .git files name their git dirs by a path relative to the
+// old place, so git cannot open them there. Status then leaves submodule
+// contents alone (the gate looked at them before the move, and the trash
+// entry keeps them) and submodule stores are found in gitDir/modules.
+func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, stashBranch string, keep []string, refresh, moved bool, rs *riskSet) {
+	wg.Go(func() { r.checkStatus(ctx, dir, keep, refresh, moved, rs) })
 	wg.Go(func() { checkHidden(ctx, dir, rs) })
 	wg.Go(func() { checkWorktreeRefs(ctx, dir, rs) })
 	wg.Go(func() { r.checkStash(ctx, stashBranch, rs) })
-	wg.Go(func() { r.checkSubCommits(ctx, dir, gitDir, rs) })
+	wg.Go(func() { r.checkSubCommits(ctx, dir, gitDir, moved, rs) })
 	checkGitDir(gitDir, rs)
 }
 
@@ -398,9 +404,13 @@ func (r *Repo) unheld(ctx context.Context, tip, exclude string, otherHeads, appl
 
 // checkStatus reads `status --porcelain=v2` for dirty, staged, untracked,
 // ignored and submodule risks.
-func (r *Repo) checkStatus(ctx context.Context, dir string, keep []string, refresh bool, rs *riskSet) {
+func (r *Repo) checkStatus(ctx context.Context, dir string, keep []string, refresh, moved bool, rs *riskSet) {
+	subs := "--ignore-submodules=none"
+	if moved {
+		subs = "--ignore-submodules=all"
+	}
 	args := []string{"--no-optional-locks", "status", "--porcelain=v2", "-z", "-uall",
-		"--ignored=matching", "--no-renames", "--ignore-submodules=none"}
+		"--ignored=matching", "--no-renames", subs}
 	if refresh {
 		args = args[1:]
 	}

@@ -26,8 +26,10 @@ type module struct {
 }
 
 // worktreeModules lists the initialised submodules of the worktree at dir
-// (admin dir gitDir) whose git dir lies in gitDir or in dir.
-func (r *Repo) worktreeModules(ctx context.Context, dir, gitDir string) ([]module, error) {
+// (admin dir gitDir) whose git dir lies in gitDir or in dir. moved: dir
+// was moved away from where its submodules' relative .git files point, so
+// a submodule's git dir is its own .git directory or gitDir/modules/<name>.
+func (r *Repo) worktreeModules(ctx context.Context, dir, gitDir string, moved bool) ([]module, error) {
 	if !exists(filepath.Join(dir, ".gitmodules")) {
 		return nil, nil
 	}
@@ -52,17 +54,36 @@ func (r *Repo) worktreeModules(ctx context.Context, dir, gitDir string) ([]modul
 		if !exists(filepath.Join(sub, ".git")) {
 			continue // not initialised: it holds nothing
 		}
-		out, err := run(ctx, sub, "rev-parse", "--path-format=absolute", "--git-dir")
+		gd, err := moduleGitDir(ctx, sub, gitDir, name, moved)
 		if err != nil {
 			return nil, fmt.Errorf("submodule %s: %w", p, err)
 		}
-		gd := trim(out)
 		if !within(gd, gitDir) && !within(gd, dir) {
 			continue // kept elsewhere: removal does not touch it
 		}
 		mods = append(mods, module{name: name, path: p, gitDir: gd, common: filepath.Join(r.CommonDir, "modules", filepath.FromSlash(name))})
 	}
 	return mods, nil
+}
+
+// moduleGitDir is the git dir of the initialised submodule named name at
+// sub, asked of git, or (moved) found on disk.
+func moduleGitDir(ctx context.Context, sub, gitDir, name string, moved bool) (string, error) {
+	if moved {
+		if fi, err := os.Stat(filepath.Join(sub, ".git")); err == nil && fi.IsDir() {
+			return filepath.Join(sub, ".git"), nil
+		}
+		gd := filepath.Join(gitDir, "modules", filepath.FromSlash(name))
+		if !exists(gd) {
+			return "", fmt.Errorf("its git dir is not at %s", gd)
+		}
+		return gd, nil
+	}
+	out, err := run(ctx, sub, "rev-parse", "--path-format=absolute", "--git-dir")
+	if err != nil {
+		return "", err
+	}
+	return trim(out), nil
 }
 
 // within reports whether p is dir or below it (lexically, both cleaned).
@@ -82,7 +103,9 @@ func (r *Repo) onlyHere(ctx context.Context, dir string, m module) ([]string, er
 			tips = append(tips, trim(out))
 		}
 	}
-	args := append([]string{"--git-dir=" + m.gitDir, "rev-list", "--ignore-missing"}, tips...)
+	// --work-tree: the store's core.worktree may point where the worktree no
+	// longer is (moved into the trash); rev-list needs no work tree.
+	args := append([]string{"--git-dir=" + m.gitDir, "--work-tree=" + m.gitDir, "rev-list", "--ignore-missing"}, tips...)
 	out, err := run(ctx, m.gitDir, append(args, "--not", "--remotes")...)
 	if err != nil {
 		return nil, err
@@ -107,8 +130,8 @@ func (r *Repo) onlyHere(ctx context.Context, dir string, m module) ([]string, er
 
 // checkSubCommits adds a RiskSubCommits per submodule of the worktree at
 // dir (admin dir gitDir) with commits only its own store holds.
-func (r *Repo) checkSubCommits(ctx context.Context, dir, gitDir string, rs *riskSet) {
-	mods, err := r.worktreeModules(ctx, dir, gitDir)
+func (r *Repo) checkSubCommits(ctx context.Context, dir, gitDir string, moved bool, rs *riskSet) {
+	mods, err := r.worktreeModules(ctx, dir, gitDir, moved)
 	if err != nil {
 		rs.gitErr("submodules", err)
 		return
@@ -144,7 +167,7 @@ func (r *Repo) KeepSubmoduleCommits(ctx context.Context, wtPath string) error {
 	if err != nil {
 		return fmt.Errorf("keep submodule commits of %s: %w", wt, err)
 	}
-	mods, err := r.worktreeModules(ctx, wt, gd)
+	mods, err := r.worktreeModules(ctx, wt, gd, false)
 	if err != nil {
 		return fmt.Errorf("keep submodule commits of %s: %w", wt, err)
 	}

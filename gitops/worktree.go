@@ -482,7 +482,7 @@ func (r *Repo) recheckMoved(ctx context.Context, path, dir, gitDir string, rep R
 			stashBranch = b
 		}
 		var wg sync.WaitGroup
-		r.checkTree(ctx, &wg, dir, gitDir, stashBranch, rep.keep, false, rs)
+		r.checkTree(ctx, &wg, dir, gitDir, stashBranch, rep.keep, false, true, rs)
 		wg.Wait()
 	}
 	if rep.Branch != "" {
