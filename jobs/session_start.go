@@ -80,6 +80,18 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 	}
 	port := 0
 	var leaseErr error
+	// Who listens where, read once (not inside the write transaction);
+	// a port is free when nothing listens on it and a bind succeeds.
+	listening, err := readPorts(d.PortLo, d.PortHi)
+	if err != nil {
+		return startResult{}, err
+	}
+	free := func(p int) bool {
+		if u := listening[p]; u != nil && len(u.Listen) > 0 {
+			return false
+		}
+		return bindable(p)
+	}
 	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.MoveSession(ctx, key, nil, grove.SessionStarting, ""); err != nil {
 			return err
@@ -87,7 +99,7 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 		if len(sess.Serve) == 0 {
 			return nil
 		}
-		port, leaseErr = tx.LeasePort(ctx, key, d.PortLo, d.PortHi, portFree)
+		port, leaseErr = tx.LeasePort(ctx, key, d.PortLo, d.PortHi, free)
 		var ue *grove.UserError
 		if errors.As(leaseErr, &ue) {
 			return nil
