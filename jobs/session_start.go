@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -309,6 +310,15 @@ func (d *Deps) waitReady(ctx context.Context, sess grove.Session, ws grove.Works
 	}
 }
 
+// stoppingFile in a service's run directory says grove is stopping it on
+// purpose (stop, evict, close): its end is not a crash.
+const stoppingFile = "stopping"
+
+func stopping(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, stoppingFile))
+	return err == nil
+}
+
 // runEnded reports whether a service run is over, and how: its exit
 // file, or a supervisor gone without one (lost).
 func runEnded(dir string) (supervise.Exit, bool) {
@@ -358,7 +368,7 @@ func (d *Deps) serviceExited(ctx context.Context, key string, run grove.Run, e s
 				return err
 			}
 		}
-		if sess.State != grove.SessionLive && sess.State != grove.SessionStarting {
+		if (sess.State != grove.SessionLive && sess.State != grove.SessionStarting) || stopping(run.Dir) {
 			res.State = sess.State
 			return nil
 		}
