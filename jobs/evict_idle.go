@@ -104,7 +104,7 @@ func sampleActivity(ctx context.Context, d *Deps, sessions []grove.Session) ([]s
 	if len(live) == 0 {
 		return nil, nil
 	}
-	use, err := readPorts(d.PortLo, d.PortHi)
+	use, err := readPorts(0, 0) // all: a port leased under another --port-range counts too
 	if err != nil {
 		return nil, err
 	}

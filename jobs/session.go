@@ -208,6 +208,10 @@ func (d *Deps) stopService(ctx context.Context, key string) error {
 		return err
 	}
 	if supervise.Alive(run.Dir) {
+		// The watcher must not take this end for a crash (and restart it).
+		if err := os.WriteFile(filepath.Join(run.Dir, stoppingFile), nil, 0o600); err != nil {
+			return fmt.Errorf("stop service of %s: %w", key, err)
+		}
 		if err := SignalRun(run.Dir, syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			return fmt.Errorf("stop service of %s: %w", key, err)
 		}

@@ -96,6 +96,11 @@ func portFree(port int) bool {
 	if err != nil || (use[port] != nil && len(use[port].Listen) > 0) {
 		return false
 	}
+	return bindable(port)
+}
+
+// bindable reports whether a listener can bind port on every address.
+func bindable(port int) bool {
 	l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -80,6 +81,18 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 	}
 	port := 0
 	var leaseErr error
+	// Who listens where, read once (not inside the write transaction);
+	// a port is free when nothing listens on it and a bind succeeds.
+	listening, err := readPorts(d.PortLo, d.PortHi)
+	if err != nil {
+		return startResult{}, err
+	}
+	free := func(p int) bool {
+		if u := listening[p]; u != nil && len(u.Listen) > 0 {
+			return false
+		}
+		return bindable(p)
+	}
 	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.MoveSession(ctx, key, nil, grove.SessionStarting, ""); err != nil {
 			return err
@@ -87,7 +100,7 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 		if len(sess.Serve) == 0 {
 			return nil
 		}
-		port, leaseErr = tx.LeasePort(ctx, key, d.PortLo, d.PortHi, portFree)
+		port, leaseErr = tx.LeasePort(ctx, key, d.PortLo, d.PortHi, free)
 		var ue *grove.UserError
 		if errors.As(leaseErr, &ue) {
 			return nil
@@ -297,6 +310,15 @@ func (d *Deps) waitReady(ctx context.Context, sess grove.Session, ws grove.Works
 	}
 }
 
+// stoppingFile in a service's run directory says grove is stopping it on
+// purpose (stop, evict, close): its end is not a crash.
+const stoppingFile = "stopping"
+
+func stopping(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, stoppingFile))
+	return err == nil
+}
+
 // runEnded reports whether a service run is over, and how: its exit
 // file, or a supervisor gone without one (lost).
 func runEnded(dir string) (supervise.Exit, bool) {
@@ -346,7 +368,7 @@ func (d *Deps) serviceExited(ctx context.Context, key string, run grove.Run, e s
 				return err
 			}
 		}
-		if sess.State != grove.SessionLive && sess.State != grove.SessionStarting {
+		if (sess.State != grove.SessionLive && sess.State != grove.SessionStarting) || stopping(run.Dir) {
 			res.State = sess.State
 			return nil
 		}

@@ -340,7 +340,7 @@ func TestSessionServiceInUseNotEvicted(t *testing.T) {
 	h.startDaemon("--port-range", "21140-21149", "--idle-ttl", "5s")
 	svc := h.writeAgent("svc.sh", "exec grove-testhttp\n")
 	is.Equal(h.mustGrove("session", "start", "busy", "--repo", h.repo, "--", svc), "busy live port 21140")
-	is.Equal(h.mustGrove("session", "start", "idle", "--repo", h.repo, "--", svc), "idle live port 21141")
+	// The client starts at once: "busy" is in use from now on.
 	stop := make(chan struct{})
 	done := make(chan int)
 	go func() {
@@ -361,6 +361,7 @@ func TestSessionServiceInUseNotEvicted(t *testing.T) {
 			}
 		}
 	}()
+	is.Equal(h.mustGrove("session", "start", "idle", "--repo", h.repo, "--", svc), "idle live port 21141")
 	started := time.Now()
 	h.until(60*time.Second, "idle session evicted", func() bool { return h.session("idle").State == grove.SessionEvicted })
 	is.True(time.Since(started) >= 4*time.Second) // not before its TTL
@@ -395,8 +396,8 @@ func TestSessionStartFullRangeFailsAtOnce(t *testing.T) {
 	defer squatter.Close()
 	svc := h.writeAgent("svc.sh", "exec grove-testhttp\n")
 	is.Equal(h.mustGrove("session", "start", "one", "--repo", h.repo, "--", svc), "one live port 21150")
-	// Bounded: on a hang (the old behaviour) the CLI is killed at 10 s.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Bounded: on a hang (the old behaviour) the CLI is killed at 20 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "grove", "session", "start", "two", "--repo", h.repo, "--", svc)
 	cmd.Dir, cmd.Env = h.work, h.env
@@ -412,7 +413,7 @@ func TestSessionStartFullRangeFailsAtOnce(t *testing.T) {
 	t.Logf("session start with a full range exited 1 after %s", took)
 	budget := slow(time.Second) // the real binary: ~0.35 s on the 2-core box
 	if raceBuild {
-		budget *= 5 // every process of the test (CLI, daemon) is a -race binary
+		budget *= 8 // every process of the test (CLI, daemon) is a -race binary: 6.5 s seen at load 40
 	}
 	is.True(took < budget) // at once, not a hang
 	is.True(strings.Contains(errOut, "no free port in 21150-21151"))
