@@ -400,7 +400,12 @@ exec sleep 600
 		agentPids, _ = supervisedAgents(run.Dir)
 		return len(agentPids) == 1
 	})
-	h.until(30*time.Second, "agent started", func() bool { _, err := os.Stat(counter); return err == nil })
+	// The counter holds the id once the agent wrote it (the file exists, empty,
+	// a moment before).
+	h.until(30*time.Second, "agent started", func() bool {
+		b, err := os.ReadFile(counter)
+		return err == nil && strings.TrimSpace(string(b)) == id
+	})
 	// Kill the supervisor and its agent group at once, like a power cut.
 	is.NoErr(syscall.Kill(run.Pid, syscall.SIGKILL))
 	for _, p := range agentPids {

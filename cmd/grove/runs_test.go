@@ -138,6 +138,7 @@ exec sleep 600
 	h.until(5*time.Second, "agent killed with its supervisor", func() bool { return !alive(pid) })
 	h.until(30*time.Second, "task failed (lost)", func() bool { return h.task(id).State == grove.StateFailed })
 	is.True(strings.HasPrefix(h.task(id).Error, "agent lost: "))
+	h.waitEvent(30*time.Second, id, "closed") // the failed task's close ran: a retry would wait for it
 	is.NoErr(os.Remove(counter + ".running"))
 	h.mustGrove("retry", id)
 	h.until(30*time.Second, "retried task in review", func() bool { return h.task(id).State == grove.StateReview })
@@ -221,6 +222,7 @@ rmdir "$COUNTER.running"
 	is.NoErr(os.WriteFile(release, nil, 0o644))
 	h.until(30*time.Second, "task failed once its processes ended", func() bool { return h.task(id).State == grove.StateFailed })
 	is.True(!alive(sup) && !alive(pid))
+	h.waitEvent(30*time.Second, id, "closed")
 	h.mustGrove("retry", id)
 	h.until(30*time.Second, "retried task in review", func() bool { return h.task(id).State == grove.StateReview })
 	is.Equal(countLines(t, counter), map[string]int{id: 2})
