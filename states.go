@@ -166,12 +166,17 @@ const (
 	WorkspacePoolMoving   = "pool_moving"
 	WorkspaceClaiming     = "claiming"
 	WorkspaceStale        = "stale"
+	// WorkspaceOrphan: a worktree the reaper found under the home that no
+	// row owned and kept because it is at risk; recorded so that
+	// `grove ls --at-risk` shows it.
+	WorkspaceOrphan = "orphan"
 )
 
 // AllWorkspaceStates lists every workspace state.
 var AllWorkspaceStates = []WorkspaceState{
 	WorkspaceCreating, WorkspaceReady, WorkspaceRemoving, WorkspaceRemoved,
 	WorkspacePoolCreating, WorkspacePool, WorkspacePoolMoving, WorkspaceClaiming, WorkspaceStale,
+	WorkspaceOrphan,
 }
 
 // workspaceMoves is the workspace state machine. Every state may also go
@@ -179,13 +184,16 @@ var AllWorkspaceStates = []WorkspaceState{
 var workspaceMoves = map[WorkspaceState][]WorkspaceState{
 	WorkspaceCreating: {WorkspaceReady, WorkspaceRemoving, WorkspaceRemoved},
 	WorkspaceReady:    {WorkspaceRemoving, WorkspaceRemoved, WorkspaceStale},
-	// removing -> ready: the removal found work and put it back, kept.
-	WorkspaceRemoving:     {WorkspaceReady, WorkspaceStale, WorkspaceRemoved},
+	// removing -> the state it had: the removal was refused (work found)
+	// or failed, and released its claim.
+	WorkspaceRemoving: {WorkspaceReady, WorkspaceStale, WorkspaceRemoved, WorkspaceOrphan, WorkspacePool,
+		WorkspacePoolMoving, WorkspacePoolCreating, WorkspaceCreating},
 	WorkspacePoolCreating: {WorkspacePoolMoving, WorkspacePool, WorkspaceStale, WorkspaceRemoving, WorkspaceRemoved},
 	WorkspacePool:         {WorkspacePoolMoving, WorkspaceClaiming, WorkspaceStale, WorkspaceRemoving, WorkspaceRemoved},
 	WorkspacePoolMoving:   {WorkspacePool, WorkspaceStale, WorkspaceRemoving, WorkspaceRemoved},
 	WorkspaceClaiming:     {WorkspaceReady, WorkspacePool, WorkspaceStale},
 	WorkspaceStale:        {WorkspaceRemoving, WorkspaceRemoved},
+	WorkspaceOrphan:       {WorkspaceRemoving, WorkspaceRemoved},
 	WorkspaceRemoved:      {},
 }
 

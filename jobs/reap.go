@@ -87,7 +87,7 @@ const (
 
 // WorkspaceOrphan is the state of a workspace row the reaper records for
 // an at-risk worktree it found without one (no task, no session).
-const WorkspaceOrphan = "orphan"
+const WorkspaceOrphan = grove.WorkspaceOrphan
 
 // ReapItem is one worktree the reaper looked at.
 type ReapItem struct {

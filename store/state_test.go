@@ -61,3 +61,34 @@ func TestSetStateRefusesMovesOutsideTheTable(t *testing.T) {
 	is.Equal(task.State, grove.StateQueued)
 	is.Equal(task.Attempt, 2)
 }
+
+// Workspace state updates go through grove.CanMoveWorkspace: an archived
+// (removed) workspace never comes back to ready, a removal's claim does.
+func TestWorkspaceStateMovesFollowTheTable(t *testing.T) {
+	is := is.New(t)
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	var ws grove.Workspace
+	is.NoErr(st.InTx(ctx, func(tx *Tx) error {
+		repo, err := tx.UpsertRepo(ctx, grove.Repo{Path: "/r", CommonDir: "/r/.git", DefaultBranch: "main"})
+		if err != nil {
+			return err
+		}
+		ws, err = tx.PutWorkspace(ctx, grove.Workspace{RepoID: repo, Path: "/r/wt", Branch: "grove/x", BaseCommit: "abc", State: grove.WorkspaceReady})
+		return err
+	}))
+	swap := func(from, to string) (ok bool, err error) {
+		err = st.InTx(ctx, func(tx *Tx) error { ok, err = tx.SwapWorkspaceState(ctx, ws.ID, from, to); return err })
+		return ok, err
+	}
+	ok, err := swap(grove.WorkspaceReady, grove.WorkspaceRemoving) // a removal's claim
+	is.NoErr(err)
+	is.True(ok)
+	ok, err = swap(grove.WorkspaceRemoving, grove.WorkspaceRemoved)
+	is.NoErr(err)
+	is.True(ok)
+	_, err = swap(grove.WorkspaceRemoved, grove.WorkspaceReady) // never back from removed
+	is.True(errors.Is(err, grove.ErrConflict))
+	err = st.InTx(ctx, func(tx *Tx) error { return tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady) })
+	is.True(errors.Is(err, grove.ErrConflict))
+}

@@ -45,6 +45,13 @@ func (t *Tx) PutWorkspace(ctx context.Context, w grove.Workspace) (grove.Workspa
 
 // SetWorkspaceState sets a workspace's state and touches last_used_at.
 func (t *Tx) SetWorkspaceState(ctx context.Context, id int64, state string) error {
+	var cur string
+	if err := t.q.QueryRowContext(ctx, `SELECT state FROM workspace WHERE id = ?`, id).Scan(&cur); err != nil {
+		return notFound(err, fmt.Sprintf("workspace %d", id))
+	}
+	if !grove.CanMoveWorkspace(cur, state) {
+		return fmt.Errorf("set workspace %d state: no transition from %s to %s: %w", id, cur, state, grove.ErrConflict)
+	}
 	_, err := t.q.ExecContext(ctx, `UPDATE workspace SET state = ?, last_used_at = ? WHERE id = ?`, state, ms(t.now), id)
 	if err != nil {
 		return fmt.Errorf("set workspace %d state: %w", id, err)
@@ -55,6 +62,9 @@ func (t *Tx) SetWorkspaceState(ctx context.Context, id int64, state string) erro
 // SwapWorkspaceState moves a workspace from state `from` to `to`; ok is
 // false (nothing changed) when it is in another state.
 func (t *Tx) SwapWorkspaceState(ctx context.Context, id int64, from, to string) (ok bool, err error) {
+	if !grove.CanMoveWorkspace(from, to) {
+		return false, fmt.Errorf("set workspace %d state: no transition from %s to %s: %w", id, from, to, grove.ErrConflict)
+	}
 	res, err := t.q.ExecContext(ctx, `UPDATE workspace SET state = ?, last_used_at = ? WHERE id = ? AND state = ?`, to, ms(t.now), id, from)
 	if err != nil {
 		return false, fmt.Errorf("set workspace %d state: %w", id, err)
