@@ -153,8 +153,9 @@ const (
 	WorkspaceCreating = "creating"
 	WorkspaceReady    = "ready"
 	WorkspaceRemoved  = "removed"
-	// WorkspaceRemoving: a close judged it safe and is removing it; a retry
-	// must wait until the close is done.
+	// WorkspaceRemoving: a remover (jobs.Remove) has claimed it, before
+	// the gate runs; nothing else may use it (a retry waits, the reaper and
+	// pool claims skip it) until the removal ends or releases the claim.
 	WorkspaceRemoving = "removing"
 	// Warm pool: a checked-out worktree at the default branch's tip that
 	// no task owns yet; pool_creating while it is made, pool_moving while
