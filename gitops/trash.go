@@ -386,9 +386,9 @@ func copyFileMode(src, dst string, perm fs.FileMode) error {
 	return out.Close()
 }
 
-// diskUsage is the disk the tree at p holds (allocated blocks, each inode
+// DiskUsage is the disk the tree at p holds (allocated blocks, each inode
 // once), errors ignored: it is a figure for retention, not a check.
-func diskUsage(p string) int64 {
+func DiskUsage(p string) int64 {
 	var n int64
 	seen := map[[2]uint64]bool{}
 	_ = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {

@@ -60,12 +60,12 @@ func inspect(dir string, now time.Time) TrashInfo {
 		if st, serr := os.Stat(dir); serr == nil {
 			info.Age = now.Sub(st.ModTime())
 		}
-		info.Size = diskUsage(dir)
+		info.Size = DiskUsage(dir)
 		return info
 	}
 	info.Manifest, info.Age, info.Size = m, now.Sub(m.Time), m.Size
 	if info.Size < 0 {
-		info.Size = diskUsage(dir)
+		info.Size = DiskUsage(dir)
 	}
 	if why, ok := kept(dir); ok {
 		info.Problem = why

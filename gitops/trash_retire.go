@@ -332,7 +332,7 @@ func (t *trashEntry) measure(m *TrashManifest) {
 	if m.Step != StepDone {
 		return
 	}
-	m.Size = diskUsage(t.dir)
+	m.Size = DiskUsage(t.dir)
 	_ = t.write(m)
 }
 
@@ -440,7 +440,7 @@ func (r *Repo) retireMissing(ctx context.Context, abs, branch, trashDir string, 
 	grove.Failpoint("retire.after-branch-delete")
 	m.Step = StepDone
 	werr = errors.Join(werr, t.write(&m))
-	m.Size = diskUsage(t.dir)
+	m.Size = DiskUsage(t.dir)
 	_ = t.write(&m)
 	if werr != nil {
 		return TrashEntry{Dir: t.dir, Manifest: m}, fmt.Errorf("remove worktree %s: %w", abs, werr)
@@ -536,7 +536,7 @@ func (r *Repo) resume(ctx context.Context, t *trashEntry, m *TrashManifest) erro
 	}
 	unlock()
 	m.Step = StepDone
-	m.Size = diskUsage(t.dir)
+	m.Size = DiskUsage(t.dir)
 	return errors.Join(werr, t.write(m))
 }
 

@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"syscall"
+
+	"github.com/grove-dev/grove/gitops"
 )
 
 // Filesystem magic numbers (statfs f_type) the report names.
@@ -62,30 +62,12 @@ func pickDir(flagged string, files, concurrency, tasks int) string {
 	return os.TempDir()
 }
 
-// diskUsage is the disk the tree at dir holds (allocated blocks, each
-// inode once) and how many entries it has at its top (0, 0 if it does not
-// exist).
+// diskUsage is the disk the tree at dir holds (gitops.DiskUsage: allocated
+// blocks, each inode once) and how many entries it has at its top (0, 0 if
+// it does not exist).
 func diskUsage(dir string) (bytes int64, entries int) {
 	if ents, err := os.ReadDir(dir); err == nil {
 		entries = len(ents)
 	}
-	seen := map[[2]uint64]bool{}
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			k := [2]uint64{uint64(st.Dev), st.Ino}
-			if !seen[k] {
-				seen[k] = true
-				bytes += st.Blocks * 512
-			}
-		}
-		return nil
-	})
-	return bytes, entries
+	return gitops.DiskUsage(dir), entries
 }
