@@ -235,10 +235,26 @@ func gateReaper(t *testing.T, sc gateScenario) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !trashHas(list, func(ti gitops.TrashInfo) bool { return ti.Manifest.Task == id }) {
-		t.Fatalf("no trash entry for task %s in %+v", id, list)
+	entry := trashOf(t, list, func(m gitops.TrashManifest) bool { return m.Task == id })
+	assertKept(t, want, e.repo.Root) // refs/grove/trash/ pins them
+	// The trash entry gives the worktree back as it was.
+	if _, err := gitops.RestoreTrash(e.ctx, entry, ""); err != nil {
+		t.Fatalf("restore trash entry %s: %v", entry, err)
 	}
-	assertKept(t, want, e.repo.Root)
+	assertKept(t, want, append([]string{e.repo.Root}, nestedDirs(wt, nested)...)...)
+}
+
+// trashOf is the entry of list whose manifest matches (a fatal error when
+// there is none).
+func trashOf(t *testing.T, list []gitops.TrashInfo, match func(gitops.TrashManifest) bool) string {
+	t.Helper()
+	for _, ti := range list {
+		if match(ti.Manifest) {
+			return ti.Dir
+		}
+	}
+	t.Fatalf("no such trash entry in %+v", list)
+	return ""
 }
 
 // Session close without --force refuses and keeps everything; with
@@ -285,9 +301,7 @@ func gateSessionClose(t *testing.T, sc gateScenario) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !trashHas(list, func(ti gitops.TrashInfo) bool { return ti.Manifest.Session == key }) {
-		t.Fatalf("no trash entry for session %s in %+v", key, list)
-	}
+	entry := trashOf(t, list, func(m gitops.TrashManifest) bool { return m.Session == key })
 	if clear != nil {
 		clear()
 	}
@@ -297,6 +311,11 @@ func gateSessionClose(t *testing.T, sc gateScenario) {
 		t.Fatalf("restore %s: %v", ref, err)
 	}
 	assertKept(t, want, append([]string{e.repo.Root}, nestedDirs(dest, nested)...)...)
+	// So does the trash entry, where the worktree was.
+	if _, err := gitops.RestoreTrash(e.ctx, entry, ""); err != nil {
+		t.Fatalf("restore trash entry %s: %v", entry, err)
+	}
+	assertKept(t, want, append([]string{e.repo.Root}, nestedDirs(wt, nested)...)...)
 }
 
 // sessionEvents counts session key's events of kind.
