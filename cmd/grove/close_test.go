@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
 )
 
 // groveIn runs the CLI in dir, killed after limit; timedOut reports that.
@@ -89,7 +91,7 @@ func TestCloseFromInsideTheWorktree(t *testing.T) {
 
 // leaks lists what a settled repository should not have: worktrees other
 // than the main one, grove branches, admin dirs, worktree directories
-// under the home, trash entries.
+// under the home, trash entries whose removal did not finish.
 func (h *harness) leaks() []string {
 	h.t.Helper()
 	var out []string
@@ -112,9 +114,17 @@ func (h *harness) leaks() []string {
 	for _, d := range dirs {
 		out = append(out, "directory "+d)
 	}
-	trash, _ := os.ReadDir(filepath.Join(h.home, "trash"))
+	// The trash keeps every removed worktree for a while by design: an
+	// entry is a leak only when its removal did not finish (a crash left
+	// it mid-way and nothing resumed it) or it is marked KEPT.
+	trash, err := gitops.ListTrash(filepath.Join(h.home, "trash"), time.Now())
+	if err != nil {
+		out = append(out, "trash: "+err.Error())
+	}
 	for _, e := range trash {
-		out = append(out, "trash "+e.Name())
+		if e.Problem != "" || e.Manifest.Step != gitops.StepDone {
+			out = append(out, fmt.Sprintf("trash %s (step %q, %s)", e.Name(), e.Manifest.Step, e.Problem))
+		}
 	}
 	return out
 }
