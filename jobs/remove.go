@@ -166,6 +166,9 @@ func (d *Deps) Remove(ctx context.Context, r Removal) (RemoveResult, error) {
 	gate := r.Gate
 	gate.RefreshIndex = true // about to go: RetireWorktree's re-check is then cheap
 	report := repo.AtRisk(ctx, ws.Path, gate)
+	if r.Wait {
+		report = settleProcesses(ctx, repo, ws.Path, gate, report)
+	}
 	res.Report = report
 	grove.Failpoint("close.after-gate")
 	if !report.Safe && !alreadyGone(report) {
@@ -503,4 +506,34 @@ func ResumeRemovals(ctx context.Context, d *Deps) (resumed int, err error) {
 		}
 	}
 	return resumed, nil
+}
+
+// processGrace is how long a close waits for processes that are the only
+// reason its worktree is at risk: an agent's supervisor sweeping its group,
+// a git command finishing, exit in a moment, and a close refused for them
+// would wait for the next reaper pass.
+const processGrace = 5 * time.Second
+
+// settleProcesses runs the gate again, with a growing pause, while the
+// only risk it finds is live processes, for up to processGrace; it
+// returns the last report. Waiting changes nothing on disk.
+func settleProcesses(ctx context.Context, repo *gitops.Repo, path string, gate gitops.GateOptions, rep gitops.Report) gitops.Report {
+	pause := 50 * time.Millisecond
+	for end := time.Now().Add(processGrace); !rep.Safe && onlyProcesses(rep) && time.Now().Before(end); pause = min(2*pause, time.Second) {
+		if sleepCtx(ctx, pause) != nil {
+			return rep
+		}
+		rep = repo.AtRisk(ctx, path, gate)
+	}
+	return rep
+}
+
+// onlyProcesses reports whether every risk in rep is a live process.
+func onlyProcesses(rep gitops.Report) bool {
+	for _, r := range rep.Risks {
+		if r.Reason != gitops.RiskProcess {
+			return false
+		}
+	}
+	return len(rep.Risks) > 0
 }

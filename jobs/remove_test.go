@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -308,4 +309,49 @@ func TestForcedRemovalSnapshotRefusal(t *testing.T) {
 	is.Equal(string(b), "mine\n")
 	_, err = os.Stat(admin)
 	is.NoErr(err) // git's record of it is kept: git worktree repair finds it
+}
+
+// A close whose only risk is a process about to exit (a supervisor's last
+// sweep, a git command finishing) waits for it instead of being refused
+// until the next reaper pass.
+func TestCloseWaitsForAProcessAboutToExit(t *testing.T) {
+	is := is.New(t)
+	e := newReapEnv(t)
+	id, wt := e.task(grove.StateApplied)
+	cmd := exec.Command("sh", "-c", `exec 3<"$1/README"; exec sleep 1`, "sh", wt)
+	cmd.Dir = "/"
+	is.NoErr(cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	fdDir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
+	for end := time.Now().Add(time.Minute); ; {
+		open := false
+		ents, _ := os.ReadDir(fdDir)
+		for _, ent := range ents {
+			if l, _ := os.Readlink(filepath.Join(fdDir, ent.Name())); strings.HasSuffix(l, "/README") {
+				open = true
+			}
+		}
+		if open {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the reader never opened its file")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	w := store.OwnedWorkspace{Workspace: e.workspace(id), RepoPath: e.repo.Root, TaskState: grove.StateApplied}
+	r := e.d.removalOf(w, closable)
+	r.Wait, r.RefusedEvent = true, "close_refused"
+	res, err := e.d.Remove(e.ctx, r)
+	is.NoErr(err)
+	is.True(res.Removed)
+	is.Equal(e.events(id, "close_refused"), 0)
+	select {
+	case <-done: // the reader had exited before the worktree went
+	default:
+		t.Fatal("removed while the reader still held a file in it")
+	}
 }
