@@ -63,7 +63,8 @@ func TestCloseFromInsideTheWorktree(t *testing.T) {
 	is.Equal(ee.ExitCode(), 1)
 	is.True(strings.Contains(errOut, "process (pids "))
 	is.True(strings.Contains(errOut, "hint: you are inside it"))
-	is.True(!strings.Contains(errOut, "waiting for close"))
+	// (It may print "waiting for close" once: a close waits up to 5 s for
+	// processes that are the only risk to exit before it refuses.)
 	_, err = os.Stat(wt)
 	is.NoErr(err)
 
