@@ -8,7 +8,7 @@ import (
 // TaskState is where a task is in its pipeline.
 type TaskState string
 
-// Task states. See DESIGN.md "The task pipeline".
+// Task states. See the README, "How it works".
 const (
 	StateQueued    TaskState = "queued"
 	StatePreparing TaskState = "preparing"

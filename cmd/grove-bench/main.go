@@ -4,7 +4,7 @@
 // latencies, throughput and grove/baseline ratios. With --warm N the daemon
 // keeps a warm pool, and warm probes (single tasks submitted when the pool
 // is full at a steady tip, see warm.go) measure warm_start_p50_ms. See
-// DESIGN.md "Performance"; `make bench` runs it with the default
+// the README's "Performance"; `make bench` runs it with the default
 // configuration.
 package main
 
