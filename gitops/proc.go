@@ -26,23 +26,7 @@ func ProcessesIn(dir string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	self := os.Getpid()
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		if procUses("/proc/"+e.Name(), roots) {
-			pids = append(pids, pid)
-		}
-	}
-	sort.Ints(pids)
-	return pids, nil
+	return matchProcs(func(pd string) bool { return procUses(pd, roots) })
 }
 
 // procRoots is dir made absolute, and its real path when that differs.
@@ -119,6 +103,23 @@ func zombie(pd string) bool {
 // whose environ cannot be read (another user's) are not seen.
 func ProcessesWithEnv(key, value string) ([]int, error) {
 	want := []byte(key + "=" + value)
+	return matchProcs(func(pd string) bool {
+		b, err := os.ReadFile(pd + "/environ")
+		if err != nil || zombie(pd) {
+			return false
+		}
+		for _, kv := range bytes.Split(b, []byte{0}) {
+			if bytes.Equal(kv, want) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// matchProcs returns, sorted, the pids of the processes (not the caller)
+// whose /proc/<pid> directory match accepts.
+func matchProcs(match func(pd string) bool) ([]int, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -130,15 +131,8 @@ func ProcessesWithEnv(key, value string) ([]int, error) {
 		if err != nil || pid == self {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil || zombie("/proc/"+e.Name()) {
-			continue
-		}
-		for _, kv := range bytes.Split(b, []byte{0}) {
-			if bytes.Equal(kv, want) {
-				pids = append(pids, pid)
-				break
-			}
+		if match("/proc/" + e.Name()) {
+			pids = append(pids, pid)
 		}
 	}
 	sort.Ints(pids)

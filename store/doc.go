@@ -1,6 +1,7 @@
 // Package store owns every SQL string grove runs. It opens the SQLite
-// database ($GROVE_HOME/grove.db) with the pragmas DESIGN.md fixes, applies
-// grove's schema and River's migrations, and reads and writes grove's rows.
+// database ($GROVE_HOME/grove.db) with WAL, a busy timeout, full sync,
+// foreign keys and immediate transactions, applies grove's schema and
+// River's migrations, and reads and writes grove's rows.
 //
 // Contract: a Store has one connection. Never call a Store method while the
 // same goroutine holds a Tx from InTx: that deadlocks. Everything that must
