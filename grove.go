@@ -14,7 +14,7 @@ var Schema string
 
 // SchemaVersion is the version of Schema. A database whose recorded version
 // is higher was written by a newer grove and is refused.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // ApplyPolicy says whether a task's diff is applied without a person.
 type ApplyPolicy string
@@ -45,9 +45,18 @@ type Task struct {
 	ExitCode     *int              `json:"exit_code,omitempty"`
 	Attempt      int               `json:"attempt"`
 	CancelAsked  bool              `json:"cancel_requested,omitempty"`
-	CreatedAt    time.Time         `json:"created_at"`
-	UpdatedAt    time.Time         `json:"updated_at"`
+	// Options are the task's settings beyond the pipeline's own fields,
+	// stored as one JSON object (a new option needs no schema change).
+	Options   TaskOptions `json:"options"`
+	CreatedAt time.Time   `json:"created_at"`
+	UpdatedAt time.Time   `json:"updated_at"`
 }
+
+// TaskOptions are a task's optional settings, chosen at submit time and
+// kept with the task (column task.options, JSON). The zero value is a
+// task with no options. Add a field with `json:",omitempty"` so older
+// rows decode unchanged.
+type TaskOptions struct{}
 
 // Workspace is one worktree on disk, owned by a task or a session.
 type Workspace struct {

@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS task (
     attempt       INTEGER NOT NULL DEFAULT 1,
     cancel_asked  INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL
+    updated_at    INTEGER NOT NULL,
+    -- version 4 (store.upgradeColumns adds it to an older database)
+    options       TEXT NOT NULL DEFAULT '{}' -- JSON grove.TaskOptions
 );
 -- newest first in `grove ls`: the index gives the order, no sort (version 2)
 CREATE INDEX IF NOT EXISTS task_created_id ON task(created_at, id);

@@ -15,7 +15,7 @@ import (
 
 const taskColumns = `t.id, t.repo_id, r.path, t.session_id, t.base_ref, t.base_commit, t.target_branch,
 	t.argv, t.env, t.path_env, t.timeout_ms, t.apply_policy, t.idem_key, t.state, t.error, t.exit_code,
-	t.attempt, t.cancel_asked, t.created_at, t.updated_at`
+	t.attempt, t.cancel_asked, t.created_at, t.updated_at, t.options`
 
 const taskFrom = ` FROM task t JOIN repo r ON r.id = t.repo_id `
 
@@ -25,7 +25,7 @@ func scanTask(row scanner) (grove.Task, error) {
 	var (
 		t                  grove.Task
 		session, key       sql.NullString
-		argv, env          string
+		argv, env, options string
 		timeoutMS          int64
 		exit               sql.NullInt64
 		cancel             int
@@ -34,7 +34,7 @@ func scanTask(row scanner) (grove.Task, error) {
 	)
 	err := row.Scan(&t.ID, &t.RepoID, &t.RepoPath, &session, &t.BaseRef, &t.BaseCommit, &t.TargetBranch,
 		&argv, &env, &t.Path, &timeoutMS, &applyPolicy, &key, &state, &t.Error, &exit,
-		&t.Attempt, &cancel, &created, &updated)
+		&t.Attempt, &cancel, &created, &updated, &options)
 	if err != nil {
 		return t, err
 	}
@@ -52,6 +52,9 @@ func scanTask(row scanner) (grove.Task, error) {
 	}
 	if err := json.Unmarshal([]byte(env), &t.Env); err != nil {
 		return t, fmt.Errorf("task %s env: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(options), &t.Options); err != nil {
+		return t, fmt.Errorf("task %s options: %w", t.ID, err)
 	}
 	return t, nil
 }
@@ -76,16 +79,20 @@ func (t *Tx) InsertTask(ctx context.Context, task grove.Task) (out grove.Task, c
 		task.Env = map[string]string{}
 	}
 	env, _ := json.Marshal(task.Env)
+	options, err := json.Marshal(task.Options)
+	if err != nil {
+		return out, false, fmt.Errorf("encode options of task %s: %w", task.ID, err)
+	}
 	task.CreatedAt, task.UpdatedAt = t.now, t.now
 	if task.Attempt == 0 {
 		task.Attempt = 1
 	}
 	_, err = t.q.ExecContext(ctx, `INSERT INTO task(id, repo_id, session_id, base_ref, base_commit, target_branch,
-		argv, env, path_env, timeout_ms, apply_policy, idem_key, state, attempt, created_at, updated_at)
-		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		argv, env, path_env, timeout_ms, apply_policy, idem_key, state, attempt, created_at, updated_at, options)
+		VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		task.ID, task.RepoID, nullString(task.SessionID), task.BaseRef, task.BaseCommit, task.TargetBranch,
 		string(argv), string(env), task.Path, task.Timeout.Milliseconds(), string(task.Apply),
-		nullString(task.IdemKey), string(task.State), task.Attempt, ms(t.now), ms(t.now))
+		nullString(task.IdemKey), string(task.State), task.Attempt, ms(t.now), ms(t.now), string(options))
 	if err != nil {
 		return out, false, fmt.Errorf("insert task %s: %w", task.ID, err)
 	}
