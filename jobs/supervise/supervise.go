@@ -16,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
+	"golang.org/x/sys/unix"
 )
 
 // Spec describes one supervised run. It is written to DIR/spec.json.
@@ -97,8 +99,8 @@ func Start(exe, dir string, spec Spec) (Started, error) {
 		return Started{}, fmt.Errorf("open run lock: %w", err)
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return Started{}, fmt.Errorf("run %s already has a supervisor: %w", dir, err)
+	if ok, err := grove.TryFlock(lock, unix.LOCK_EX); !ok {
+		return Started{}, fmt.Errorf("run %s already has a supervisor (lock: %v)", dir, err)
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -441,18 +443,7 @@ func writeFileAtomic(path string, b []byte) error {
 
 // Alive reports whether the supervisor of the run in dir is running: its
 // lock is held. A run dir without a lock file has no supervisor.
-func Alive(dir string) bool {
-	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return true
-	}
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
+func Alive(dir string) bool { return grove.FlockHeld(filepath.Join(dir, LockFile)) }
 
 // Status is what a run directory says about its run.
 type Status int
