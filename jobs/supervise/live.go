@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/gitops/procscan"
 )
 
 // Owner says which processes belong to one run of a task, for Survivors.
@@ -71,14 +71,14 @@ func Survivors(o Owner) ([]int, error) {
 		add(sup.Pid)
 	}
 	if o.TaskID != "" {
-		pids, err := gitops.ProcessesWithEnv("GROVE_TASK_ID", o.TaskID)
+		pids, err := procscan.WithEnv("GROVE_TASK_ID", o.TaskID)
 		if err != nil {
 			return nil, fmt.Errorf("find processes of task %s: %w", o.TaskID, err)
 		}
 		add(pids...)
 	}
 	if o.WorkDir != "" {
-		pids, err := gitops.ProcessesIn(o.WorkDir)
+		pids, err := procscan.In(o.WorkDir)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("find processes in %s: %w", o.WorkDir, err)
 		}

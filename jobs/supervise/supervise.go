@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/grove-dev/grove"
-	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/gitops/procscan"
 	"golang.org/x/sys/unix"
 )
 
@@ -329,11 +329,11 @@ func cleanup(pgid int, spec Spec, grace time.Duration) {
 			pids = append(pids, -pgid)
 		}
 		if taskID != "" {
-			in, _ := gitops.ProcessesWithEnv("GROVE_TASK_ID", taskID)
+			in, _ := procscan.WithEnv("GROVE_TASK_ID", taskID)
 			pids = append(pids, in...)
 		}
 		if spec.Sweep {
-			in, _ := gitops.ProcessesIn(spec.WorkDir)
+			in, _ := procscan.In(spec.WorkDir)
 			pids = append(pids, in...)
 		}
 		return pids

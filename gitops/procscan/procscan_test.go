@@ -1,4 +1,4 @@
-package gitops
+package procscan
 
 import (
 	"os"
@@ -28,7 +28,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // A process that opened a file in dir and moved away is still seen, by its
 // descriptor; so is one with dir in its environment only when asked by env.
-func TestProcessesInSeesDescriptors(t *testing.T) {
+func TestInSeesDescriptors(t *testing.T) {
 	is := is.New(t)
 	dir := t.TempDir()
 	ready := filepath.Join(t.TempDir(), "ready")
@@ -40,17 +40,17 @@ func TestProcessesInSeesDescriptors(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	waitFor(t, 20*time.Second, "the writer to open its file", func() bool { _, err := os.Stat(ready); return err == nil })
 
-	pids, err := ProcessesIn(dir)
+	pids, err := In(dir)
 	is.NoErr(err)
 	is.True(slices.Contains(pids, cmd.Process.Pid)) // seen by its open descriptor
 
-	byEnv, err := ProcessesWithEnv("GROVE_TEST_MARK", "fd-"+strconv.Itoa(os.Getpid()))
+	byEnv, err := WithEnv("GROVE_TEST_MARK", "fd-"+strconv.Itoa(os.Getpid()))
 	is.NoErr(err)
 	is.Equal(byEnv, []int{cmd.Process.Pid})
 
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
-	pids, err = ProcessesIn(dir)
+	pids, err = In(dir)
 	is.NoErr(err)
 	is.True(!slices.Contains(pids, cmd.Process.Pid)) // gone once it exits
 }

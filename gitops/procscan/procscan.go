@@ -1,8 +1,13 @@
-package gitops
+// Package procscan finds processes by what they use, from /proc: those
+// working inside a directory (cwd, root, executable, open descriptors,
+// memory maps) and those carrying an environment variable. The at-risk
+// gate, the supervisor and the session watcher share it. Linux only.
+package procscan
 
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -11,7 +16,7 @@ import (
 	"syscall"
 )
 
-// ProcessesIn returns the pids of live processes that work inside dir (dir
+// In returns the pids of live processes that work inside dir (dir
 // itself or below it): their working directory, their root, any open file
 // descriptor or any file mapped into their memory is there. It reads /proc
 // and excludes the caller's own pid. Processes whose /proc entries cannot
@@ -21,7 +26,7 @@ import (
 // A writer that opened a file and then left the directory
 // (`cd /; exec 3>>$WT/a.txt`) is found by its descriptor, a program run
 // from the worktree by its mappings.
-func ProcessesIn(dir string) ([]int, error) {
+func In(dir string) ([]int, error) {
 	roots, err := procRoots(dir)
 	if err != nil {
 		return nil, err
@@ -31,7 +36,10 @@ func ProcessesIn(dir string) ([]int, error) {
 
 // procRoots is dir made absolute, and its real path when that differs.
 func procRoots(dir string) ([]string, error) {
-	abs, err := absPath(dir)
+	if dir == "" {
+		return nil, errors.New("processes in a directory: empty path")
+	}
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -96,12 +104,12 @@ func zombie(pd string) bool {
 	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
 
-// ProcessesWithEnv returns the pids of live processes (not the caller)
+// WithEnv returns the pids of live processes (not the caller)
 // whose initial environment holds key=value exactly, from
 // /proc/<pid>/environ: a process that left its group and its directory
 // (setsid, cd /) still carries GROVE_TASK_ID or GROVE_SESSION. Processes
 // whose environ cannot be read (another user's) are not seen.
-func ProcessesWithEnv(key, value string) ([]int, error) {
+func WithEnv(key, value string) ([]int, error) {
 	want := []byte(key + "=" + value)
 	return matchProcs(func(pd string) bool {
 		b, err := os.ReadFile(pd + "/environ")
