@@ -159,6 +159,11 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		return err
 	}
 	a.home = home
+	if stop, err := startCPUProfile(os.Getenv("GROVE_CPUPROFILE")); err != nil {
+		return err
+	} else {
+		defer stop()
+	}
 	lock, err := lockDaemon(home)
 	if err != nil {
 		return err

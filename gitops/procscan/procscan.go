@@ -5,7 +5,6 @@
 package procscan
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"os"
@@ -13,7 +12,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // In returns the pids of live processes that work inside dir (dir
@@ -63,45 +65,84 @@ func under(p string, roots []string) bool {
 }
 
 // procUses reports whether the process at /proc/<pid> (pd) has its cwd,
-// root, an open descriptor or a memory mapping under one of roots.
+// root, an open descriptor or a memory mapping under one of roots. A
+// zombie holds none of them (its links cannot be read); one that matched
+// is checked last, being rare.
+//
+// It runs for every process on the box several times per task, so it
+// avoids allocations: one readlink buffer, one read buffer for maps, and
+// a byte search for the roots before any line is parsed.
 func procUses(pd string, roots []string) bool {
-	if zombie(pd) {
-		return false
+	var link [unix.PathMax]byte
+	readlink := func(p string) (string, bool) {
+		n, err := unix.Readlink(p, link[:])
+		if err != nil || n <= 0 {
+			return "", false
+		}
+		return string(link[:n]), true
 	}
-	for _, l := range []string{"cwd", "root", "exe"} {
-		if t, err := os.Readlink(pd + "/" + l); err == nil && under(t, roots) {
-			return true
+	for _, l := range []string{"/cwd", "/root", "/exe"} {
+		if t, ok := readlink(pd + l); ok && under(t, roots) {
+			return !zombie(pd)
 		}
 	}
-	if fds, err := os.ReadDir(pd + "/fd"); err == nil {
-		for _, fd := range fds {
-			if t, err := os.Readlink(pd + "/fd/" + fd.Name()); err == nil && strings.HasPrefix(t, "/") && under(t, roots) {
-				return true
+	if f, err := os.Open(pd + "/fd"); err == nil {
+		names, _ := f.Readdirnames(-1)
+		f.Close()
+		for _, fd := range names {
+			if t, ok := readlink(pd + "/fd/" + fd); ok && strings.HasPrefix(t, "/") && under(t, roots) {
+				return !zombie(pd)
 			}
 		}
 	}
-	if b, err := os.ReadFile(pd + "/maps"); err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			// address perms offset dev inode pathname
-			line := sc.Text()
-			if i := strings.IndexByte(line, '/'); i >= 0 && under(line[i:], roots) {
-				return true
-			}
-		}
+	if mapsUse(pd+"/maps", roots) {
+		return !zombie(pd)
 	}
 	return false
 }
 
-// zombie reports whether the process at pd has exited but not been reaped.
-func zombie(pd string) bool {
-	b, err := os.ReadFile(pd + "/stat")
+// mapsBuf is reused by mapsUse; /proc/<pid>/maps files are read whole.
+var mapsBuf = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// mapsUse reports whether the maps file at path maps a file under one of
+// roots.
+func mapsUse(path string, roots []string) bool {
+	f, err := os.Open(path)
 	if err != nil {
 		return false
 	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+	defer f.Close()
+	bp := mapsBuf.Get().(*[]byte)
+	defer mapsBuf.Put(bp)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
+		}
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	*bp = b[:0]
+	hit := false
+	for _, root := range roots {
+		if bytes.Contains(b, []byte(root)) {
+			hit = true
+		}
+	}
+	if !hit {
+		return false
+	}
+	for line := range bytes.Lines(b) {
+		// address perms offset dev inode pathname
+		line = bytes.TrimRight(line, "\n")
+		if i := bytes.IndexByte(line, '/'); i >= 0 && under(string(line[i:]), roots) {
+			return true
+		}
+	}
+	return false
 }
 
 // WithEnv returns the pids of live processes (not the caller)
@@ -110,19 +151,40 @@ func zombie(pd string) bool {
 // (setsid, cd /) still carries GROVE_TASK_ID or GROVE_SESSION. Processes
 // whose environ cannot be read (another user's) are not seen.
 func WithEnv(key, value string) ([]int, error) {
-	want := []byte(key + "=" + value)
-	return matchProcs(func(pd string) bool {
-		b, err := os.ReadFile(pd + "/environ")
-		if err != nil || zombie(pd) {
-			return false
-		}
-		for _, kv := range bytes.Split(b, []byte{0}) {
-			if bytes.Equal(kv, want) {
-				return true
-			}
-		}
+	return matchProcs(func(pd string) bool { return hasEnv(pd, key, value) })
+}
+
+// InOrWithEnv is In(dir) and WithEnv(key, value) merged, in one walk of
+// /proc: the processes that work inside dir or carry key=value. dir ""
+// looks at the environment only, value "" at the directory only.
+func InOrWithEnv(dir, key, value string) ([]int, error) {
+	switch {
+	case dir == "":
+		return WithEnv(key, value)
+	case value == "":
+		return In(dir)
+	}
+	roots, err := procRoots(dir)
+	if err != nil {
+		return nil, err
+	}
+	return matchProcs(func(pd string) bool { return hasEnv(pd, key, value) || procUses(pd, roots) })
+}
+
+// hasEnv reports whether the live process at pd has key=value in its
+// initial environment.
+func hasEnv(pd, key, value string) bool {
+	b, err := os.ReadFile(pd + "/environ")
+	if err != nil {
 		return false
-	})
+	}
+	want := []byte(key + "=" + value)
+	for kv := range bytes.SplitSeq(b, []byte{0}) {
+		if bytes.Equal(kv, want) {
+			return !zombie(pd)
+		}
+	}
+	return false
 }
 
 // matchProcs returns, sorted, the pids of the processes (not the caller)
@@ -152,4 +214,14 @@ func KillAll(pids []int, sig syscall.Signal) {
 	for _, p := range pids {
 		_ = syscall.Kill(p, sig)
 	}
+}
+
+// zombie reports whether the process at pd has exited but not been reaped.
+func zombie(pd string) bool {
+	b, err := os.ReadFile(pd + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }

@@ -54,3 +54,58 @@ func TestInSeesDescriptors(t *testing.T) {
 	is.NoErr(err)
 	is.True(!slices.Contains(pids, cmd.Process.Pid)) // gone once it exits
 }
+
+// A process whose only link to dir is a memory mapping (the file closed,
+// cwd elsewhere: a shared library loaded from a virtualenv in the
+// worktree) is seen; InOrWithEnv finds it and one that only carries the
+// environment mark, in one walk.
+func TestInSeesMappingsAndInOrWithEnvMerges(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	ready := filepath.Join(t.TempDir(), "ready")
+	is.NoErr(os.WriteFile(filepath.Join(dir, "lib.so"), make([]byte, 8192), 0o644))
+	mapper := exec.Command("python3", "-c", `import mmap, os, sys, time
+f = open(sys.argv[1] + "/lib.so", "rb")
+m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+f.close()
+os.chdir("/")
+open(sys.argv[2], "w").close()
+time.sleep(30)`, dir, ready)
+	mapper.Dir = "/"
+	is.NoErr(mapper.Start())
+	t.Cleanup(func() { _ = mapper.Process.Kill(); _ = mapper.Wait() })
+	mark := "map-" + strconv.Itoa(os.Getpid())
+	marked := exec.Command("sleep", "30")
+	marked.Dir = "/"
+	marked.Env = append(os.Environ(), "GROVE_TEST_MARK="+mark)
+	is.NoErr(marked.Start())
+	t.Cleanup(func() { _ = marked.Process.Kill(); _ = marked.Wait() })
+	waitFor(t, 20*time.Second, "the mapper to map its file", func() bool { _, err := os.Stat(ready); return err == nil })
+
+	pids, err := In(dir)
+	is.NoErr(err)
+	is.Equal(pids, []int{mapper.Process.Pid}) // by its mapping alone
+
+	both, err := InOrWithEnv(dir, "GROVE_TEST_MARK", mark)
+	is.NoErr(err)
+	want := []int{mapper.Process.Pid, marked.Process.Pid}
+	slices.Sort(want)
+	is.Equal(both, want)
+
+	onlyDir, err := InOrWithEnv(dir, "GROVE_TEST_MARK", "")
+	is.NoErr(err)
+	is.Equal(onlyDir, []int{mapper.Process.Pid}) // an empty value matches nothing
+}
+
+// BenchmarkIn times one scan of every process on the box for a directory
+// none of them uses (the gate's common case).
+func BenchmarkIn(b *testing.B) {
+	dir := b.TempDir()
+	for b.Loop() {
+		if _, err := In(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	b.ReportMetric(float64(len(ents)), "proc-entries")
+}

@@ -328,12 +328,12 @@ func cleanup(pgid int, spec Spec, grace time.Duration) {
 		if groupAlive(pgid) {
 			pids = append(pids, -pgid)
 		}
-		if taskID != "" {
-			in, _ := procscan.WithEnv("GROVE_TASK_ID", taskID)
-			pids = append(pids, in...)
-		}
+		dir := ""
 		if spec.Sweep {
-			in, _ := procscan.In(spec.WorkDir)
+			dir = spec.WorkDir
+		}
+		if taskID != "" || dir != "" {
+			in, _ := procscan.InOrWithEnv(dir, "GROVE_TASK_ID", taskID)
 			pids = append(pids, in...)
 		}
 		return pids
