@@ -368,7 +368,7 @@ func (d *Deps) lockRemoval(ctx context.Context, id int64, wait bool) (unlock fun
 			continue
 		}
 		f.Close()
-		if !errors.Is(err, unix.EWOULDBLOCK) {
+		if err != nil {
 			return nil, false, fmt.Errorf("removal lock %s: %w", path, err)
 		}
 		if !wait {
