@@ -144,7 +144,8 @@ var reapable = []grove.TaskState{grove.StateFailed, grove.StateCanceled, grove.S
 // repository-wide `git worktree prune`) and its row archived; otherwise the
 // at-risk gate decides: safe means removed (a task's or pool entry's branch
 // is deleted, any other branch kept), the row archived and an event
-// recorded, and an applied, discarded or conflicting task moves to closed;
+// recorded, and a conflicting task moves to closed (applied and discarded
+// stay);
 // at risk means kept, with the gate's report stored on the row (an unknown
 // worktree gets a row in state "orphan" for it, before anything else) so
 // `grove ls --at-risk` shows it. A directory that is not a worktree of a

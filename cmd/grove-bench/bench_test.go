@@ -179,8 +179,6 @@ func TestWaitOutcome(t *testing.T) {
 	task, err := waitOutcome("t1", []byte(`[{"id":"t1","state":"applied"}]`), nil)
 	is.NoErr(err)
 	is.Equal(task.State, "applied")
-	_, err = waitOutcome("t1", []byte(`[{"id":"t1","state":"closed"}]`), nil)
-	is.NoErr(err) // applied, and closed already
 	for _, c := range []struct {
 		out    string
 		runErr error
@@ -189,6 +187,7 @@ func TestWaitOutcome(t *testing.T) {
 		{`[{"id":"t1","state":"failed","error":"agent exited 3"}]`, exit1, "ended in state failed: agent exited 3"},
 		{`[{"id":"t1","state":"conflict","error":"merge conflict"}]`, exit1, "ended in state conflict: merge conflict"},
 		{`[{"id":"t1","state":"review","error":"apply refused"}]`, nil, "ended in state review"},
+		{`[{"id":"t1","state":"closed"}]`, nil, "ended in state closed"}, // closed without applying
 		{`[{"id":"t1","state":"applied"}]`, exit1, "exit status 1"},
 		{`[{"id":"t2","state":"applied"}]`, nil, "not that task"},
 		{`[]`, nil, "not that task"},
@@ -203,8 +202,8 @@ func TestWaitOutcome(t *testing.T) {
 
 func TestClosedTasks(t *testing.T) {
 	is := is.New(t)
-	ls := []lsTask{{ID: "a", State: "closed"}, {ID: "b", State: "applied"}, {ID: "c", State: "running"},
-		{ID: "d", State: "failed", Error: "boom"}, {ID: "e", State: "closed"}}
+	ls := []lsTask{{ID: "a", State: "applied", Worktree: "removed"}, {ID: "b", State: "applied", Worktree: "ready"},
+		{ID: "c", State: "running"}, {ID: "d", State: "failed", Error: "boom"}, {ID: "e", State: "applied", Worktree: "removed"}}
 	n, err := closedTasks(ls, []string{"a", "e"})
 	is.NoErr(err)
 	is.Equal(n, 0)
@@ -273,8 +272,8 @@ func TestWaitClosed(t *testing.T) {
 	defer cancel()
 	g, _ := fakeGrove(t, map[string]string{
 		"ls-1.json": `[{"id":"a","state":"applied"},{"id":"b","state":"running"}]`,
-		"ls-2.json": `[{"id":"a","state":"closed"},{"id":"b","state":"applied"}]`,
-		"ls-3.json": `[{"id":"a","state":"closed"},{"id":"b","state":"closed"}]`,
+		"ls-2.json": `[{"id":"a","state":"applied","worktree":"removed"},{"id":"b","state":"applied","worktree":"ready"}]`,
+		"ls-3.json": `[{"id":"a","state":"applied","worktree":"removed"},{"id":"b","state":"applied","worktree":"removed"}]`,
 	})
 	cw := &closeWaiter{g: g, interval: time.Millisecond}
 	_, err := cw.waitClosed(ctx, []string{"a", "b"})

@@ -47,9 +47,10 @@ func (g groveCLI) submit(ctx context.Context, repo, benchDir, apply string) (str
 // lsTask is the part of a task in `grove ls --json` and `grove wait --json`
 // the harness reads.
 type lsTask struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Error string `json:"error"`
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Error    string `json:"error"`
+	Worktree string `json:"worktree"` // the workspace's state: removed once closed
 }
 
 // ls runs `grove ls --json`.
@@ -68,11 +69,11 @@ func (g groveCLI) ls(ctx context.Context) ([]lsTask, error) {
 // badStates end a bench task without its change landing. (review is never
 // settled with --apply auto unless the apply was refused or the agent
 // failed: diff moves review → applying in one transaction.)
-var badStates = map[string]bool{"failed": true, "conflict": true, "canceled": true, "discarded": true, "review": true}
+var badStates = map[string]bool{"failed": true, "conflict": true, "canceled": true, "discarded": true, "review": true, "closed": true}
 
 // wait runs `grove wait --json id`, as a script would after submitting with
-// --apply auto: it returns once the task is settled, i.e. applied (or
-// closed already) or failed; grove polls the database in-process for it.
+// --apply auto: it returns once the task is settled, i.e. applied or
+// failed; grove polls the database in-process for it.
 // end is when the process returned. A task that did not land is an error,
 // whatever the exit code.
 func (g groveCLI) wait(ctx context.Context, id string) (task lsTask, end time.Time, err error) {
@@ -84,7 +85,7 @@ func (g groveCLI) wait(ctx context.Context, id string) (task lsTask, end time.Ti
 
 // waitOutcome judges the output of `grove wait --json id` (a JSON array
 // of the task) and its error (grove wait exits non-zero for a failed,
-// canceled or conflicting task): nil only for a task applied or closed.
+// canceled or conflicting task): nil only for an applied task.
 func waitOutcome(id string, out []byte, runErr error) (lsTask, error) {
 	var ts []lsTask
 	if err := json.Unmarshal(out, &ts); err != nil || len(ts) != 1 || ts[0].ID != id {
@@ -94,7 +95,7 @@ func waitOutcome(id string, out []byte, runErr error) (lsTask, error) {
 		return lsTask{}, fmt.Errorf("grove wait --json %s printed %q, not that task", id, clipLines(string(out), 3))
 	}
 	t := ts[0]
-	if t.State != "applied" && t.State != "closed" {
+	if t.State != "applied" {
 		return t, fmt.Errorf("task %s ended in state %s: %s", id, t.State, t.Error)
 	}
 	if runErr != nil {
@@ -115,7 +116,8 @@ type closeWaiter struct {
 }
 
 // closedTasks reads one `grove ls` listing for ids: how many are not closed
-// yet, or an error for one that ended without landing.
+// yet (applied, its worktree removed), or an error for one that ended
+// without landing.
 func closedTasks(ts []lsTask, ids []string) (pending int, err error) {
 	byID := make(map[string]lsTask, len(ts))
 	for _, t := range ts {
@@ -124,7 +126,7 @@ func closedTasks(ts []lsTask, ids []string) (pending int, err error) {
 	for _, id := range ids {
 		t, ok := byID[id]
 		switch {
-		case ok && t.State == "closed":
+		case ok && t.State == "applied" && t.Worktree == "removed":
 		case ok && badStates[t.State]:
 			return 0, fmt.Errorf("task %s ended in state %s: %s", id, t.State, t.Error)
 		default: // applied, on its way, or not listed yet

@@ -103,10 +103,11 @@ const tableLimit = 100
 
 func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 	if asJSON {
-		if tasks == nil {
-			tasks = []grove.Task{}
+		outs, err := a.taskOuts(context.Background(), tasks)
+		if err != nil {
+			return err
 		}
-		return a.printJSON(tasks)
+		return a.printJSON(outs)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tEXIT\tREPO\tCOMMAND")
@@ -156,7 +157,7 @@ func clip(s string, n int) string {
 
 // taskView is what `grove show` prints.
 type taskView struct {
-	grove.Task
+	taskOut
 	Workspace *grove.Workspace `json:"workspace,omitempty"`
 	AtRisk    any              `json:"at_risk,omitempty"`
 	Run       *grove.Run       `json:"run,omitempty"`
@@ -199,7 +200,11 @@ func (a *app) taskView(ctx context.Context, idArg string) (taskView, error) {
 	if err != nil {
 		return taskView{}, err
 	}
-	v := taskView{Task: t}
+	out, err := a.taskOutOf(ctx, t)
+	if err != nil {
+		return taskView{}, err
+	}
+	v := taskView{taskOut: out}
 	if ws, err := a.st.TaskWorkspace(ctx, id); err == nil {
 		v.Workspace = &ws
 		if ws.AtRisk != "" {
