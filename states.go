@@ -52,8 +52,8 @@ var taskMoves = map[TaskState]map[TaskState]Mover{
 	// preparing -> preparing: a session's task waiting for its turn.
 	StatePreparing: {StatePreparing: ByStage, StateRunning: ByStage, StateDiffing: ByStage,
 		StateFailed: ByStage, StateCanceled: ByStage},
-	StateRunning:   {StateDiffing: ByStage, StateFailed: ByStage, StateCanceled: ByStage},
-	StateDiffing:   {StateReview: ByStage, StateFailed: ByStage},
+	StateRunning: {StateDiffing: ByStage, StateFailed: ByStage, StateCanceled: ByStage},
+	StateDiffing: {StateReview: ByStage, StateFailed: ByStage},
 	// review and conflict -> closed: closed without an outcome (grove close).
 	StateReview:   {StateApplying: ByPerson, StateDiscarded: ByPerson, StateClosed: ByClose},
 	StateApplying: {StateApplied: ByStage, StateConflict: ByStage, StateReview: ByStage, StateFailed: ByStage},

@@ -128,7 +128,7 @@ func TestReapSkipsAWorktreeBeingRemoved(t *testing.T) {
 	unlock(false)
 	rep = e.reap(2*time.Hour, false)
 	is.Equal(e.workspace(id).State, grove.WorkspaceRemoved) // resumed and finished
-	is.Equal(e.task0(id).State, grove.StateApplied) // the outcome stays
+	is.Equal(e.task0(id).State, grove.StateApplied)         // the outcome stays
 	is.Equal(e.adminDir(wt), "")
 	is.True(!e.branchExists(TaskBranch(id)))
 	_, err = os.Stat(wt)
