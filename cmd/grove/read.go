@@ -110,14 +110,15 @@ func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 		return a.printJSON(outs)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tEXIT\tREPO\tCOMMAND")
+	pt := newPainter(a.stdout)
+	fmt.Fprintf(tw, "ID\t%s\tAGE\tEXIT\tREPO\tCOMMAND\n", pt.paint(colorDefault, "STATE"))
 	now := time.Now()
 	for _, t := range tasks {
 		exit := "-"
 		if t.ExitCode != nil {
 			exit = fmt.Sprint(*t.ExitCode)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, age(now.Sub(t.CreatedAt)), exit,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, pt.state(t.State), age(now.Sub(t.CreatedAt)), exit,
 			shortPath(t.RepoPath), clip(strings.Join(t.Argv, " "), 50))
 	}
 	if err := tw.Flush(); err != nil {
@@ -234,7 +235,7 @@ func printView(w io.Writer, v taskView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(k, val string) { fmt.Fprintf(tw, "%s\t%s\n", k, val) }
 	p("task", v.ID)
-	p("state", string(v.State))
+	p("state", newPainter(w).state(v.State))
 	if v.Error != "" {
 		p("error", v.Error)
 	}
