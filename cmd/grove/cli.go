@@ -151,6 +151,9 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 		a.reapCmd(), a.restoreCmd(), a.doctorCmd())
 	root.AddCommand(a.sessionCmd())
 	root.AddCommand(a.trashCmd())
+	root.AddCommand(a.versionCmd())
+	root.Version = readVersion().String()
+	root.SetVersionTemplate("grove {{.Version}}\n")
 	usageArgs(root)
 	a.root = root
 	return root
