@@ -121,3 +121,27 @@ func TestColourOnTerminal(t *testing.T) {
 	is.True(!strings.Contains(onTerminal(t, "--home", home, "nosuchcommand"), "\x1b["))
 	is.True(!strings.Contains(onTerminal(t, "--home", home, "ls"), "\x1b["))
 }
+
+// shellQuote's output, read back by bash, is the same words (and one line).
+func TestShellQuoteRoundTrip(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	argv := []string{"my-agent", "--prompt", "fix the flaky test", "it's", "line one\nline two", "tab\there",
+		"", "$HOME", "`x`", "a\\b", "ünï cødé", "esc\x1b[31m", "bad\xffbyte", "--x=1,2", "*"}
+	q := shellQuote(argv)
+	if strings.ContainsAny(q, "\n\r\x1b") {
+		t.Fatalf("quoted command spans lines or holds escapes: %q", q)
+	}
+	out, err := exec.Command("bash", "-c", `printf '%s\0' `+q).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	if strings.Join(got, "|") != strings.Join(argv, "|") || len(got) != len(argv) {
+		t.Errorf("bash read %q back as %q", q, got)
+	}
+	if q := shellQuote([]string{"sh", "-c", "echo hi"}); q != `sh -c 'echo hi'` {
+		t.Errorf("shellQuote = %s", q)
+	}
+}

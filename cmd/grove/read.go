@@ -119,7 +119,7 @@ func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 			exit = fmt.Sprint(*t.ExitCode)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, pt.state(t.State), age(now.Sub(t.CreatedAt)), exit,
-			shortPath(t.RepoPath), clip(strings.Join(t.Argv, " "), 50))
+			shortPath(t.RepoPath), clip(shellQuote(t.Argv), 50))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -237,7 +237,7 @@ func printView(w io.Writer, v taskView) error {
 	p("task", v.ID)
 	p("state", newPainter(w).state(v.State))
 	if v.Error != "" {
-		p("error", v.Error)
+		p("error", oneLine(v.Error))
 	}
 	if v.ExitCode != nil {
 		p("exit code", fmt.Sprint(*v.ExitCode))
@@ -245,7 +245,7 @@ func printView(w io.Writer, v taskView) error {
 	p("repo", v.RepoPath)
 	p("base", fmt.Sprintf("%s (%.12s)", v.BaseRef, v.BaseCommit))
 	p("target", v.TargetBranch)
-	p("command", strings.Join(v.Argv, " "))
+	p("command", shellQuote(v.Argv))
 	p("apply", string(v.Apply))
 	p("attempt", fmt.Sprint(v.Attempt))
 	p("created", v.CreatedAt.Format(time.RFC3339))
@@ -257,6 +257,9 @@ func printView(w io.Writer, v taskView) error {
 		if v.Workspace.AtRisk != "" {
 			p("at risk", v.Workspace.AtRisk)
 		}
+	}
+	if v.AppliedCommit != "" {
+		p("applied as", v.AppliedCommit)
 	}
 	if v.Run != nil {
 		p("log", v.Run.Dir+"/"+supervise.LogFile)
@@ -270,7 +273,7 @@ func printView(w io.Writer, v taskView) error {
 	}
 	fmt.Fprintln(w, "events:")
 	for _, e := range v.Events {
-		fmt.Fprintf(w, "  %s  %-14s %s\n", e.At.Format(time.TimeOnly), e.Kind, e.Message)
+		fmt.Fprintf(w, "  %s  %-14s %s\n", e.At.Format(time.TimeOnly), e.Kind, oneLine(e.Message))
 	}
 	return nil
 }
