@@ -19,6 +19,9 @@ type groveCLI struct {
 	r    runner
 	bin  string
 	home string
+	// settle bounds `grove wait` on one task: past it the run fails,
+	// naming the task and its state (0: only the run's --timeout).
+	settle time.Duration
 }
 
 // run runs `grove --home <home> args...` in dir and returns its stdout.
@@ -77,8 +80,17 @@ var badStates = map[string]bool{"failed": true, "conflict": true, "canceled": tr
 // end is when the process returned. A task that did not land is an error,
 // whatever the exit code.
 func (g groveCLI) wait(ctx context.Context, id string) (task lsTask, end time.Time, err error) {
-	out, runErr := g.run(ctx, "", "wait", "--json", id)
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if g.settle > 0 {
+		wctx, cancel = context.WithTimeout(ctx, g.settle)
+	}
+	out, runErr := g.run(wctx, "", "wait", "--json", id)
 	end = time.Now()
+	timedOut := wctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if timedOut {
+		return lsTask{}, end, g.unsettled(ctx, id, "settle", g.settle)
+	}
 	task, err = waitOutcome(id, out, runErr)
 	return task, end, err
 }
@@ -104,6 +116,25 @@ func waitOutcome(id string, out []byte, runErr error) (lsTask, error) {
 	return t, nil
 }
 
+// unsettled is the error for task id that did not reach what (settle,
+// close) within d: its id and its state now.
+func (g groveCLI) unsettled(ctx context.Context, id, what string, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, wt, err := g.taskState(ctx, id)
+	if err != nil {
+		return fmt.Errorf("task %s did not %s within %s (its state: %v)", id, what, d, err)
+	}
+	return fmt.Errorf("task %s did not %s within %s: it is %s (worktree %s)", id, what, d, st, orNone(wt))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
 // closeWaiter waits for tasks to be closed (worktree removed) by polling
 // `grove ls --json`, a process per poll, every interval. It runs only at
 // the end of a grove phase and between the sequential submits, never
@@ -113,6 +144,9 @@ type closeWaiter struct {
 	g        groveCLI
 	interval time.Duration
 	walls    []time.Duration // every poll's wall time (one goroutine polls at a time)
+	// settle bounds one waitClosed: past it the run fails, naming the
+	// tasks not closed and their states (0: only the run's --timeout).
+	settle time.Duration
 }
 
 // closedTasks reads one `grove ls` listing for ids: how many are not closed
@@ -136,11 +170,35 @@ func closedTasks(ts []lsTask, ids []string) (pending int, err error) {
 	return pending, nil
 }
 
+// notClosed names the tasks of ids that ts does not show closed, with
+// their states.
+func notClosed(ts []lsTask, ids []string) string {
+	byID := make(map[string]lsTask, len(ts))
+	for _, t := range ts {
+		byID[t.ID] = t
+	}
+	var out []string
+	for _, id := range ids {
+		t, ok := byID[id]
+		switch {
+		case !ok:
+			out = append(out, "task "+id+" not listed")
+		case t.State != "applied" || t.Worktree != "removed":
+			out = append(out, fmt.Sprintf("task %s is %s (worktree %s)", id, t.State, orNone(t.Worktree)))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 // waitClosed polls until every id shows closed and returns the end of the
 // first poll that saw them all closed. Ten failed polls in a row are an
-// error.
+// error, and so is a wait longer than w.settle (naming what is not closed).
 func (w *closeWaiter) waitClosed(ctx context.Context, ids []string) (time.Time, error) {
 	failures, pending := 0, len(ids)
+	var deadline time.Time
+	if w.settle > 0 {
+		deadline = time.Now().Add(w.settle)
+	}
 	for {
 		began := time.Now()
 		ts, err := w.g.ls(ctx)
@@ -157,6 +215,9 @@ func (w *closeWaiter) waitClosed(ctx context.Context, ids []string) (time.Time, 
 			w.walls = append(w.walls, seen.Sub(began))
 			if pending, err = closedTasks(ts, ids); err != nil || pending == 0 {
 				return seen, err
+			}
+			if !deadline.IsZero() && seen.After(deadline) {
+				return seen, fmt.Errorf("%d task(s) did not close within %s: %s", pending, w.settle, notClosed(ts, ids))
 			}
 		}
 		select {

@@ -301,9 +301,14 @@ func (g groveCLI) taskState(ctx context.Context, id string) (state, worktree str
 }
 
 // waitRemoved polls `grove show --json` until task id is in state want
-// with its worktree removed; any other finished state is an error.
+// with its worktree removed; any other finished state is an error, and so
+// is a wait longer than g.settle.
 func waitRemoved(ctx context.Context, g groveCLI, id, want string) error {
+	began := time.Now()
 	for {
+		if g.settle > 0 && time.Since(began) > g.settle {
+			return g.unsettled(ctx, id, "close", g.settle)
+		}
 		st, wt, err := g.taskState(ctx, id)
 		if err != nil {
 			return err
