@@ -257,12 +257,13 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// newLogger logs through tint on a terminal and JSON otherwise.
+// newLogger logs through tint on a terminal and JSON otherwise (durations
+// as text, e.g. "1.52ms").
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: readableDuration}))
 }
 
 func isTerminal(w io.Writer) bool {

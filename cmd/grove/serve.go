@@ -196,7 +196,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		log.Info("finished removals a crash interrupted", "worktrees", n)
 	}
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
-		ErrorLogger: log.With("component", "river"),
+		ErrorLogger: riverLogger(log),
 		Periodic:    periodic,
 		ExtraWork:   func(w *river.Workers) { jobs.AddReapWorker(w, deps, maint.reapGrace) }})
 	if err != nil {
