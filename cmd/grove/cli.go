@@ -152,6 +152,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	root.AddCommand(a.sessionCmd())
 	root.AddCommand(a.trashCmd())
 	root.AddCommand(a.versionCmd())
+	root.AddCommand(a.eventsCmd())
 	root.Version = readVersion().String()
 	root.SetVersionTemplate("grove {{.Version}}\n")
 	usageArgs(root)
