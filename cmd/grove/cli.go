@@ -156,6 +156,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	root.Version = readVersion().String()
 	root.SetVersionTemplate("grove {{.Version}}\n")
 	usageArgs(root)
+	a.addCompletions(root)
 	a.root = root
 	return root
 }
