@@ -153,6 +153,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	root.AddCommand(a.trashCmd())
 	root.AddCommand(a.versionCmd())
 	root.AddCommand(a.eventsCmd())
+	root.AddCommand(a.serviceCmd())
 	root.Version = readVersion().String()
 	root.SetVersionTemplate("grove {{.Version}}\n")
 	usageArgs(root)
