@@ -61,7 +61,8 @@ func (w *ReapWorker) Timeout(*river.Job[ReapArgs]) time.Duration { return 30 * t
 // Work runs one pass and logs what it did.
 func (w *ReapWorker) Work(ctx context.Context, job *river.Job[ReapArgs]) error {
 	rep, err := Reap(ctx, w.d, w.now(), w.grace, job.Args.DryRun)
-	purgeTrashPass(ctx, w.d, w.now(), job.Args.DryRun) // the trash's retention (trash.go)
+	purgeTrashPass(ctx, w.d, w.now(), job.Args.DryRun)    // the trash's retention (trash.go)
+	pruneTaskRefsPass(ctx, w.d, w.now(), job.Args.DryRun) // refs/grove/tasks/* retention (refs_retention.go)
 	w.d.Logger.Info("reap pass", "removed", rep.Count(ReapRemoved), "pruned", rep.Count(ReapPruned),
 		"kept", rep.Count(ReapKept), "young", rep.Count(ReapSkippedYoung), "busy", rep.Count(ReapSkippedBusy), "dry_run", job.Args.DryRun,
 		"took", time.Duration(rep.TookMS)*time.Millisecond)

@@ -182,6 +182,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := opts.apply(deps); err != nil {
 		return err
 	}
+	deps.KeepRefs, _ = maint.keepRefsDuration() // checked by maint.periodic
 	// Removals, purges and restores a crash interrupted (gitops.SweepTrash
 	// finishes them; it deletes nothing retention still keeps), before any
 	// close runs again.
