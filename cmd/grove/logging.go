@@ -10,7 +10,7 @@ import (
 // riverChatter are the endings of River's info messages that report
 // routine bookkeeping (a producer's job counts every few seconds, a
 // maintenance service that ran): about 40% of an idle daemon's log. They
-// are logged at debug level instead (grove serve --debug shows them).
+// are logged at debug level instead (grove serve -v shows them).
 var riverChatter = []string{
 	": Producer job counts",
 	": Ran successfully",
