@@ -4,11 +4,26 @@ GO          ?= go
 BIN         ?= bin
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build run test test-short lint bench torture clean
+# make install: grove into $(BINDIR), by default $(PREFIX)/bin
+# (/usr/local/bin), or $(GOBIN) when that is set (make install GOBIN=~/bin).
+# Run make install PREFIX=~/.local to install without root.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(if $(GOBIN),$(GOBIN),$(PREFIX)/bin)
+
+.PHONY: build run test test-short lint bench torture clean install uninstall
 
 build:
 	$(GO) build -o $(BIN)/grove ./cmd/grove
 	$(GO) build -o $(BIN)/grove-bench ./cmd/grove-bench
+
+install:
+	mkdir -p $(DESTDIR)$(BINDIR)
+	$(GO) build -o $(DESTDIR)$(BINDIR)/grove ./cmd/grove
+	@echo "installed $(DESTDIR)$(BINDIR)/grove"
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; *) echo "note: $(BINDIR) is not on your PATH";; esac
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/grove
 
 run: build
 	$(BIN)/grove serve
@@ -18,9 +33,11 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+# vet + staticcheck + an untidy go.mod; .ci/run runs it before the tests.
 lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) mod tidy -diff
 
 bench: build
 	$(BIN)/grove-bench

@@ -11,6 +11,10 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrUsage marks an error in how a command was called (exit code 2).
 	ErrUsage = errors.New("usage error")
+	// ErrBadRequest marks a well-formed request that cannot be done as
+	// asked: a path that is no repository, an unknown base, an ambiguous
+	// id (exit code 1, unlike ErrUsage).
+	ErrBadRequest = errors.New("bad request")
 	// ErrConflict means an apply found conflicting changes.
 	ErrConflict = errors.New("conflict")
 	// ErrAtRisk means a destructive action was refused by the at-risk gate.

@@ -52,16 +52,19 @@ var taskMoves = map[TaskState]map[TaskState]Mover{
 	// preparing -> preparing: a session's task waiting for its turn.
 	StatePreparing: {StatePreparing: ByStage, StateRunning: ByStage, StateDiffing: ByStage,
 		StateFailed: ByStage, StateCanceled: ByStage},
-	StateRunning:   {StateDiffing: ByStage, StateFailed: ByStage, StateCanceled: ByStage},
-	StateDiffing:   {StateReview: ByStage, StateFailed: ByStage},
-	StateReview:    {StateApplying: ByPerson, StateDiscarded: ByPerson, StateClosed: ByClose},
-	StateApplying:  {StateApplied: ByStage, StateConflict: ByStage, StateReview: ByStage, StateFailed: ByStage},
-	StateApplied:   {StateClosed: ByClose},
-	StateConflict:  {StateDiscarded: ByPerson, StateClosed: ByClose},
-	StateDiscarded: {StateClosed: ByClose},
+	StateRunning: {StateDiffing: ByStage, StateFailed: ByStage, StateCanceled: ByStage},
+	StateDiffing: {StateReview: ByStage, StateFailed: ByStage},
+	// review and conflict -> closed: closed without an outcome (grove close).
+	StateReview:   {StateApplying: ByPerson, StateDiscarded: ByPerson, StateClosed: ByClose},
+	StateApplying: {StateApplied: ByStage, StateConflict: ByStage, StateReview: ByStage, StateFailed: ByStage},
+	StateConflict: {StateDiscarded: ByPerson, StateClosed: ByClose},
+	// The outcomes are the end: removing the worktree afterwards leaves
+	// the task applied or discarded (its workspace says removed).
+	StateApplied:   {},
+	StateDiscarded: {},
 	StateFailed:    {StateQueued: ByPerson}, // retry
 	StateCanceled:  {StateQueued: ByPerson}, // retry
-	StateClosed:    {},                      // the end
+	StateClosed:    {},                      // closed without applying or discarding
 }
 
 // Valid reports whether s is a known state.
@@ -109,9 +112,10 @@ func (s TaskState) Finished() bool { return s.Settled() }
 // Terminal reports whether no transition leaves s.
 func (s TaskState) Terminal() bool { return s.Valid() && len(taskMoves[s]) == 0 }
 
-// ClosableStates are the states a close may start from (a failed or
-// canceled task keeps its state; the others become closed): the settled
-// ones.
+// ClosableStates are the states a close may start from: the settled
+// ones. A review or conflict task becomes closed; the others (applied,
+// discarded, failed, canceled, closed) keep their state, and their
+// workspace says removed.
 func ClosableStates() []TaskState { return filterStates(TaskState.Settled) }
 
 // StageStates are the states a stage can still move a task out of: the

@@ -23,8 +23,9 @@ func reach[S comparable](start S, moves func(S) []S) map[S]bool {
 }
 
 func TestTaskStateMachine(t *testing.T) {
-	// Every state is in the table and reachable from queued, and closed
-	// (the only terminal state) is reachable from every state.
+	// Every state is in the table and reachable from queued, and an end
+	// state (applied, discarded or closed: the outcomes) is reachable
+	// from every state.
 	if len(taskMoves) != len(AllStates) {
 		t.Fatalf("table has %d states, AllStates %d", len(taskMoves), len(AllStates))
 	}
@@ -33,15 +34,16 @@ func TestTaskStateMachine(t *testing.T) {
 		if !fromQueued[s] {
 			t.Errorf("state %s unreachable from queued", s)
 		}
-		if !reach(s, TaskState.Moves)[StateClosed] {
-			t.Errorf("closed unreachable from %s: a task could be stuck there", s)
+		ends := reach(s, TaskState.Moves)
+		if !ends[StateClosed] && !ends[StateApplied] && !ends[StateDiscarded] {
+			t.Errorf("no end state reachable from %s: a task could be stuck there", s)
 		}
 		for to := range taskMoves[s] {
 			if !to.Valid() {
 				t.Errorf("move %s -> %s: unknown state", s, to)
 			}
 		}
-		if s.Terminal() != (s == StateClosed) {
+		if s.Terminal() != slices.Contains(endStates, s) {
 			t.Errorf("%s: terminal=%v", s, s.Terminal())
 		}
 	}
@@ -49,6 +51,10 @@ func TestTaskStateMachine(t *testing.T) {
 		t.Error("an unknown state moves or is settled")
 	}
 }
+
+// endStates are the task states nothing leaves: the outcome stays after the
+// worktree is removed (issue 15).
+var endStates = []TaskState{StateApplied, StateClosed, StateDiscarded}
 
 // The derived sets are what the pipeline relies on: `grove wait` returns on
 // a settled task, a close starts from a finished one, a stage fails only an
@@ -85,8 +91,7 @@ var usedTaskMoves = [][2]TaskState{
 	{StateApplying, StateApplied}, {StateApplying, StateConflict}, // apply
 	{StateApplying, StateReview},                                   // apply refused
 	{StateReview, StateDiscarded}, {StateConflict, StateDiscarded}, // discard
-	{StateApplied, StateClosed}, {StateDiscarded, StateClosed}, // close, reaper
-	{StateReview, StateClosed}, {StateConflict, StateClosed}, // close
+	{StateReview, StateClosed}, {StateConflict, StateClosed}, // close, reaper
 	{StateFailed, StateQueued}, {StateCanceled, StateQueued}, // retry
 }
 
@@ -96,7 +101,8 @@ func TestUsedTaskMovesAllowed(t *testing.T) {
 			t.Errorf("code moves %s -> %s, the table does not allow it", m[0], m[1])
 		}
 	}
-	for _, bad := range [][2]TaskState{{StateClosed, StateQueued}, {StateApplied, StateReview}, {StateRunning, StateApplied}, {StateReview, StateRunning}} {
+	for _, bad := range [][2]TaskState{{StateClosed, StateQueued}, {StateApplied, StateReview}, {StateRunning, StateApplied}, {StateReview, StateRunning},
+		{StateApplied, StateClosed}, {StateDiscarded, StateClosed}} { // an outcome stays after close
 		if bad[0].CanMove(bad[1]) {
 			t.Errorf("table allows %s -> %s", bad[0], bad[1])
 		}

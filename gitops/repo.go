@@ -21,7 +21,7 @@ type Repo struct {
 // Open resolves any path inside a work tree (main or linked worktree, any
 // subdirectory) to its repository.
 //
-// It refuses, with a *grove.UserError wrapping grove.ErrUsage, a path that
+// It refuses, with a *grove.UserError wrapping grove.ErrBadRequest, a path that
 // does not exist or is not a directory, a directory outside any git work
 // tree, a bare repository, and a repository with no commits. Other git
 // failures are returned wrapped.
@@ -33,12 +33,12 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 	st, err := os.Stat(abs)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, grove.Userf(grove.ErrUsage, "check the path, or pass --repo", "no such directory: %s", abs)
+			return nil, grove.Userf(grove.ErrBadRequest, "check the path, or pass --repo", "no such directory: %s", abs)
 		}
 		return nil, fmt.Errorf("open repo %s: %w", abs, err)
 	}
 	if !st.IsDir() {
-		return nil, grove.Userf(grove.ErrUsage, "pass the directory of a git work tree", "not a directory: %s", abs)
+		return nil, grove.Userf(grove.ErrBadRequest, "pass the directory of a git work tree", "not a directory: %s", abs)
 	}
 	// One git call in the common case: discovery plus a commit at HEAD
 	// (which proves the repository has commits). Anything unusual (no
@@ -54,9 +54,9 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 		s := stderrOf(err)
 		switch {
 		case strings.Contains(s, "not a git repository"):
-			return nil, grove.Userf(grove.ErrUsage, "run grove inside a git work tree, or pass --repo", "not a git repository: %s", abs)
+			return nil, grove.Userf(grove.ErrBadRequest, "run grove inside a git work tree, or pass --repo", "not a git repository: %s", abs)
 		case strings.Contains(s, "dubious ownership"):
-			return nil, grove.Userf(grove.ErrUsage, "if you trust it: git config --global --add safe.directory "+abs,
+			return nil, grove.Userf(grove.ErrBadRequest, "if you trust it: git config --global --add safe.directory "+abs,
 				"repository is owned by someone else: %s", abs)
 		}
 		return nil, fmt.Errorf("open repo %s: %w", abs, err)
@@ -67,7 +67,7 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 	}
 	common, bare := l[0], l[1] == "true"
 	if bare {
-		return nil, grove.Userf(grove.ErrUsage, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", abs)
+		return nil, grove.Userf(grove.ErrBadRequest, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", abs)
 	}
 	if c, err := filepath.EvalSymlinks(common); err == nil {
 		common = c
@@ -88,7 +88,7 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 		return nil, fmt.Errorf("open repo %s: %w", abs, err)
 	}
 	if !ok {
-		return nil, grove.Userf(grove.ErrUsage, "make a first commit, then submit again", "repository has no commits: %s", r.Root)
+		return nil, grove.Userf(grove.ErrBadRequest, "make a first commit, then submit again", "repository has no commits: %s", r.Root)
 	}
 	return r, nil
 }
@@ -121,9 +121,9 @@ func mainWorktree(ctx context.Context, dir, common string, inWorkTree bool) (str
 		return "", fmt.Errorf("open repo %s: %w", dir, err)
 	}
 	if out, err := run(ctx, common, "config", "--bool", "--get", "core.bare"); err == nil && trim(out) == "true" {
-		return "", grove.Userf(grove.ErrUsage, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", common)
+		return "", grove.Userf(grove.ErrBadRequest, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", common)
 	}
-	return "", grove.Userf(grove.ErrUsage, "run grove in the main worktree of this repository",
+	return "", grove.Userf(grove.ErrBadRequest, "run grove in the main worktree of this repository",
 		"cannot find the main worktree of %s", dir)
 }
 
@@ -176,7 +176,7 @@ func (r *Repo) Head(ctx context.Context) (branch, commit string, err error) {
 // out in the main worktree; if that is detached, the target of
 // refs/remotes/origin/HEAD (as a local branch name); else "main" or
 // "master", whichever exists. If none applies it returns a
-// *grove.UserError (ErrUsage).
+// *grove.UserError (ErrBadRequest).
 func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
 	cur, err := r.CurrentBranch(ctx)
 	if err != nil || cur != "" {
@@ -204,15 +204,15 @@ func (r *Repo) DefaultBranch(ctx context.Context) (string, error) {
 			return b, nil
 		}
 	}
-	return "", grove.Userf(grove.ErrUsage, "check out a branch in "+r.Root+", or name the target branch",
+	return "", grove.Userf(grove.ErrBadRequest, "check out a branch in "+r.Root+", or name the target branch",
 		"cannot tell the default branch of %s", r.Root)
 }
 
 // ResolveCommit resolves rev (any revision git understands) to a full
 // commit SHA. An unknown or hostile rev gives a *grove.UserError
-// (ErrUsage) "unknown base: REV"; rev is never read as an option.
+// (ErrBadRequest) "unknown base: REV"; rev is never read as an option.
 func (r *Repo) ResolveCommit(ctx context.Context, rev string) (string, error) {
-	unknown := grove.Userf(grove.ErrUsage, fmt.Sprintf("check the name with git rev-parse %s, or omit --base", quoteArg(rev)), "unknown base: %s", rev)
+	unknown := grove.Userf(grove.ErrBadRequest, fmt.Sprintf("check the name with git rev-parse %s, or omit --base", quoteArg(rev)), "unknown base: %s", rev)
 	if rev == "" || strings.HasPrefix(rev, "-") || strings.ContainsAny(rev, "\x00\n") {
 		return "", unknown
 	}
@@ -245,9 +245,9 @@ func (r *Repo) IsLocalBranch(ctx context.Context, name string) (bool, error) {
 
 // CheckBranchName validates name as a new branch name with
 // `git check-ref-format --branch`. A bad name gives a *grove.UserError
-// (ErrUsage). Names git would expand (like @{-1}) are refused.
+// (ErrBadRequest). Names git would expand (like @{-1}) are refused.
 func CheckBranchName(ctx context.Context, name string) error {
-	bad := grove.Userf(grove.ErrUsage, "use letters, digits and - _ / . (see git check-ref-format)", "invalid branch name: %q", name)
+	bad := grove.Userf(grove.ErrBadRequest, "use letters, digits and - _ / . (see git check-ref-format)", "invalid branch name: %q", name)
 	if name == "" || name == "HEAD" || name == "@" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, "\x00\n") {
 		return bad
 	}

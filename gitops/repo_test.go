@@ -41,7 +41,7 @@ func TestOpenRefuses(t *testing.T) {
 			is.True(r == nil)
 			var ue *grove.UserError
 			is.True(errors.As(err, &ue))
-			is.True(errors.Is(err, grove.ErrUsage))
+			is.True(errors.Is(err, grove.ErrBadRequest))
 			is.Equal(ue.Msg, tc.msg)
 			is.True(!strings.Contains(ue.Msg, "\n"))
 			is.True(strings.Contains(ue.Hint, tc.hint))
@@ -109,7 +109,7 @@ func TestDefaultBranchDetached(t *testing.T) {
 	git(t, r.Root, "symbolic-ref", "-d", "refs/remotes/origin/HEAD")
 	git(t, r.Root, "branch", "-q", "-m", "main", "feature")
 	_, err = r.DefaultBranch(ctx)
-	is.True(errors.Is(err, grove.ErrUsage))
+	is.True(errors.Is(err, grove.ErrBadRequest))
 }
 
 func TestResolveCommit(t *testing.T) {
@@ -130,7 +130,7 @@ func TestResolveCommit(t *testing.T) {
 		is.Equal(got, "")
 		var ue *grove.UserError
 		is.True(errors.As(err, &ue)) // hostile or unknown rev is a user error
-		is.True(errors.Is(err, grove.ErrUsage))
+		is.True(errors.Is(err, grove.ErrBadRequest))
 		is.Equal(ue.Msg, "unknown base: "+rev)
 		is.True(strings.HasPrefix(ue.Hint, "check the name with git rev-parse "))
 		is.True(strings.HasSuffix(ue.Hint, ", or omit --base"))
@@ -149,7 +149,7 @@ func TestCheckBranchName(t *testing.T) {
 		err := CheckBranchName(ctx, bad)
 		var ue *grove.UserError
 		is.True(errors.As(err, &ue))
-		is.True(errors.Is(err, grove.ErrUsage))
+		is.True(errors.Is(err, grove.ErrBadRequest))
 		is.True(strings.HasPrefix(ue.Msg, "invalid branch name: "))
 	}
 }

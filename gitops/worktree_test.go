@@ -62,9 +62,9 @@ func TestCreateWorktreeRefusesAndLeavesNothing(t *testing.T) {
 	before := git(t, r.Root, "for-each-ref")
 
 	err := r.CreateWorktree(ctx, filepath.Join(t.TempDir(), "a"), "grove/a", "--upload-pack=x")
-	is.True(errors.Is(err, grove.ErrUsage))
+	is.True(errors.Is(err, grove.ErrBadRequest))
 	err = r.CreateWorktree(ctx, filepath.Join(t.TempDir(), "a"), "bad..name", "main")
-	is.True(errors.Is(err, grove.ErrUsage))
+	is.True(errors.Is(err, grove.ErrBadRequest))
 	is.Equal(git(t, r.Root, "for-each-ref"), before) // refused: no ref made
 
 	// A user branch of that name that has moved on is not taken over.

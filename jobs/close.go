@@ -32,9 +32,9 @@ func (CloseArgs) InsertOpts() river.InsertOpts {
 }
 
 // CloseWorker removes a task's worktree through Remove (the gate, a
-// snapshot first with Force), archives the workspace row, and moves an
-// applied, discarded, reviewed or conflicting task to closed. Failed and
-// canceled tasks keep their state. Every run ends with one event the CLI
+// snapshot first with Force), archives the workspace row, and moves a
+// reviewed or conflicting task to closed. Applied, discarded, failed and
+// canceled tasks keep their state (the workspace says removed). Every run ends with one event the CLI
 // waits for: closed, close_refused (the reasons are on the workspace row),
 // close_skipped (the task changed meanwhile) or close_failed (the last
 // attempt failed; close_error for an attempt River retries).

@@ -71,6 +71,9 @@ type Deps struct {
 	// DefaultTrashMax; negative: no budget). See PurgeTrash.
 	TrashKeep time.Duration
 	TrashMax  int64
+	// KeepRefs is how long a finished task's refs/grove/tasks/<id> is
+	// kept (0: forever). See PruneTaskRefs.
+	KeepRefs time.Duration
 
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo

@@ -62,7 +62,8 @@ func (w *ReapWorker) Timeout(*river.Job[ReapArgs]) time.Duration { return 30 * t
 // Work runs one pass and logs what it did.
 func (w *ReapWorker) Work(ctx context.Context, job *river.Job[ReapArgs]) error {
 	rep, err := Reap(ctx, w.d, w.now(), w.grace, job.Args.DryRun)
-	purgeTrashPass(ctx, w.d, w.now(), job.Args.DryRun) // the trash's retention (trash.go)
+	purgeTrashPass(ctx, w.d, w.now(), job.Args.DryRun)    // the trash's retention (trash.go)
+	pruneTaskRefsPass(ctx, w.d, w.now(), job.Args.DryRun) // refs/grove/tasks/* retention (refs_retention.go)
 	w.d.Logger.Info("reap pass", "removed", rep.Count(ReapRemoved), "pruned", rep.Count(ReapPruned),
 		"kept", rep.Count(ReapKept), "young", rep.Count(ReapSkippedYoung), "busy", rep.Count(ReapSkippedBusy), "dry_run", job.Args.DryRun,
 		"took", time.Duration(rep.TookMS)*time.Millisecond)
@@ -145,7 +146,8 @@ var reapable = []grove.TaskState{grove.StateFailed, grove.StateCanceled, grove.S
 // repository-wide `git worktree prune`) and its row archived; otherwise the
 // at-risk gate decides: safe means removed (a task's or pool entry's branch
 // is deleted, any other branch kept), the row archived and an event
-// recorded, and an applied, discarded or conflicting task moves to closed;
+// recorded, and a conflicting task moves to closed (applied and discarded
+// stay);
 // at risk means kept, with the gate's report stored on the row (an unknown
 // worktree gets a row in state "orphan" for it, before anything else) so
 // `grove ls --at-risk` shows it. A directory that is not a worktree of a

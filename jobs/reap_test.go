@@ -189,7 +189,10 @@ func TestReapGrace(t *testing.T) {
 	is.Equal(itemOf(rep, appliedWT).Action, ReapRemoved)
 	task, err = e.st.Task(e.ctx, appliedID)
 	is.NoErr(err)
-	is.Equal(task.State, grove.StateClosed) // an applied task is closed with it
+	is.Equal(task.State, grove.StateApplied) // an applied task stays applied,
+	ws, err = e.st.TaskWorkspace(e.ctx, appliedID)
+	is.NoErr(err)
+	is.Equal(ws.State, grove.WorkspaceRemoved) // its worktree removed
 
 	for _, p := range []string{reviewWT, runningWT} {
 		is.Equal(itemOf(rep, p).Path, "") // not even looked at

@@ -387,7 +387,7 @@ func sameFile(f *os.File, fi os.FileInfo) bool {
 
 // removalOf is the Removal of a live workspace row by its owner: a task's
 // (not a session's) worktree is closed with its branch and the task moves
-// to closed (from applied, discarded, review or conflict); a session's is
+// to closed from review or conflict (an outcome stays); a session's is
 // removed with its branch and the session closed; any other row (stale pool
 // entry, orphan) is removed keeping its branch unless it is a pool entry's.
 // taskStates are the task states the owner check accepts.
@@ -452,14 +452,15 @@ func unowned(_ context.Context, _ *store.Tx, ws grove.Workspace) (string, error)
 	return "", nil
 }
 
-// closeTaskTx moves a task whose worktree is gone to closed, from applied,
-// discarded, review or conflict (failed and canceled keep their state).
+// closeTaskTx moves a task whose worktree is gone to closed from review or
+// conflict (closed without an outcome); applied, discarded, failed and
+// canceled keep their state (the workspace row says removed).
 func closeTaskTx(ctx context.Context, tx *store.Tx, id string) error {
 	t, err := tx.Task(ctx, id)
 	if err != nil {
 		return err
 	}
-	if in(t.State, grove.StateApplied, grove.StateDiscarded, grove.StateReview, grove.StateConflict) {
+	if in(t.State, grove.StateReview, grove.StateConflict) {
 		_, err = tx.SetState(ctx, id, []grove.TaskState{t.State}, grove.StateClosed, "")
 	}
 	return err

@@ -128,7 +128,7 @@ func TestReapSkipsAWorktreeBeingRemoved(t *testing.T) {
 	unlock(false)
 	rep = e.reap(2*time.Hour, false)
 	is.Equal(e.workspace(id).State, grove.WorkspaceRemoved) // resumed and finished
-	is.Equal(e.task0(id).State, grove.StateClosed)
+	is.Equal(e.task0(id).State, grove.StateApplied)         // the outcome stays
 	is.Equal(e.adminDir(wt), "")
 	is.True(!e.branchExists(TaskBranch(id)))
 	_, err = os.Stat(wt)
@@ -178,7 +178,7 @@ func TestRefusedCloseFinishesWhenProcessExits(t *testing.T) {
 	stop()
 	rep = e.reap(0, false) // idle 0 s: the grace does not hold back an asked close
 	is.Equal(itemOf(rep, wt).Action, ReapRemoved)
-	is.Equal(e.task0(id).State, grove.StateClosed)
+	is.Equal(e.task0(id).State, grove.StateApplied) // the outcome stays
 	is.Equal(e.workspace(id).State, grove.WorkspaceRemoved)
 	is.Equal(e.adminDir(wt), "")
 	is.True(!e.branchExists(TaskBranch(id)))
@@ -197,7 +197,7 @@ func TestInterruptedRemovalResumes(t *testing.T) {
 	n, err := ResumeRemovals(e.ctx, e.d)
 	is.NoErr(err)
 	is.Equal(n, 1)
-	is.Equal(e.task0(id).State, grove.StateClosed)
+	is.Equal(e.task0(id).State, grove.StateApplied) // the outcome stays
 	is.Equal(e.workspace(id).State, grove.WorkspaceRemoved)
 	is.Equal(e.adminDir(wt), "")
 	is.True(!e.branchExists(TaskBranch(id)))
@@ -256,7 +256,7 @@ func TestRemoveContract(t *testing.T) {
 	is.True(res.Removed)
 	is.Equal(res.Snapshot, SnapshotRef(id))
 	is.Equal(e.workspace(id).SnapshotRef, SnapshotRef(id))
-	is.Equal(e.task0(id).State, grove.StateClosed)
+	is.Equal(e.task0(id).State, grove.StateDiscarded) // the outcome stays
 
 	// Two removers at once: exactly one removes, the other skips.
 	id2, _ := e.task(grove.StateApplied)

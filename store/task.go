@@ -122,7 +122,9 @@ func (s *Store) Task(ctx context.Context, id string) (grove.Task, error) {
 }
 
 // ResolveTaskID turns an exact id or a unique prefix of at least 4
-// characters into a task id. An unknown id wraps grove.ErrNotFound.
+// characters into a task id. An unknown id wraps grove.ErrNotFound; an
+// ambiguous or too short prefix wraps grove.ErrBadRequest and names the
+// tasks it matches.
 func (s *Store) ResolveTaskID(ctx context.Context, idOrPrefix string) (string, error) {
 	var id string
 	err := s.db.QueryRowContext(ctx, `SELECT id FROM task WHERE id = ?`, idOrPrefix).Scan(&id)
@@ -132,8 +134,8 @@ func (s *Store) ResolveTaskID(ctx context.Context, idOrPrefix string) (string, e
 	if !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("find task %s: %w", idOrPrefix, err)
 	}
-	if len(idOrPrefix) >= 4 && !strings.ContainsAny(idOrPrefix, "%_") {
-		rows, err := s.db.QueryContext(ctx, `SELECT id FROM task WHERE id LIKE ? LIMIT 2`, idOrPrefix+"%")
+	if idOrPrefix != "" && !strings.ContainsAny(idOrPrefix, "%_") {
+		rows, err := s.db.QueryContext(ctx, `SELECT id FROM task WHERE id LIKE ? ORDER BY id LIMIT 11`, idOrPrefix+"%")
 		if err != nil {
 			return "", fmt.Errorf("find task %s: %w", idOrPrefix, err)
 		}
@@ -145,11 +147,22 @@ func (s *Store) ResolveTaskID(ctx context.Context, idOrPrefix string) (string, e
 			}
 			ids = append(ids, id)
 		}
-		if len(ids) == 1 {
-			return ids[0], nil
+		if err := rows.Err(); err != nil {
+			return "", fmt.Errorf("find task %s: %w", idOrPrefix, err)
 		}
-		if len(ids) > 1 {
-			return "", grove.Userf(grove.ErrUsage, "give more characters of the id", "task id %q is ambiguous", idOrPrefix)
+		switch {
+		case len(ids) == 1 && len(idOrPrefix) >= 4:
+			return ids[0], nil
+		case len(ids) == 1:
+			return "", grove.Userf(grove.ErrBadRequest, "give four or more characters of the id",
+				"task id prefix %q is too short (it matches %s)", idOrPrefix, ids[0])
+		case len(ids) > 1:
+			list := strings.Join(ids[:min(len(ids), 10)], ", ")
+			if len(ids) > 10 {
+				list += ", ..."
+			}
+			return "", grove.Userf(grove.ErrBadRequest, "give more characters of the id",
+				"task id %q is ambiguous: it matches %s", idOrPrefix, list)
 		}
 	}
 	return "", grove.Userf(grove.ErrNotFound, "list tasks with: grove ls", "no task %q", idOrPrefix)

@@ -31,6 +31,7 @@ type config struct {
 	lsRuns      int
 	poll        time.Duration
 	timeout     time.Duration
+	settle      time.Duration
 	dir         string
 }
 
@@ -80,6 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
 	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove wait`)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
+	fs.DurationVar(&c.settle, "settle", 3*time.Minute, "a task not applied (or its worktree not removed) this long after it was submitted (or applied) fails the run, naming its id and state (0: only --timeout)")
 	fs.StringVar(&c.dir, "dir", "", "where to create the temporary directory (default $TMPDIR if set, else /dev/shm if it is a tmpfs with room, else /tmp)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -95,8 +97,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--concurrency must be at least 1")
 	case c.rounds < 1 || c.rounds > c.tasks:
 		return c, errors.New("--rounds must be between 1 and --tasks")
-	case c.warm < 0 || c.warmProbes < 0 || c.submits < 0 || c.lsRuns < 0:
-		return c, errors.New("--warm, --warm-probes, --submits and --ls-runs must not be negative")
+	case c.warm < 0 || c.warmProbes < 0 || c.submits < 0 || c.lsRuns < 0 || c.settle < 0:
+		return c, errors.New("--warm, --warm-probes, --submits, --ls-runs and --settle must not be negative")
 	}
 	return c, nil
 }
@@ -222,8 +224,8 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 			logf("daemon log (last lines of %s):\n%s", daemonLg, tail(daemonLg, 15))
 		}
 	}()
-	g := groveCLI{r: r, bin: bin, home: home}
-	cw := &closeWaiter{g: g, interval: cfg.poll}
+	g := groveCLI{r: r, bin: bin, home: home, settle: cfg.settle}
+	cw := &closeWaiter{g: g, interval: cfg.poll, settle: cfg.settle}
 	// If the daemon dies, the phases are canceled with that as the cause.
 	phaseCtx, phaseCancel := context.WithCancelCause(ctx)
 	defer phaseCancel(nil)

@@ -179,8 +179,6 @@ func TestWaitOutcome(t *testing.T) {
 	task, err := waitOutcome("t1", []byte(`[{"id":"t1","state":"applied"}]`), nil)
 	is.NoErr(err)
 	is.Equal(task.State, "applied")
-	_, err = waitOutcome("t1", []byte(`[{"id":"t1","state":"closed"}]`), nil)
-	is.NoErr(err) // applied, and closed already
 	for _, c := range []struct {
 		out    string
 		runErr error
@@ -189,6 +187,7 @@ func TestWaitOutcome(t *testing.T) {
 		{`[{"id":"t1","state":"failed","error":"agent exited 3"}]`, exit1, "ended in state failed: agent exited 3"},
 		{`[{"id":"t1","state":"conflict","error":"merge conflict"}]`, exit1, "ended in state conflict: merge conflict"},
 		{`[{"id":"t1","state":"review","error":"apply refused"}]`, nil, "ended in state review"},
+		{`[{"id":"t1","state":"closed"}]`, nil, "ended in state closed"}, // closed without applying
 		{`[{"id":"t1","state":"applied"}]`, exit1, "exit status 1"},
 		{`[{"id":"t2","state":"applied"}]`, nil, "not that task"},
 		{`[]`, nil, "not that task"},
@@ -203,8 +202,8 @@ func TestWaitOutcome(t *testing.T) {
 
 func TestClosedTasks(t *testing.T) {
 	is := is.New(t)
-	ls := []lsTask{{ID: "a", State: "closed"}, {ID: "b", State: "applied"}, {ID: "c", State: "running"},
-		{ID: "d", State: "failed", Error: "boom"}, {ID: "e", State: "closed"}}
+	ls := []lsTask{{ID: "a", State: "applied", Worktree: "removed"}, {ID: "b", State: "applied", Worktree: "ready"},
+		{ID: "c", State: "running"}, {ID: "d", State: "failed", Error: "boom"}, {ID: "e", State: "applied", Worktree: "removed"}}
 	n, err := closedTasks(ls, []string{"a", "e"})
 	is.NoErr(err)
 	is.Equal(n, 0)
@@ -230,7 +229,8 @@ func fakeGrove(t *testing.T, files map[string]string) (groveCLI, string) {
 cd "$(dirname "$0")"
 shift 2 # --home H
 case "$1" in
-wait) cat wait.json; exit "$(cat wait.code)" ;;
+wait) [ -f wait.hang ] && exec sleep 60; cat wait.json; exit "$(cat wait.code)" ;;
+show) cat show.json ;;
 ls)
 	n=$(($(cat ls.n 2>/dev/null || echo 0) + 1))
 	echo $n > ls.n
@@ -273,8 +273,8 @@ func TestWaitClosed(t *testing.T) {
 	defer cancel()
 	g, _ := fakeGrove(t, map[string]string{
 		"ls-1.json": `[{"id":"a","state":"applied"},{"id":"b","state":"running"}]`,
-		"ls-2.json": `[{"id":"a","state":"closed"},{"id":"b","state":"applied"}]`,
-		"ls-3.json": `[{"id":"a","state":"closed"},{"id":"b","state":"closed"}]`,
+		"ls-2.json": `[{"id":"a","state":"applied","worktree":"removed"},{"id":"b","state":"applied","worktree":"ready"}]`,
+		"ls-3.json": `[{"id":"a","state":"applied","worktree":"removed"},{"id":"b","state":"applied","worktree":"removed"}]`,
 	})
 	cw := &closeWaiter{g: g, interval: time.Millisecond}
 	_, err := cw.waitClosed(ctx, []string{"a", "b"})
@@ -288,4 +288,29 @@ func TestWaitClosed(t *testing.T) {
 	cw = &closeWaiter{g: g, interval: time.Millisecond}
 	_, err = cw.waitClosed(ctx, []string{"a"})
 	is.True(err != nil && strings.Contains(err.Error(), "task a ended in state failed: close failed"))
+}
+
+// TestUnsettledFailsTheRun: a task that does not settle within --settle
+// fails the run with its id and state (issue 15: a stuck close hung the
+// bench for 10 minutes), for `grove wait` and for the close waiter.
+func TestUnsettledFailsTheRun(t *testing.T) {
+	is := is.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, _ := fakeGrove(t, map[string]string{
+		"wait.hang": "", "wait.json": `[]`, "wait.code": "0",
+		"show.json": `{"id":"t1","state":"running","worktree":"ready"}`,
+	})
+	g.settle = 200 * time.Millisecond
+	began := time.Now()
+	_, _, err := g.wait(ctx, "t1")
+	is.True(err != nil && strings.Contains(err.Error(), "task t1 did not settle within 200ms: it is running (worktree ready)"))
+	is.True(time.Since(began) < 20*time.Second) // the hanging wait was killed
+
+	g, _ = fakeGrove(t, map[string]string{
+		"ls-1.json": `[{"id":"a","state":"applied","worktree":"removed"},{"id":"b","state":"applied","worktree":"ready"}]`,
+	})
+	cw := &closeWaiter{g: g, interval: 10 * time.Millisecond, settle: 100 * time.Millisecond}
+	_, err = cw.waitClosed(ctx, []string{"a", "b"})
+	is.True(err != nil && strings.Contains(err.Error(), "1 task(s) did not close within 100ms: task b is applied (worktree ready)"))
 }

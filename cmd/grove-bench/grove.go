@@ -19,6 +19,9 @@ type groveCLI struct {
 	r    runner
 	bin  string
 	home string
+	// settle bounds `grove wait` on one task: past it the run fails,
+	// naming the task and its state (0: only the run's --timeout).
+	settle time.Duration
 }
 
 // run runs `grove --home <home> args...` in dir and returns its stdout.
@@ -47,9 +50,10 @@ func (g groveCLI) submit(ctx context.Context, repo, benchDir, apply string) (str
 // lsTask is the part of a task in `grove ls --json` and `grove wait --json`
 // the harness reads.
 type lsTask struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Error string `json:"error"`
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Error    string `json:"error"`
+	Worktree string `json:"worktree"` // the workspace's state: removed once closed
 }
 
 // ls runs `grove ls --json`.
@@ -68,23 +72,32 @@ func (g groveCLI) ls(ctx context.Context) ([]lsTask, error) {
 // badStates end a bench task without its change landing. (review is never
 // settled with --apply auto unless the apply was refused or the agent
 // failed: diff moves review → applying in one transaction.)
-var badStates = map[string]bool{"failed": true, "conflict": true, "canceled": true, "discarded": true, "review": true}
+var badStates = map[string]bool{"failed": true, "conflict": true, "canceled": true, "discarded": true, "review": true, "closed": true}
 
 // wait runs `grove wait --json id`, as a script would after submitting with
-// --apply auto: it returns once the task is settled, i.e. applied (or
-// closed already) or failed; grove polls the database in-process for it.
+// --apply auto: it returns once the task is settled, i.e. applied or
+// failed; grove polls the database in-process for it.
 // end is when the process returned. A task that did not land is an error,
 // whatever the exit code.
 func (g groveCLI) wait(ctx context.Context, id string) (task lsTask, end time.Time, err error) {
-	out, runErr := g.run(ctx, "", "wait", "--json", id)
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if g.settle > 0 {
+		wctx, cancel = context.WithTimeout(ctx, g.settle)
+	}
+	out, runErr := g.run(wctx, "", "wait", "--json", id)
 	end = time.Now()
+	timedOut := wctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if timedOut {
+		return lsTask{}, end, g.unsettled(ctx, id, "settle", g.settle)
+	}
 	task, err = waitOutcome(id, out, runErr)
 	return task, end, err
 }
 
 // waitOutcome judges the output of `grove wait --json id` (a JSON array
 // of the task) and its error (grove wait exits non-zero for a failed,
-// canceled or conflicting task): nil only for a task applied or closed.
+// canceled or conflicting task): nil only for an applied task.
 func waitOutcome(id string, out []byte, runErr error) (lsTask, error) {
 	var ts []lsTask
 	if err := json.Unmarshal(out, &ts); err != nil || len(ts) != 1 || ts[0].ID != id {
@@ -94,13 +107,32 @@ func waitOutcome(id string, out []byte, runErr error) (lsTask, error) {
 		return lsTask{}, fmt.Errorf("grove wait --json %s printed %q, not that task", id, clipLines(string(out), 3))
 	}
 	t := ts[0]
-	if t.State != "applied" && t.State != "closed" {
+	if t.State != "applied" {
 		return t, fmt.Errorf("task %s ended in state %s: %s", id, t.State, t.Error)
 	}
 	if runErr != nil {
 		return t, fmt.Errorf("task %s is %s but: %w", id, t.State, runErr)
 	}
 	return t, nil
+}
+
+// unsettled is the error for task id that did not reach what (settle,
+// close) within d: its id and its state now.
+func (g groveCLI) unsettled(ctx context.Context, id, what string, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, wt, err := g.taskState(ctx, id)
+	if err != nil {
+		return fmt.Errorf("task %s did not %s within %s (its state: %v)", id, what, d, err)
+	}
+	return fmt.Errorf("task %s did not %s within %s: it is %s (worktree %s)", id, what, d, st, orNone(wt))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // closeWaiter waits for tasks to be closed (worktree removed) by polling
@@ -112,10 +144,14 @@ type closeWaiter struct {
 	g        groveCLI
 	interval time.Duration
 	walls    []time.Duration // every poll's wall time (one goroutine polls at a time)
+	// settle bounds one waitClosed: past it the run fails, naming the
+	// tasks not closed and their states (0: only the run's --timeout).
+	settle time.Duration
 }
 
 // closedTasks reads one `grove ls` listing for ids: how many are not closed
-// yet, or an error for one that ended without landing.
+// yet (applied, its worktree removed), or an error for one that ended
+// without landing.
 func closedTasks(ts []lsTask, ids []string) (pending int, err error) {
 	byID := make(map[string]lsTask, len(ts))
 	for _, t := range ts {
@@ -124,7 +160,7 @@ func closedTasks(ts []lsTask, ids []string) (pending int, err error) {
 	for _, id := range ids {
 		t, ok := byID[id]
 		switch {
-		case ok && t.State == "closed":
+		case ok && t.State == "applied" && t.Worktree == "removed":
 		case ok && badStates[t.State]:
 			return 0, fmt.Errorf("task %s ended in state %s: %s", id, t.State, t.Error)
 		default: // applied, on its way, or not listed yet
@@ -134,11 +170,35 @@ func closedTasks(ts []lsTask, ids []string) (pending int, err error) {
 	return pending, nil
 }
 
+// notClosed names the tasks of ids that ts does not show closed, with
+// their states.
+func notClosed(ts []lsTask, ids []string) string {
+	byID := make(map[string]lsTask, len(ts))
+	for _, t := range ts {
+		byID[t.ID] = t
+	}
+	var out []string
+	for _, id := range ids {
+		t, ok := byID[id]
+		switch {
+		case !ok:
+			out = append(out, "task "+id+" not listed")
+		case t.State != "applied" || t.Worktree != "removed":
+			out = append(out, fmt.Sprintf("task %s is %s (worktree %s)", id, t.State, orNone(t.Worktree)))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 // waitClosed polls until every id shows closed and returns the end of the
 // first poll that saw them all closed. Ten failed polls in a row are an
-// error.
+// error, and so is a wait longer than w.settle (naming what is not closed).
 func (w *closeWaiter) waitClosed(ctx context.Context, ids []string) (time.Time, error) {
 	failures, pending := 0, len(ids)
+	var deadline time.Time
+	if w.settle > 0 {
+		deadline = time.Now().Add(w.settle)
+	}
 	for {
 		began := time.Now()
 		ts, err := w.g.ls(ctx)
@@ -155,6 +215,9 @@ func (w *closeWaiter) waitClosed(ctx context.Context, ids []string) (time.Time, 
 			w.walls = append(w.walls, seen.Sub(began))
 			if pending, err = closedTasks(ts, ids); err != nil || pending == 0 {
 				return seen, err
+			}
+			if !deadline.IsZero() && seen.After(deadline) {
+				return seen, fmt.Errorf("%d task(s) did not close within %s: %s", pending, w.settle, notClosed(ts, ids))
 			}
 		}
 		select {

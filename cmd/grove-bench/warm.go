@@ -94,7 +94,7 @@ func runWarmProbes(ctx context.Context, g groveCLI, repo, benchDir, daemonLog st
 		if _, err := g.run(pctx, "", "wait", id); err != nil {
 			return stopped("grove wait "+id, err)
 		}
-		if st, err := g.taskState(pctx, id); err != nil {
+		if st, _, err := g.taskState(pctx, id); err != nil {
 			return stopped("grove show "+id, err)
 		} else if st != "review" {
 			return stopped("checking "+id, fmt.Errorf("task %s is %s after its agent and diff, want review", id, st))
@@ -102,7 +102,7 @@ func runWarmProbes(ctx context.Context, g groveCLI, repo, benchDir, daemonLog st
 		if _, err := g.run(pctx, "", "discard", id); err != nil {
 			return stopped("grove discard "+id, err)
 		}
-		if err := waitState(pctx, g, id, "closed"); err != nil {
+		if err := waitRemoved(pctx, g, id, "discarded"); err != nil {
 			return stopped("waiting for "+id+" to close", err)
 		}
 		start, err := readStart(benchDir, id)
@@ -263,7 +263,7 @@ func waitStartFile(ctx context.Context, g groveCLI, benchDir, id string) error {
 		}
 		if time.Since(lastCheck) >= 500*time.Millisecond {
 			lastCheck = time.Now()
-			st, err := g.taskState(ctx, id)
+			st, _, err := g.taskState(ctx, id)
 			if err != nil {
 				return err
 			}
@@ -282,34 +282,41 @@ func waitStartFile(ctx context.Context, g groveCLI, benchDir, id string) error {
 	}
 }
 
-// taskState is the task's state from `grove show ID --json`.
-func (g groveCLI) taskState(ctx context.Context, id string) (string, error) {
+// taskState is the task's state and its worktree's from `grove show ID
+// --json`.
+func (g groveCLI) taskState(ctx context.Context, id string) (state, worktree string, err error) {
 	out, err := g.run(ctx, "", "show", id, "--json")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	var v struct {
-		State string `json:"state"`
-		Error string `json:"error"`
+		State    string `json:"state"`
+		Error    string `json:"error"`
+		Worktree string `json:"worktree"`
 	}
 	if err := json.Unmarshal(out, &v); err != nil {
-		return "", fmt.Errorf("grove show %s --json: %w", id, err)
+		return "", "", fmt.Errorf("grove show %s --json: %w", id, err)
 	}
-	return v.State, nil
+	return v.State, v.Worktree, nil
 }
 
-// waitState polls `grove show --json` until task id is in state want; any
-// other finished state is an error.
-func waitState(ctx context.Context, g groveCLI, id, want string) error {
+// waitRemoved polls `grove show --json` until task id is in state want
+// with its worktree removed; any other finished state is an error, and so
+// is a wait longer than g.settle.
+func waitRemoved(ctx context.Context, g groveCLI, id, want string) error {
+	began := time.Now()
 	for {
-		st, err := g.taskState(ctx, id)
+		if g.settle > 0 && time.Since(began) > g.settle {
+			return g.unsettled(ctx, id, "close", g.settle)
+		}
+		st, wt, err := g.taskState(ctx, id)
 		if err != nil {
 			return err
 		}
-		if st == want {
+		if st == want && wt == "removed" {
 			return nil
 		}
-		if finished[st] && st != "discarded" { // discarded → closed is the way out
+		if finished[st] && st != want {
 			return fmt.Errorf("task %s is %s, want %s", id, st, want)
 		}
 		select {

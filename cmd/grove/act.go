@@ -89,8 +89,12 @@ func (a *app) applyCmd() *cobra.Command {
 				return err
 			}
 			switch t.State {
-			case grove.StateApplied, grove.StateClosed:
-				fmt.Fprintf(a.stdout, "%s applied to %s\n", id, t.TargetBranch)
+			case grove.StateApplied:
+				out, err := a.taskOutOf(ctx, t)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%s applied to %s as %.12s\n", id, t.TargetBranch, out.AppliedCommit)
 				return nil
 			case grove.StateConflict:
 				return grove.Userf(grove.ErrConflict, "rebase the task's work by hand (branch "+jobs.TaskBranch(id)+"), or grove discard "+id,

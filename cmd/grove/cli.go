@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lmittmann/tint"
@@ -38,6 +39,7 @@ type app struct {
 
 	st     *store.Store
 	client *jobs.Client
+	root   *cobra.Command
 }
 
 // run is the whole CLI: parse args, run a command, map errors to exit codes
@@ -59,18 +61,57 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return a.code
 }
 
-// report prints err as "grove: <msg>" plus "hint: <hint>" and picks the code.
+// report prints err as "grove: <msg>" plus "hint: <hint>" (every error
+// has one) and picks the code: 2 for a wrong command line, 1 otherwise.
 func (a *app) report(err error) int {
-	msg := err.Error()
-	fmt.Fprintf(a.stderr, "grove: %s\n", firstLine(msg))
-	if h := grove.HintOf(err); h != "" {
-		fmt.Fprintf(a.stderr, "hint: %s\n", h)
+	code := exitFailure
+	if isUsage(err) {
+		code = exitUsage
 	}
+	h := grove.HintOf(err)
+	if h == "" {
+		h = a.hintFor(err, code)
+	}
+	p := newPainter(a.stderr)
+	fmt.Fprintf(a.stderr, "%s %s\n", p.paint(colorRed, "grove:"), firstLine(err.Error()))
+	fmt.Fprintf(a.stderr, "%s %s\n", p.paint(colorYellow, "hint:"), h)
+	return code
+}
+
+// isUsage reports whether err is about the command line itself: an unknown
+// command or flag, a bad flag value, a missing or extra argument.
+func isUsage(err error) bool {
 	var fe *flagError
-	if errors.Is(err, grove.ErrUsage) || errors.As(err, &fe) {
-		return exitUsage
+	if errors.Is(err, grove.ErrBadRequest) {
+		return false
 	}
-	return exitFailure
+	return errors.Is(err, grove.ErrUsage) || errors.As(err, &fe) ||
+		strings.HasPrefix(err.Error(), "unknown command ")
+}
+
+// hintFor is the hint of an error that carries none: what the system said
+// (a full disk, a read-only or foreign home, a file in the way), or where
+// to look next.
+func (a *app) hintFor(err error, code int) string {
+	msg := strings.ToLower(err.Error())
+	where := "the home"
+	if a.home != "" {
+		where = a.home
+	}
+	switch {
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		strings.Contains(msg, "disk is full") || strings.Contains(msg, "no space left"):
+		return "the disk is full: free space on the filesystem of " + where + " (df -h shows it), then try again"
+	case errors.Is(err, syscall.EROFS) || strings.Contains(msg, "read-only file system") || strings.Contains(msg, "readonly database"):
+		return where + " is read-only: pass --home DIR or set GROVE_HOME to a writable directory"
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return "permission denied: check the owner and mode of " + where + " (grove doctor), or pass --home DIR"
+	case errors.Is(err, syscall.ENOTDIR):
+		return "a path on the way is a file, not a directory: point GROVE_HOME (or --home) at a directory"
+	case code == exitUsage:
+		return "see: grove --help"
+	}
+	return "grove doctor checks the setup; grove COMMAND --help shows how a command is used"
 }
 
 func firstLine(s string) string {
@@ -110,12 +151,43 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 		a.reapCmd(), a.restoreCmd(), a.doctorCmd())
 	root.AddCommand(a.sessionCmd())
 	root.AddCommand(a.trashCmd())
+	root.AddCommand(a.versionCmd())
+	root.AddCommand(a.eventsCmd())
+	root.AddCommand(a.serviceCmd())
+	root.Version = readVersion().String()
+	root.SetVersionTemplate("grove {{.Version}}\n")
+	usageArgs(root)
+	a.addCompletions(root)
+	a.root = root
 	return root
 }
 
-// homeDir resolves --home, $GROVE_HOME, then the XDG default.
+// usageArgs makes every argument check of c and its subcommands a usage
+// error (exit 2) with the command's usage line as its hint.
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			err := check(c, args)
+			var ue *grove.UserError
+			if err == nil || errors.As(err, &ue) {
+				return err
+			}
+			return grove.Userf(grove.ErrUsage, "usage: "+c.UseLine(), "%v", err)
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
+}
+
+// homeDir resolves --home, $GROVE_HOME, then the XDG default. An empty
+// --home is refused (not read as "the default"), and so is a home that is
+// not a directory.
 func (a *app) homeDir() (string, error) {
 	h := a.home
+	if h == "" && a.root != nil && a.root.PersistentFlags().Changed("home") {
+		return "", grove.Userf(grove.ErrUsage, "give a directory, or leave --home out for the default", "--home is empty")
+	}
 	if h == "" {
 		h = os.Getenv("GROVE_HOME")
 	}
@@ -133,6 +205,10 @@ func (a *app) homeDir() (string, error) {
 	abs, err := filepath.Abs(h)
 	if err != nil {
 		return "", fmt.Errorf("resolve home %s: %w", h, err)
+	}
+	if fi, err := os.Stat(abs); err == nil && !fi.IsDir() {
+		return "", grove.Userf(grove.ErrBadRequest, "point GROVE_HOME (or --home) at a directory; grove creates it if it is missing",
+			"home %s is not a directory", abs)
 	}
 	return abs, nil
 }
@@ -184,12 +260,13 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// newLogger logs through tint on a terminal and JSON otherwise.
+// newLogger logs through tint on a terminal and JSON otherwise (durations
+// as text, e.g. "1.52ms").
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: readableDuration}))
 }
 
 func isTerminal(w io.Writer) bool {

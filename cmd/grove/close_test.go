@@ -86,7 +86,7 @@ func TestCloseFromInsideTheWorktree(t *testing.T) {
 	out = h.mustGrove("close", id2)
 	is.True(strings.Contains(out, "close queued; it runs when grove serve is up"))
 	h.startDaemon()
-	h.until(30*time.Second, "queued close done", func() bool { return h.task(id2).State == grove.StateClosed })
+	h.until(30*time.Second, "queued close done", func() bool { return h.closed(id2) })
 	h.stopDaemon(syscall.SIGTERM)
 }
 
@@ -170,10 +170,10 @@ func TestCloseCrashPoints(t *testing.T) {
 				id = h.mustGrove("submit", "--repo", h.repo, "--apply", "auto", "--", agent)
 			}
 			h.waitDeath(60 * time.Second)
-			is.True(h.task(id).State != grove.StateClosed) // it died before the end
+			is.True(!h.closed(id)) // it died before the end
 
 			h.startDaemon()
-			h.until(60*time.Second, "task closed after the crash", func() bool { return h.task(id).State == grove.StateClosed })
+			h.until(60*time.Second, "task closed after the crash", func() bool { return h.closed(id) })
 			h.until(30*time.Second, "nothing leaked", func() bool { return len(h.leaks()) == 0 })
 			ws, err := h.store().TaskWorkspace(context.Background(), id)
 			is.NoErr(err)
@@ -237,7 +237,7 @@ func TestReaperRacesCloses(t *testing.T) {
 			h.t.Fatal("the user's worktree lost its admin dir")
 		}
 		for _, id := range ids {
-			if h.task(id).State != grove.StateClosed {
+			if !h.closed(id) {
 				return false
 			}
 		}

@@ -259,7 +259,7 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	submit(tasks - len(ids))
 	done := func() bool {
 		for _, id := range ids {
-			if h.task(id).State != grove.StateClosed {
+			if !h.closed(id) {
 				return false
 			}
 		}

@@ -87,12 +87,12 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	h.startDaemon(args...)
 	h.until(60*time.Second, "task settled after the crash", func() bool {
 		st := h.task(id).State
-		return st == grove.StateClosed || (st.Settled() && st != grove.StateApplied)
+		return h.closed(id) || (st.Settled() && st != grove.StateApplied)
 	})
 	h.stopDaemon(syscall.SIGTERM)
 
 	task := h.task(id)
-	if task.State != grove.StateClosed {
+	if !h.closed(id) {
 		// Refused: its work must be kept, in its worktree or at its ref.
 		ws, err := h.store().TaskWorkspace(context.Background(), id)
 		is.NoErr(err)

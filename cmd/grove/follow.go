@@ -192,7 +192,15 @@ itself failed, canceled, or could not apply a task.`,
 			if err := a.open(c.Context()); err != nil {
 				return err
 			}
-			return a.waitTasks(c.Context(), args, asJSON)
+			tasks, err := a.waitTasks(c.Context(), args, !asJSON)
+			if err != nil || !asJSON {
+				return err
+			}
+			outs, err := a.taskOuts(c.Context(), tasks)
+			if err != nil {
+				return err
+			}
+			return a.printJSON(outs)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the tasks as JSON when done")
@@ -220,12 +228,15 @@ func exitCodeOf(t grove.Task) int {
 	return exitOK
 }
 
-func (a *app) waitTasks(ctx context.Context, args []string, asJSON bool) error {
+// waitTasks waits until every task of args is done (waitDone), sets the
+// exit code (exitCodeOf the first that is not 0) and returns the tasks.
+// With sayErrors, a task's error is printed on stderr.
+func (a *app) waitTasks(ctx context.Context, args []string, sayErrors bool) ([]grove.Task, error) {
 	ids := make([]string, len(args))
 	for i, arg := range args {
 		id, err := a.resolve(ctx, arg)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ids[i] = id
 	}
@@ -239,7 +250,7 @@ func (a *app) waitTasks(ctx context.Context, args []string, asJSON bool) error {
 		for _, id := range ids {
 			t, err := a.st.Task(ctx, id)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !waitDone(t) {
 				pending++
@@ -264,7 +275,7 @@ func (a *app) waitTasks(ctx context.Context, args []string, asJSON bool) error {
 			}
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if tty && time.Since(start) > 5*time.Second {
@@ -275,15 +286,10 @@ func (a *app) waitTasks(ctx context.Context, args []string, asJSON bool) error {
 		if c := exitCodeOf(t); c != 0 && code == 0 {
 			code = c
 		}
-		if !asJSON && t.Error != "" {
+		if sayErrors && t.Error != "" {
 			fmt.Fprintf(a.stderr, "grove: task %s %s: %s\n", t.ID, t.State, t.Error)
 		}
 	}
-	if asJSON {
-		if err := a.printJSON(tasks); err != nil {
-			return err
-		}
-	}
 	a.code = code
-	return nil
+	return tasks, nil
 }

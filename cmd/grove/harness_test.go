@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,6 +142,20 @@ func (h *harness) task(id string) grove.Task {
 	return t
 }
 
+// closed reports whether task id's worktree is removed (the task keeps
+// its outcome, applied or discarded, or becomes closed).
+func (h *harness) closed(id string) bool {
+	h.t.Helper()
+	ws, err := h.store().TaskWorkspace(context.Background(), id)
+	if errors.Is(err, grove.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ws.State == grove.WorkspaceRemoved && h.task(id).State.Settled()
+}
+
 // until polls cond every 20ms until it holds or the (CI-scaled) limit ends.
 func (h *harness) until(limit time.Duration, what string, cond func() bool) {
 	h.t.Helper()
@@ -169,7 +184,7 @@ func (h *harness) dumpState() {
 			}
 			if tasks, err := h.store().ListTasks(context.Background(), store.TaskFilter{}); err == nil {
 				for _, t := range tasks {
-					if t.State != grove.StateClosed {
+					if !h.closed(t.ID) {
 						evs, _ := h.store().Events(context.Background(), t.ID, 0)
 						var kinds []string
 						for _, e := range evs {

@@ -60,7 +60,7 @@ func TestWarmPool(t *testing.T) {
 	ws, err := h.store().TaskWorkspace(ctx, id)
 	is.NoErr(err)
 	is.True(taken[ws.Path]) // it is one of the pool's worktrees
-	h.until(30*time.Second, "task applied and closed", func() bool { return h.task(id).State == grove.StateClosed })
+	h.until(30*time.Second, "task applied and closed", func() bool { return h.closed(id) })
 
 	// The apply moved the tip: the clean entries move forward in place.
 	tip := h.tip()
@@ -99,7 +99,7 @@ func TestWarmPool(t *testing.T) {
 	is.NoErr(os.WriteFile(filepath.Join(dirty, "scratch.txt"), []byte("someone's work\n"), 0o644))
 	id2 := h.mustGrove("submit", "--repo", h.repo, "--apply", "auto", "--", "sh", "-c", "echo two > two.txt")
 	h.mustGrove("wait", id2)
-	h.until(30*time.Second, "task 2 closed", func() bool { return h.task(id2).State == grove.StateClosed })
+	h.until(30*time.Second, "task 2 closed", func() bool { return h.closed(id2) })
 	tip = h.tip()
 	h.until(30*time.Second, "pool refilled at the new tip", func() bool {
 		p := h.poolEntries()

@@ -103,21 +103,23 @@ const tableLimit = 100
 
 func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 	if asJSON {
-		if tasks == nil {
-			tasks = []grove.Task{}
+		outs, err := a.taskOuts(context.Background(), tasks)
+		if err != nil {
+			return err
 		}
-		return a.printJSON(tasks)
+		return a.printJSON(outs)
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tEXIT\tREPO\tCOMMAND")
+	pt := newPainter(a.stdout)
+	fmt.Fprintf(tw, "ID\t%s\tAGE\tEXIT\tREPO\tCOMMAND\n", pt.paint(colorDefault, "STATE"))
 	now := time.Now()
 	for _, t := range tasks {
 		exit := "-"
 		if t.ExitCode != nil {
 			exit = fmt.Sprint(*t.ExitCode)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, age(now.Sub(t.CreatedAt)), exit,
-			shortPath(t.RepoPath), clip(strings.Join(t.Argv, " "), 50))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, pt.state(t.State), age(now.Sub(t.CreatedAt)), exit,
+			shortPath(t.RepoPath), clip(shellQuote(t.Argv), 50))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -156,7 +158,7 @@ func clip(s string, n int) string {
 
 // taskView is what `grove show` prints.
 type taskView struct {
-	grove.Task
+	taskOut
 	Workspace *grove.Workspace `json:"workspace,omitempty"`
 	AtRisk    any              `json:"at_risk,omitempty"`
 	Run       *grove.Run       `json:"run,omitempty"`
@@ -199,7 +201,11 @@ func (a *app) taskView(ctx context.Context, idArg string) (taskView, error) {
 	if err != nil {
 		return taskView{}, err
 	}
-	v := taskView{Task: t}
+	out, err := a.taskOutOf(ctx, t)
+	if err != nil {
+		return taskView{}, err
+	}
+	v := taskView{taskOut: out}
 	if ws, err := a.st.TaskWorkspace(ctx, id); err == nil {
 		v.Workspace = &ws
 		if ws.AtRisk != "" {
@@ -229,9 +235,9 @@ func printView(w io.Writer, v taskView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(k, val string) { fmt.Fprintf(tw, "%s\t%s\n", k, val) }
 	p("task", v.ID)
-	p("state", string(v.State))
+	p("state", newPainter(w).state(v.State))
 	if v.Error != "" {
-		p("error", v.Error)
+		p("error", oneLine(v.Error))
 	}
 	if v.ExitCode != nil {
 		p("exit code", fmt.Sprint(*v.ExitCode))
@@ -239,7 +245,7 @@ func printView(w io.Writer, v taskView) error {
 	p("repo", v.RepoPath)
 	p("base", fmt.Sprintf("%s (%.12s)", v.BaseRef, v.BaseCommit))
 	p("target", v.TargetBranch)
-	p("command", strings.Join(v.Argv, " "))
+	p("command", shellQuote(v.Argv))
 	p("apply", string(v.Apply))
 	p("attempt", fmt.Sprint(v.Attempt))
 	p("created", v.CreatedAt.Format(time.RFC3339))
@@ -251,6 +257,9 @@ func printView(w io.Writer, v taskView) error {
 		if v.Workspace.AtRisk != "" {
 			p("at risk", v.Workspace.AtRisk)
 		}
+	}
+	if v.AppliedCommit != "" {
+		p("applied as", v.AppliedCommit)
 	}
 	if v.Run != nil {
 		p("log", v.Run.Dir+"/"+supervise.LogFile)
@@ -264,7 +273,7 @@ func printView(w io.Writer, v taskView) error {
 	}
 	fmt.Fprintln(w, "events:")
 	for _, e := range v.Events {
-		fmt.Fprintf(w, "  %s  %-14s %s\n", e.At.Format(time.TimeOnly), e.Kind, e.Message)
+		fmt.Fprintf(w, "  %s  %-14s %s\n", e.At.Format(time.TimeOnly), e.Kind, oneLine(e.Message))
 	}
 	return nil
 }

@@ -186,6 +186,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := opts.apply(deps); err != nil {
 		return err
 	}
+	deps.KeepRefs, _ = maint.keepRefsDuration() // checked by maint.periodic
 	// Removals, purges and restores a crash interrupted (gitops.SweepTrash
 	// finishes them; it deletes nothing retention still keeps), before any
 	// close runs again.
@@ -200,7 +201,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		log.Info("finished removals a crash interrupted", "worktrees", n)
 	}
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
-		ErrorLogger: log.With("component", "river"),
+		ErrorLogger: riverLogger(log),
 		Periodic:    periodic,
 		ExtraWork:   func(w *river.Workers) { jobs.AddReapWorker(w, deps, maint.reapGrace) }})
 	if err != nil {

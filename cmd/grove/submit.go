@@ -53,14 +53,7 @@ worktree on branch grove/<id> at the base commit and runs CMD there. With
 			if err != nil {
 				return err
 			}
-			if wait {
-				return a.waitTasks(ctx, []string{task.ID}, asJSON)
-			}
-			if asJSON {
-				return a.printJSON(task)
-			}
-			_, err = a.stdout.Write([]byte(task.ID + "\n"))
-			return err
+			return a.submitted(ctx, task, wait, asJSON)
 		},
 	}
 	f := c.Flags()
