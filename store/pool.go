@@ -153,3 +153,12 @@ func (t *Tx) SetWorkspaceBranch(ctx context.Context, id int64, branch, base stri
 	}
 	return nil
 }
+
+// SetSetupKey records that workspace id's setup completed under key ("":
+// its setup is no longer known to hold).
+func (t *Tx) SetSetupKey(ctx context.Context, id int64, key string) error {
+	if _, err := t.q.ExecContext(ctx, `UPDATE workspace SET setup_key = ? WHERE id = ?`, key, id); err != nil {
+		return fmt.Errorf("set workspace %d setup key: %w", id, err)
+	}
+	return nil
+}
