@@ -195,3 +195,73 @@ func cloneFile(src, dst string, mode fs.FileMode) (cloned bool, err error) {
 	}
 	return cloned, os.Rename(tmp, dst)
 }
+
+// UnchangedCopies returns the paths in the worktree dst that the copy
+// patterns match and whose content is still the same as in the main
+// checkout (files byte for byte, directories file by file, symlinks by
+// target), as root-anchored keep patterns ("/.env"): deleting them loses
+// nothing, the main checkout has them. A path that cannot be read or
+// compared is left out (at risk).
+func (r *Repo) UnchangedCopies(dst string, patterns []string) []string {
+	var out []string
+	for _, m := range matches(dst, patterns) {
+		if sameTree(filepath.Join(r.Root, filepath.FromSlash(m)), filepath.Join(dst, filepath.FromSlash(m))) {
+			out = append(out, "/"+m)
+		}
+	}
+	return out
+}
+
+// sameTree reports whether b holds exactly what a holds.
+func sameTree(a, b string) bool {
+	seen := 0
+	err := filepath.WalkDir(b, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(b, p)
+		if err != nil {
+			return err
+		}
+		if !sameEntry(filepath.Join(a, rel), p, d) {
+			return errDiffers
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	n := 0 // a holds nothing b lacks (b's entries all matched a's)
+	err = filepath.WalkDir(a, func(string, fs.DirEntry, error) error { n++; return nil })
+	return err == nil && n == seen
+}
+
+var errDiffers = errors.New("differs")
+
+func sameEntry(a, b string, d fs.DirEntry) bool {
+	ai, err := os.Lstat(a)
+	if err != nil {
+		return false
+	}
+	bi, err := d.Info()
+	if err != nil || ai.Mode().Type() != bi.Mode().Type() {
+		return false
+	}
+	switch {
+	case bi.IsDir():
+		return true
+	case bi.Mode()&fs.ModeSymlink != 0:
+		ta, err1 := os.Readlink(a)
+		tb, err2 := os.Readlink(b)
+		return err1 == nil && err2 == nil && ta == tb
+	case bi.Mode().IsRegular():
+		if ai.Size() != bi.Size() {
+			return false
+		}
+		ba, err1 := os.ReadFile(a)
+		bb, err2 := os.ReadFile(b)
+		return err1 == nil && err2 == nil && bytes.Equal(ba, bb)
+	}
+	return false
+}

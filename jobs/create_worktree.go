@@ -113,10 +113,25 @@ func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, ta
 	return d.claimPool(ctx, client, task)
 }
 
-// handOff records the worktree ready and inserts run_agent, unless the
-// task was canceled meanwhile.
+// handOff records the worktree ready and inserts setup, or run_agent when
+// the worktree has nothing to prepare or was set up under the same
+// settings and inputs already (a warm-pool entry), unless the task was
+// canceled meanwhile.
 func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) error {
 	d, id := w.d, task.ID
+	var (
+		setup   bool
+		timeout time.Duration
+	)
+	if repo, err := d.Repo(ctx, task.RepoPath); err != nil {
+		return d.stageError(ctx, client, id, 1, 1, "open repository", err)
+	} else if s, key, err := d.settingsAt(ctx, repo, task.BaseCommit); err != nil {
+		return d.stageError(ctx, client, id, 1, 1, "read settings", err)
+	} else if key != "" && key != ws.SetupKey {
+		setup, timeout = true, time.Duration(len(s.Setup))*s.Timeout()
+	} else if key != "" {
+		d.Logger.Info("worktree already set up", "task", id, "path", ws.Path)
+	}
 	grove.Failpoint("create.before-handoff")
 	return d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if err := tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady); err != nil {
@@ -137,8 +152,12 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		if err := tx.AddEvent(ctx, id, "", "worktree", "worktree ready at "+ws.Path); err != nil {
 			return err
 		}
-		// run_agent first: its queue is woken first after the commit.
-		if err := d.enqueue(ctx, client, tx, RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}); err != nil {
+		// run_agent (or setup) first: its queue is woken first after the commit.
+		var next river.JobArgs = RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}
+		if setup {
+			next = SetupArgs{TaskID: id, Attempt: task.Attempt, Timeout: timeout}
+		}
+		if err := d.enqueue(ctx, client, tx, next); err != nil {
 			return err
 		}
 		return d.requestFill(ctx, client, tx, task.RepoID, task.BaseCommit)

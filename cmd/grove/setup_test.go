@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/grove-dev/grove"
+)
+
+// setupRepo commits a .grove.toml (setup: ~2 s, then a marker into an
+// ignored directory and a line naming the worktree into count; copy: .env
+// files; setup input: package-lock.json) and puts ignored .env files in
+// the main checkout. It returns the count file.
+func (h *harness) setupRepo(extra string) string {
+	h.t.Helper()
+	count := filepath.Join(h.work, "setup-count")
+	files := map[string]string{
+		".gitignore":        "deps/\n.env\n.env.*\n",
+		"package-lock.json": "{\"v\": 1}\n",
+		".grove.toml": `# grove settings
+setup = ["sleep 2", "mkdir -p deps && echo built > deps/marker && echo \"$PWD\" >> ` + count + `"]
+copy = [".env", ".env.*"]
+setup_inputs = ["package-lock.json"]
+` + extra,
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(h.repo, name), []byte(body), 0o644); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	h.git("add", "-A")
+	h.git("commit", "-qm", "settings")
+	for name, body := range map[string]string{".env": "SECRET=1\n", ".env.local": "LOCAL=1\n"} {
+		if err := os.WriteFile(filepath.Join(h.repo, name), []byte(body), 0o600); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	return count
+}
+
+// setupCounts counts the setups that completed per worktree.
+func setupCounts(t *testing.T, count string) map[string]int {
+	b, err := os.ReadFile(count)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, l := range strings.Fields(string(b)) {
+		n[l]++
+	}
+	return n
+}
+
+// A task's worktree is set up before its agent starts: the ignored .env
+// files are copied (copies, not links), the setup commands run (the marker
+// is there), the task stays preparing meanwhile, and its setup has its own
+// log. A failing setup fails the task with setup_failed and the log's last
+// lines, keeps the worktree, and retry runs setup again; the kept worktree
+// closes. Settings are overridable per box (grove repo set / show).
+func TestSetupStage(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	count := h.setupRepo("")
+	h.startDaemon()
+	defer func() {
+		if t.Failed() {
+			h.dumpState()
+		}
+	}()
+	ctx := context.Background()
+
+	// grove repo show names each value's source.
+	out := h.mustGrove("repo", "show", "--repo", h.repo, "--json")
+	var shown struct {
+		Settings grove.Settings `json:"settings"`
+	}
+	is.NoErr(json.Unmarshal([]byte(out), &shown))
+	is.Equal(shown.Settings.Copy, []string{".env", ".env.*"})
+	is.True(strings.HasPrefix(shown.Settings.Sources["setup"], ".grove.toml at "))
+	is.Equal(shown.Settings.Sources["keep_ignored"], "default")
+
+	agent := `test -f deps/marker && cat .env .env.local && echo agent-ran`
+	id := h.mustGrove("submit", "--repo", h.repo, "--", "sh", "-c", agent)
+	h.waitEvent(30*time.Second, id, "setup_started")
+	is.Equal(h.task(id).State, grove.StatePreparing) // the task waits for its setup
+	h.mustGrove("wait", id)
+	is.Equal(h.task(id).State, grove.StateReview)
+	log := h.mustGrove("logs", id)
+	is.True(strings.Contains(log, "SECRET=1") && strings.Contains(log, "LOCAL=1") && strings.Contains(log, "agent-ran"))
+	wt := h.worktreeOf(id)
+	is.Equal(setupCounts(t, count)[wt], 1)
+	var src, dst syscall.Stat_t
+	is.NoErr(syscall.Stat(filepath.Join(h.repo, ".env"), &src))
+	is.NoErr(syscall.Stat(filepath.Join(wt, ".env"), &dst))
+	is.True(src.Ino != dst.Ino) // a copy, never a hard link
+	setupLog := h.mustGrove("logs", "--setup", id)
+	is.True(strings.Contains(setupLog, "$ sleep 2"))
+	is.True(strings.Contains(setupLog, "copied 2 files"))
+	evs, err := h.store().Events(ctx, id, 0)
+	is.NoErr(err)
+	is.True(hasEvent(evs, "setup_done"))
+
+	// The gate keeps what setup built unless keep_ignored says it is
+	// reproducible; the copies, unchanged, are never at risk.
+	_, errOut, err := h.grove("close", id)
+	is.True(err != nil)
+	t.Logf("close refused: %s", errOut)
+	is.True(strings.Contains(errOut, "ignored (deps/)")) // not .env: an unchanged copy
+	h.mustGrove("repo", "set", "--repo", h.repo, "keep_ignored", "deps")
+	h.mustGrove("close", id)
+	_, err = os.Stat(wt)
+	is.True(os.IsNotExist(err))
+
+	// A per-box override: a setup that fails until a file exists.
+	allow := filepath.Join(h.work, "allow")
+	h.mustGrove("repo", "set", "--repo", h.repo, "setup", "echo boom-output; test -f "+allow+" || exit 3", "mkdir -p deps && echo ok > deps/marker")
+	out = h.mustGrove("repo", "show", "--repo", h.repo)
+	is.True(strings.Contains(out, "git config grove.setup (local)"))
+	failing := h.mustGrove("submit", "--repo", h.repo, "--", "sh", "-c", "test -f deps/marker")
+	_, _, err = h.grove("wait", failing)
+	is.True(err != nil)
+	task := h.task(failing)
+	is.Equal(task.State, grove.StateFailed)
+	is.True(strings.HasPrefix(task.Error, "setup_failed: "))
+	is.True(strings.Contains(task.Error, "boom-output")) // the log's last lines
+	is.True(strings.Contains(task.Error, "exited with code 3"))
+	kept := h.worktreeOf(failing)
+	_, err = os.Stat(filepath.Join(kept, ".env")) // kept for inspection
+	is.NoErr(err)
+
+	// retry runs setup again, in the same worktree.
+	is.NoErr(os.WriteFile(allow, nil, 0o644))
+	h.mustGrove("retry", failing)
+	h.mustGrove("wait", failing)
+	is.Equal(h.task(failing).State, grove.StateReview)
+	is.Equal(h.worktreeOf(failing), kept)
+
+	// A failed setup's worktree is closable.
+	is.NoErr(os.Remove(allow))
+	second := h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	_, _, err = h.grove("wait", second)
+	is.True(err != nil)
+	is.True(strings.HasPrefix(h.task(second).Error, "setup_failed: "))
+	wt2 := h.worktreeOf(second)
+	h.mustGrove("close", second)
+	_, err = os.Stat(wt2)
+	is.True(os.IsNotExist(err))
+
+	// Unset: .grove.toml applies again.
+	h.mustGrove("repo", "unset", "--repo", h.repo, "setup")
+	out = h.mustGrove("repo", "show", "--repo", h.repo)
+	is.True(!strings.Contains(out, "git config grove.setup"))
+	h.stopDaemon(syscall.SIGTERM)
+}
+
+// With a pool, entries are set up when they are filled; a claim of an
+// entry set up under the same settings and inputs skips setup, so the
+// agent starts without waiting for it. A commit that changes a setup input
+// (the lockfile) on the tip re-runs setup for the pool's entries only,
+// never in a task's worktree.
+func TestWarmPoolSetup(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	count := h.setupRepo("")
+	h.startDaemon("--warm", "2")
+	defer func() {
+		if t.Failed() {
+			h.dumpState()
+		}
+	}()
+	ctx := context.Background()
+	setUp := func() []grove.Workspace {
+		var out []grove.Workspace
+		for _, w := range h.poolEntries() {
+			if w.SetupKey != "" {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	h.until(60*time.Second, "2 pool entries set up", func() bool { return len(setUp()) == 2 })
+	pool := setUp()
+	for _, w := range pool {
+		is.Equal(setupCounts(t, count)[w.Path], 1)
+	}
+	out, _, _ := h.grove("ls", "--json")
+	_ = out
+
+	// The claim skips setup: no setup stage, the marker is there.
+	id := h.mustGrove("submit", "--repo", h.repo, "--", "sh", "-c", "test -f deps/marker && cat .env")
+	h.mustGrove("wait", id)
+	is.Equal(h.task(id).State, grove.StateReview)
+	wt := h.worktreeOf(id)
+	is.True(wt == pool[0].Path || wt == pool[1].Path)
+	evs, err := h.store().Events(ctx, id, 0)
+	is.NoErr(err)
+	is.True(!hasEvent(evs, "setup_started"))
+	is.Equal(setupCounts(t, count)[wt], 1)
+
+	// A lockfile change lands on the tip: pool entries are set up again,
+	// the task's worktree is not.
+	h.until(60*time.Second, "pool refilled and set up", func() bool { return len(setUp()) == 2 })
+	changer := h.mustGrove("submit", "--repo", h.repo, "--apply", "auto", "--", "sh", "-c", `echo '{"v": 2}' > package-lock.json`)
+	h.mustGrove("wait", changer)
+	h.until(30*time.Second, "lockfile change applied", func() bool { return h.task(changer).State == grove.StateClosed })
+	tip := h.tip()
+	h.until(60*time.Second, "pool set up again at the new tip", func() bool {
+		p := setUp()
+		if len(p) != 2 {
+			return false
+		}
+		for _, w := range p {
+			if w.BaseCommit != tip || setupCounts(t, count)[w.Path] < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	counts := setupCounts(t, count)
+	is.Equal(counts[wt], 1) // the task's worktree: never set up again
+	moved := 0
+	for _, w := range setUp() {
+		if counts[w.Path] == 2 {
+			moved++ // an entry that was set up, moved to the new tip, set up again
+		}
+	}
+	is.True(moved >= 1)
+	h.stopDaemon(syscall.SIGTERM)
+}
