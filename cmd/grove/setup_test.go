@@ -169,7 +169,7 @@ func TestSetupStage(t *testing.T) {
 func TestWarmPoolSetup(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
-	count := h.setupRepo("")
+	count := h.setupRepo(`keep_ignored = ["deps"]` + "\n")
 	h.startDaemon("--warm", "2")
 	defer func() {
 		if t.Failed() {
@@ -186,13 +186,13 @@ func TestWarmPoolSetup(t *testing.T) {
 		}
 		return out
 	}
+	// The first task registers the repository (and is set up itself).
+	h.mustGrove("wait", h.mustGrove("submit", "--repo", h.repo, "--", "true"))
 	h.until(60*time.Second, "2 pool entries set up", func() bool { return len(setUp()) == 2 })
 	pool := setUp()
 	for _, w := range pool {
 		is.Equal(setupCounts(t, count)[w.Path], 1)
 	}
-	out, _, _ := h.grove("ls", "--json")
-	_ = out
 
 	// The claim skips setup: no setup stage, the marker is there.
 	id := h.mustGrove("submit", "--repo", h.repo, "--", "sh", "-c", "test -f deps/marker && cat .env")
