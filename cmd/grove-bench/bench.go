@@ -32,6 +32,11 @@ type config struct {
 	poll        time.Duration
 	timeout     time.Duration
 	dir         string
+	// setupSeconds > 0 commits a .grove.toml whose setup sleeps this long;
+	// copyMB > 0 adds an ignored directory of that size to the main
+	// checkout, copied into each worktree (see settings.go).
+	setupSeconds float64
+	copyMB       int
 }
 
 const usageText = `grove-bench builds a synthetic repository, runs --tasks trivial agents
@@ -80,6 +85,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
 	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove wait`)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
+	fs.Float64Var(&c.setupSeconds, "setup-seconds", 0, "commit a .grove.toml whose setup runs `sleep N` in each new worktree (0: none)")
+	fs.IntVar(&c.copyMB, "copy-mb", 0, "put an ignored directory of N MB in the main checkout, copied into each worktree by .grove.toml copy, and time one copy (0: none)")
 	fs.StringVar(&c.dir, "dir", "", "where to create the temporary directory (default $TMPDIR if set, else /dev/shm if it is a tmpfs with room, else /tmp)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -197,6 +204,13 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		return rep, fmt.Errorf("build repository: %w", err)
 	}
 	rep.RepoBuildS = time.Since(t0).Seconds()
+	if cfg.setupSeconds > 0 || cfg.copyMB > 0 {
+		if base, err = addSettings(ctx, r, repo, cfg, &rep); err != nil {
+			return rep, fmt.Errorf("commit .grove.toml: %w", err)
+		}
+		logf("settings: setup %gs, copy %d MB (one copy: %.0f ms, %d of %d files cloned)", cfg.setupSeconds, cfg.copyMB,
+			rep.CopyMs, rep.CopyCloned, rep.CopyFiles)
+	}
 	if _, err := buildRepo(ctx, r, tiny, 10); err != nil {
 		return rep, fmt.Errorf("build small repository: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store"
 )
 
 // setupRepo commits a .grove.toml (setup: ~2 s, then a marker into an
@@ -190,6 +191,13 @@ func TestWarmPoolSetup(t *testing.T) {
 	h.mustGrove("wait", h.mustGrove("submit", "--repo", h.repo, "--", "true"))
 	h.until(60*time.Second, "2 pool entries set up", func() bool { return len(setUp()) == 2 })
 	pool := setUp()
+	out, _, _ := h.grove("doctor", "--json") // exit 1 is fine: other checks may complain
+	var doc struct {
+		Pool []store.PoolSummary `json:"pool"`
+	}
+	is.NoErr(json.Unmarshal([]byte(out), &doc))
+	is.Equal(doc.Pool[0].SetUp, 2)
+	is.True(strings.Contains(h.mustGrove("ls"), "2 set up, 0 not"))
 	for _, w := range pool {
 		is.Equal(setupCounts(t, count)[w.Path], 1)
 	}
