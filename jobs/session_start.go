@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -285,14 +287,19 @@ func (d *Deps) waitReady(ctx context.Context, sess grove.Session, ws grove.Works
 		}
 		if u := use[port]; u != nil && len(u.Listen) > 0 {
 			if tree.owns(u.Listen) {
-				return startResult{State: grove.SessionLive}, nil
+				if accepts(port) {
+					return startResult{State: grove.SessionLive}, nil
+				}
+				// Listening, but not on loopback yet (or its backlog is
+				// full): wait for a connection to be accepted.
+			} else {
+				who := describePids(holders(u.Listen))
+				if err := d.stopService(ctx, sess.ID); err != nil {
+					return startResult{}, err
+				}
+				return startResult{State: grove.SessionFailed,
+					Reason: fmt.Sprintf("port %d is answered by %s, outside the service's processes; service stopped", port, who)}, nil
 			}
-			who := describePids(holders(u.Listen))
-			if err := d.stopService(ctx, sess.ID); err != nil {
-				return startResult{}, err
-			}
-			return startResult{State: grove.SessionFailed,
-				Reason: fmt.Sprintf("port %d is answered by %s, outside the service's processes; service stopped", port, who)}, nil
 		}
 		if time.Now().After(deadline) {
 			if err := d.stopService(ctx, sess.ID); err != nil {
@@ -426,6 +433,19 @@ func wantsRestart(policy grove.RestartPolicy, e supervise.Exit) bool {
 		return true
 	case grove.RestartOnFailure:
 		return e.Code != 0 || e.Reason != supervise.ReasonExited
+	}
+	return false
+}
+
+// accepts reports whether a TCP connection to port on loopback (IPv4,
+// then IPv6) is accepted: the service is reachable, not only listening.
+func accepts(port int) bool {
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return true
+		}
 	}
 	return false
 }

@@ -30,7 +30,7 @@ type report struct {
 	CopyFiles    int     `json:"copy_files,omitempty"`
 	CopyCloned   int     `json:"copy_cloned,omitempty"`
 	CopyMs       float64 `json:"copy_ms,omitempty"`
-	WarmPool    string `json:"warm_pool,omitempty"` // "enabled" or why not
+	WarmPool     string  `json:"warm_pool,omitempty"` // "enabled" or why not
 	// 1-minute load average at the start and end: other work on the box
 	// skews everything.
 	LoadStart float64 `json:"load_avg_start"`

@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -241,5 +245,39 @@ func TestWarmPoolSetup(t *testing.T) {
 		}
 	}
 	is.True(moved >= 1)
+	h.stopDaemon(syscall.SIGTERM)
+}
+
+// A session's --serve line runs with sh -c and GROVE_PORT set: the
+// service is reachable on its port when `session start` returns, and
+// `session ls` shows its URL. A service that cannot bind makes `session
+// start` fail with the last lines of its log.
+func TestSessionServeShellLine(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon()
+	out := h.mustGrove("session", "start", "web", "--repo", h.repo, "--serve", `echo "port=$GROVE_PORT" > port.txt && exec grove-testhttp`)
+	var port int
+	_, err := fmt.Sscanf(out, "web live port %d", &port)
+	is.NoErr(err)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)) // reachable now, no wait
+	is.NoErr(err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	is.NoErr(err)
+	is.Equal(string(body), "ok\n")
+	b, err := os.ReadFile(filepath.Join(h.sessionWT("web"), "port.txt"))
+	is.NoErr(err)
+	is.Equal(string(b), fmt.Sprintf("port=%d\n", port)) // $GROVE_PORT expanded by the shell
+	is.True(strings.Contains(h.mustGrove("session", "ls"), fmt.Sprintf("http://127.0.0.1:%d", port)))
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	is.NoErr(err)
+	defer busy.Close()
+	busyPort := busy.Addr().(*net.TCPAddr).Port
+	_, errOut, err := h.grove("session", "start", "clash", "--repo", h.repo, "--serve", fmt.Sprintf("GROVE_PORT=%d exec grove-testhttp", busyPort))
+	is.True(err != nil)
+	is.True(strings.Contains(errOut, "address already in use")) // the service's own words, from its log
+	h.mustGrove("session", "stop", "web")
 	h.stopDaemon(syscall.SIGTERM)
 }
