@@ -181,6 +181,9 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 		if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, tip); err != nil {
 			return err
 		}
+		if _, err := repo.InitSubmodules(ctx, ws.Path); err != nil {
+			d.Logger.Warn("pool entry: submodules not checked out; tasks that take it check them out", "path", ws.Path, "err", err)
+		}
 		made = append(made, ws)
 		lastCheckout = time.Now()
 	}

@@ -43,6 +43,22 @@ setup_inputs = ["package-lock.json"]
 	}
 	h.git("add", "-A")
 	h.git("commit", "-qm", "settings")
+	// A submodule whose URL is unreachable: only the main repository's
+	// module store holds its commits (the upstream is deleted below).
+	sub := filepath.Join(h.work, "sub-upstream")
+	h.git("init", "-q", "-b", "main", sub)
+	if err := os.WriteFile(filepath.Join(sub, "s.txt"), []byte("from the submodule\n"), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	h.git("-C", sub, "add", "s.txt")
+	h.git("-C", sub, "commit", "-qm", "sub")
+	h.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", sub, "libs/sub")
+	h.git("config", "-f", ".gitmodules", "submodule.libs/sub.url", "https://grove.invalid/sub.git")
+	h.git("add", "-A")
+	h.git("commit", "-qm", "submodule")
+	if err := os.RemoveAll(sub); err != nil {
+		h.t.Fatal(err)
+	}
 	for name, body := range map[string]string{".env": "SECRET=1\n", ".env.local": "LOCAL=1\n"} {
 		if err := os.WriteFile(filepath.Join(h.repo, name), []byte(body), 0o600); err != nil {
 			h.t.Fatal(err)
@@ -92,7 +108,7 @@ func TestSetupStage(t *testing.T) {
 	is.True(strings.HasPrefix(shown.Settings.Sources["setup"], ".grove.toml at "))
 	is.Equal(shown.Settings.Sources["keep_ignored"], "default")
 
-	agent := `test -f deps/marker && cat .env .env.local && echo agent-ran`
+	agent := `test -f deps/marker && cat .env .env.local libs/sub/s.txt && echo agent-ran`
 	id := h.mustGrove("submit", "--repo", h.repo, "--", "sh", "-c", agent)
 	h.waitEvent(30*time.Second, id, "setup_started")
 	is.Equal(h.task(id).State, grove.StatePreparing) // the task waits for its setup
@@ -100,6 +116,7 @@ func TestSetupStage(t *testing.T) {
 	is.Equal(h.task(id).State, grove.StateReview)
 	log := h.mustGrove("logs", id)
 	is.True(strings.Contains(log, "SECRET=1") && strings.Contains(log, "LOCAL=1") && strings.Contains(log, "agent-ran"))
+	is.True(strings.Contains(log, "from the submodule")) // checked out without network
 	wt := h.worktreeOf(id)
 	is.Equal(setupCounts(t, count)[wt], 1)
 	var src, dst syscall.Stat_t
@@ -158,6 +175,16 @@ func TestSetupStage(t *testing.T) {
 	h.mustGrove("close", second)
 	_, err = os.Stat(wt2)
 	is.True(os.IsNotExist(err))
+
+	// A submodule commit the main repository does not have: a clear
+	// error naming the submodule, no network tried.
+	h.git("update-index", "--cacheinfo", "160000,"+strings.Repeat("ab", 20)+",libs/sub")
+	h.git("commit", "-qm", "unknown submodule commit")
+	missing := h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	_, _, err = h.grove("wait", missing)
+	is.True(err != nil)
+	t.Logf("missing submodule commit: %s", h.task(missing).Error)
+	is.True(strings.Contains(h.task(missing).Error, "submodule libs/sub (libs/sub): commit abababababab is not in"))
 
 	// Unset: .grove.toml applies again.
 	h.mustGrove("repo", "unset", "--repo", h.repo, "setup")
