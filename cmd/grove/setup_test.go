@@ -190,6 +190,14 @@ func TestSetupStage(t *testing.T) {
 	h.mustGrove("repo", "unset", "--repo", h.repo, "setup")
 	out = h.mustGrove("repo", "show", "--repo", h.repo)
 	is.True(!strings.Contains(out, "git config grove.setup"))
+
+	// A base on a remote-tracking ref: the task's branch tracks nothing.
+	h.git("update-ref", "refs/remotes/origin/main", "HEAD~1") // before the unknown submodule commit
+	remote := h.mustGrove("submit", "--repo", h.repo, "--base", "origin/main", "--", "true")
+	h.mustGrove("wait", remote)
+	is.Equal(h.task(remote).State, grove.StateReview)
+	cfg := h.git("config", "--list", "--local")
+	is.True(!strings.Contains(cfg, "branch.grove/"+remote)) // no upstream, no merge config
 	h.stopDaemon(syscall.SIGTERM)
 }
 
