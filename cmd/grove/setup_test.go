@@ -316,3 +316,35 @@ func TestSessionServeShellLine(t *testing.T) {
 	h.mustGrove("session", "stop", "web")
 	h.stopDaemon(syscall.SIGTERM)
 }
+
+// A daemon killed during a task's setup (right after a command's
+// supervisor started, or after the last command ended but before the
+// hand-off was recorded): the next daemon re-adopts or collects the
+// command instead of running it again, finishes the setup and starts the
+// agent once. Each setup command and the agent ran exactly once.
+func TestSetupSurvivesDaemonCrash(t *testing.T) {
+	for _, fp := range []string{"setup.after-start", "setup.before-handoff"} {
+		t.Run(fp, func(t *testing.T) {
+			is := is.New(t)
+			h := newHarness(t)
+			counter := filepath.Join(h.work, "ran")
+			toml := `setup = ["echo setup-one >> ` + counter + `; sleep 1", "echo setup-two >> ` + counter + `"]` + "\n"
+			is.NoErr(os.WriteFile(filepath.Join(h.repo, ".grove.toml"), []byte(toml), 0o644))
+			h.git("add", "-A")
+			h.git("commit", "-qm", "settings")
+			died := h.startCrashingDaemon(fp)
+			id := h.mustGrove("submit", "--repo", h.repo, "--", "sh", "-c", "echo agent >> "+counter)
+			select {
+			case <-died:
+			case <-time.After(slow(60 * time.Second)):
+				t.Fatalf("daemon did not die at %s", fp)
+			}
+			is.Equal(h.task(id).State, grove.StatePreparing)
+			h.startDaemon()
+			h.mustGrove("wait", id)
+			is.Equal(h.task(id).State, grove.StateReview)
+			is.Equal(countLines(t, counter), map[string]int{"setup-one": 1, "setup-two": 1, "agent": 1})
+			h.stopDaemon(syscall.SIGTERM)
+		})
+	}
+}
