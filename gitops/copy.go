@@ -205,15 +205,15 @@ func cloneFile(src, dst string, mode fs.FileMode) (cloned bool, err error) {
 func (r *Repo) UnchangedCopies(dst string, patterns []string) []string {
 	var out []string
 	for _, m := range matches(dst, patterns) {
-		if sameTree(filepath.Join(r.Root, filepath.FromSlash(m)), filepath.Join(dst, filepath.FromSlash(m))) {
+		if sameCopy(filepath.Join(r.Root, filepath.FromSlash(m)), filepath.Join(dst, filepath.FromSlash(m))) {
 			out = append(out, "/"+m)
 		}
 	}
 	return out
 }
 
-// sameTree reports whether b holds exactly what a holds.
-func sameTree(a, b string) bool {
+// sameCopy reports whether b holds exactly what a holds.
+func sameCopy(a, b string) bool {
 	seen := 0
 	err := filepath.WalkDir(b, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

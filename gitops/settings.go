@@ -37,7 +37,7 @@ func (r *Repo) ReadSettings(ctx context.Context, commit string) (grove.Settings,
 		if s, err = grove.ParseSettings(b, fmt.Sprintf("%s at %.12s", grove.SettingsFile, commit)); err != nil {
 			return s, err
 		}
-	case strings.Contains(stderrOf(err), "does not exist in"):
+	case strings.Contains(stderrOf(err), "does not exist in"), strings.Contains(stderrOf(err), "exists on disk, but not in"):
 		s, _ = grove.ParseSettings(nil, "")
 	default:
 		return s, fmt.Errorf("read %s at %s: %w", grove.SettingsFile, commit, err)
