@@ -121,6 +121,11 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 	if err != nil {
 		return startResult{}, fmt.Errorf("create session worktree: %w", err)
 	}
+	if failed, err := d.setUpSession(ctx, sess, ws); err != nil {
+		return startResult{}, fmt.Errorf("set up session worktree: %w", err)
+	} else if failed != "" {
+		return d.settleStart(ctx, key, why, grove.SessionFailed, failed)
+	}
 	res, err := d.startService(ctx, sess, ws)
 	if err != nil {
 		return startResult{}, err
@@ -448,4 +453,43 @@ func accepts(port int) bool {
 		}
 	}
 	return false
+}
+
+// setUpSession prepares a session's worktree before its service starts,
+// as a task's (submodules from local copies, copies, setup commands under
+// the supervisor), when it is not set up under the current key yet. A
+// failed setup is returned as failed (the session's reason, with the
+// log's last lines); a setup that ended is never run again for the same
+// key (its run directory records it).
+func (d *Deps) setUpSession(ctx context.Context, sess grove.Session, ws grove.Workspace) (failed string, err error) {
+	repo, err := d.Repo(ctx, sess.RepoPath)
+	if err != nil {
+		return "", err
+	}
+	if _, err := repo.InitSubmodules(ctx, ws.Path); err != nil {
+		var ue *grove.UserError
+		if errors.As(err, &ue) {
+			return withHint(err), nil
+		}
+		return "", err
+	}
+	s, key, err := d.settingsAt(ctx, repo, ws.BaseCommit)
+	if err != nil || key == "" || key == ws.SetupKey {
+		return "", err
+	}
+	env := append(AgentEnv(grove.Task{}, ws, sess.Port), "GROVE_SESSION="+sess.ID)
+	dir := filepath.Join(d.Home, "runs", fmt.Sprintf("s-%s-setup-%s", sess.ID, key))
+	res, err := d.runSetup(ctx, repo, s, ws, setupRun{dir: dir, env: env})
+	if err != nil {
+		return "", err
+	}
+	if res.failed != "" {
+		return res.failed, d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.AddEvent(ctx, "", sess.ID, ReasonSetupFailed, res.failed) })
+	}
+	return "", d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetSetupKey(ctx, ws.ID, key); err != nil {
+			return err
+		}
+		return tx.AddEvent(ctx, "", sess.ID, "setup_done", res.summary)
+	})
 }

@@ -290,8 +290,13 @@ func TestWarmPoolSetup(t *testing.T) {
 func TestSessionServeShellLine(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
+	// The session's worktree is set up before its service starts.
+	is.NoErr(os.WriteFile(filepath.Join(h.repo, ".grove.toml"), []byte(`setup = ["echo ready > prepared"]`+"\n"), 0o644))
+	is.NoErr(os.WriteFile(filepath.Join(h.repo, ".gitignore"), []byte("prepared\nport.txt\n"), 0o644))
+	h.git("add", "-A")
+	h.git("commit", "-qm", "settings")
 	h.startDaemon()
-	out := h.mustGrove("session", "start", "web", "--repo", h.repo, "--serve", `echo "port=$GROVE_PORT" > port.txt && exec grove-testhttp`)
+	out := h.mustGrove("session", "start", "web", "--repo", h.repo, "--serve", `test -f prepared && echo "port=$GROVE_PORT" > port.txt && exec grove-testhttp`)
 	var port int
 	_, err := fmt.Sscanf(out, "web live port %d", &port)
 	is.NoErr(err)
