@@ -94,7 +94,9 @@ func (w *SetupWorker) Work(ctx context.Context, job *river.Job[SetupArgs]) error
 		if errors.Is(err, errStopping) {
 			return river.JobSnooze(0) // the next daemon adopts the command
 		}
-		return err
+		// A copy or a supervisor that cannot start: retried, then the task
+		// fails (never left preparing by a discarded job).
+		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "set up worktree", err)
 	}
 	if res.failed != "" {
 		return d.failSetup(ctx, client, task, res)
