@@ -60,21 +60,22 @@ type TaskOptions struct{}
 
 // Workspace is one worktree on disk, owned by a task or a session.
 type Workspace struct {
-	ID          int64  `json:"id"`
-	RepoID      int64  `json:"repo_id"`
-	TaskID      string `json:"task_id,omitempty"`
-	SessionID   string `json:"session_id,omitempty"`
-	Path        string `json:"path"`
-	Branch      string `json:"branch"`
-	BaseCommit  string `json:"base_commit"`
-	HeadCommit  string `json:"head_commit,omitempty"`
-	State       string `json:"state"` // creating | ready | removed | pool...
-	AtRisk      string `json:"at_risk,omitempty"`
-	SnapshotRef string `json:"snapshot_ref,omitempty"`
+	ID          int64     `json:"id"`
+	RepoID      int64     `json:"repo_id"`
+	TaskID      string    `json:"task_id,omitempty"`
+	SessionID   string    `json:"session_id,omitempty"`
+	Path        string    `json:"path"`
+	Branch      string    `json:"branch"`
+	BaseCommit  string    `json:"base_commit"`
+	HeadCommit  string    `json:"head_commit,omitempty"`
+	State       string    `json:"state"` // creating | ready | removed | pool...
+	AtRisk      string    `json:"at_risk,omitempty"`
+	SnapshotRef string    `json:"snapshot_ref,omitempty"`
+	LastUsedAt  time.Time `json:"last_used_at"`
+
 	// SetupKey is the grove.Settings.SetupKey its last completed setup
-	// ran under ("" : never set up, or nothing to set up).
-	SetupKey   string    `json:"setup_key,omitempty"`
-	LastUsedAt time.Time `json:"last_used_at"`
+	// ran under ("": never set up, or nothing to set up).
+	SetupKey string `json:"setup_key,omitempty"`
 }
 
 // Repo is a registered git repository.
