@@ -14,7 +14,7 @@ var Schema string
 
 // SchemaVersion is the version of Schema. A database whose recorded version
 // is higher was written by a newer grove and is refused.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // ApplyPolicy says whether a task's diff is applied without a person.
 type ApplyPolicy string
@@ -72,6 +72,10 @@ type Workspace struct {
 	AtRisk      string    `json:"at_risk,omitempty"`
 	SnapshotRef string    `json:"snapshot_ref,omitempty"`
 	LastUsedAt  time.Time `json:"last_used_at"`
+
+	// SetupKey is the grove.Settings.SetupKey its last completed setup
+	// ran under ("": never set up, or nothing to set up).
+	SetupKey string `json:"setup_key,omitempty"`
 }
 
 // Repo is a registered git repository.

@@ -81,7 +81,9 @@ CREATE TABLE IF NOT EXISTS workspace (
     at_risk      TEXT NOT NULL DEFAULT '', -- JSON report of the last refusal
     snapshot_ref TEXT NOT NULL DEFAULT '',
     last_used_at INTEGER NOT NULL,
-    archived_at  INTEGER
+    archived_at  INTEGER,
+    -- version 5 (store.upgradeColumns adds it to an older database)
+    setup_key    TEXT NOT NULL DEFAULT ''  -- grove.Settings.SetupKey of its last setup; '' none
 );
 CREATE UNIQUE INDEX IF NOT EXISTS workspace_live_path ON workspace(path) WHERE archived_at IS NULL;
 CREATE INDEX IF NOT EXISTS workspace_task ON workspace(task_id);

@@ -113,7 +113,8 @@ type GateOptions struct {
 	AppliedRefs []string
 	// KeepIgnored are ignored paths that are NOT at risk: gitignore-like
 	// patterns matched against each path component (or, with a "/", the
-	// path). nil means DefaultKeepIgnored; an empty slice keeps none.
+	// path; a leading "/" anchors at the root). nil means
+	// DefaultKeepIgnored; an empty slice keeps none.
 	KeepIgnored []string
 	// SkipProcesses skips the scan for processes working inside the worktree.
 	SkipProcesses bool
@@ -477,11 +478,12 @@ func keptIgnored(p string, keep []string) bool {
 	p = strings.TrimSuffix(p, "/")
 	comps := strings.Split(p, "/")
 	for _, pat := range keep {
+		anchored := strings.HasPrefix(pat, "/") // as in .gitignore: from the root only
 		pat = strings.Trim(pat, "/")
 		if pat == "" {
 			continue
 		}
-		if strings.Contains(pat, "/") {
+		if anchored || strings.Contains(pat, "/") {
 			if ok, _ := path.Match(pat, p); ok || strings.HasPrefix(p, pat+"/") {
 				return true
 			}

@@ -53,7 +53,7 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "take warm worktree", err)
 	} else if ok {
 		d.Logger.Info("worktree ready (warm)", "task", id, "path", ws.Path)
-		return w.handOff(ctx, client, task, ws)
+		return w.handOff(ctx, client, task, ws, job.Attempt, job.MaxAttempts)
 	}
 	repoRow, err := d.Store.Repo(ctx, task.RepoID)
 	if err != nil {
@@ -79,8 +79,9 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 	if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, task.BaseCommit); err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "create worktree", err)
 	}
+	grove.Failpoint("create.after-worktree")
 	d.Logger.Info("worktree ready", "task", id, "path", ws.Path, "took", time.Since(start).Round(time.Millisecond))
-	return w.handOff(ctx, client, task, ws)
+	return w.handOff(ctx, client, task, ws, job.Attempt, job.MaxAttempts)
 }
 
 // warmStart takes a warm-pool worktree for the task, or resumes taking one
@@ -113,10 +114,34 @@ func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, ta
 	return d.claimPool(ctx, client, task)
 }
 
-// handOff records the worktree ready and inserts run_agent, unless the
-// task was canceled meanwhile.
-func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace) error {
+// handOff records the worktree ready and inserts setup, or run_agent when
+// the worktree has nothing to prepare or was set up under the same
+// settings and inputs already (a warm-pool entry), unless the task was
+// canceled meanwhile.
+func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task grove.Task, ws grove.Workspace, attempt, maxAttempts int) error {
 	d, id := w.d, task.ID
+	var (
+		setup   bool
+		timeout time.Duration
+	)
+	repo, err := d.Repo(ctx, task.RepoPath)
+	if err != nil {
+		return d.stageError(ctx, client, id, attempt, maxAttempts, "open repository", err)
+	}
+	// Submodules come from the main repository's local copies (no
+	// network); a warm entry's are already there (a stat each).
+	if subs, err := repo.InitSubmodules(ctx, ws.Path); err != nil {
+		return d.stageError(ctx, client, id, attempt, maxAttempts, "initialise submodules", err)
+	} else if len(subs) > 0 {
+		d.Logger.Info("submodules checked out from local copies", "task", id, "paths", subs)
+	}
+	if s, key, err := d.settingsAt(ctx, repo, task.BaseCommit); err != nil {
+		return d.stageError(ctx, client, id, attempt, maxAttempts, "read settings", err)
+	} else if key != "" && key != ws.SetupKey {
+		setup, timeout = true, time.Duration(len(s.Setup))*s.Timeout()
+	} else if key != "" {
+		d.Logger.Info("worktree already set up", "task", id, "path", ws.Path)
+	}
 	grove.Failpoint("create.before-handoff")
 	return d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if err := tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady); err != nil {
@@ -137,8 +162,12 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		if err := tx.AddEvent(ctx, id, "", "worktree", "worktree ready at "+ws.Path); err != nil {
 			return err
 		}
-		// run_agent first: its queue is woken first after the commit.
-		if err := d.enqueue(ctx, client, tx, RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}); err != nil {
+		// run_agent (or setup) first: its queue is woken first after the commit.
+		var next river.JobArgs = RunAgentArgs{TaskID: id, Attempt: task.Attempt, Timeout: task.Timeout}
+		if setup {
+			next = SetupArgs{TaskID: id, Attempt: task.Attempt, Timeout: timeout}
+		}
+		if err := d.enqueue(ctx, client, tx, next); err != nil {
 			return err
 		}
 		return d.requestFill(ctx, client, tx, task.RepoID, task.BaseCommit)

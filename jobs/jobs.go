@@ -81,6 +81,7 @@ type Deps struct {
 	watch    *treewatch.Watcher   // see pool_trust.go; opened on first use
 	watchErr error
 	trusted  map[int64]*trust // pool entries verified clean, by workspace id
+	settings sync.Map         // settings per repository and commit, see setup.go
 	stopping chan struct{}
 	wake     func() // wakes the daemon's River listener (nil outside the daemon)
 	stopOnce sync.Once
@@ -191,6 +192,7 @@ type ServeConfig struct {
 func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &CreateWorktreeWorker{d: d})
+	river.AddWorker(workers, &SetupWorker{d: d})
 	river.AddWorker(workers, &RunAgentWorker{d: d})
 	river.AddWorker(workers, &DiffWorker{d: d})
 	river.AddWorker(workers, &ApplyWorker{d: d})

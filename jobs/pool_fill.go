@@ -155,7 +155,7 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 			}
 			continue
 		}
-		ok := e.BaseCommit == tip && e.State == grove.WorkspacePool && d.verified(repo, e)
+		ok := e.BaseCommit == tip && e.State == grove.WorkspacePool && d.verified(repo, e) && d.entrySetUp(ctx, repo, e)
 		if !ok {
 			if ok, err = d.refreshEntry(ctx, repo, e, tip); err != nil {
 				return err
@@ -180,6 +180,9 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 		}
 		if err := repo.CreateWorktree(ctx, ws.Path, ws.Branch, tip); err != nil {
 			return err
+		}
+		if _, err := repo.InitSubmodules(ctx, ws.Path); err != nil {
+			d.Logger.Warn("pool entry: submodules not checked out; tasks that take it check them out", "path", ws.Path, "err", err)
 		}
 		made = append(made, ws)
 		lastCheckout = time.Now()
@@ -262,6 +265,12 @@ func (d *Deps) refreshEntry(ctx context.Context, repo *gitops.Repo, e grove.Work
 			if clean, err = d.verifyClean(ctx, repo, e); err != nil {
 				return false, err
 			}
+		}
+	}
+	if clean {
+		e.BaseCommit = base
+		if clean, err = d.setUpEntry(ctx, repo, e); err != nil {
+			return false, err
 		}
 	}
 	if !clean {

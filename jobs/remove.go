@@ -164,6 +164,9 @@ func (d *Deps) Remove(ctx context.Context, r Removal) (RemoveResult, error) {
 		return res, d.releaseRemoval(ctx, ws.ID, prev, fmt.Errorf("open repository %s: %w", r.RepoPath, err))
 	}
 	gate := r.Gate
+	if gate.KeepIgnored == nil {
+		gate.KeepIgnored = d.keepIgnored(ctx, repo, ws) // the repository's settings (setup.go)
+	}
 	gate.RefreshIndex = true // about to go: RetireWorktree's re-check is then cheap
 	report := repo.AtRisk(ctx, ws.Path, gate)
 	if r.Wait {
@@ -176,7 +179,7 @@ func (d *Deps) Remove(ctx context.Context, r Removal) (RemoveResult, error) {
 			return res, d.refuseRemoval(ctx, r, ws, prev, report)
 		}
 		ref := r.SnapshotRef
-		if _, err := repo.SnapshotWith(ctx, ws.Path, ref, gitops.SnapshotOptions{DropIgnored: r.DropIgnored}); err != nil {
+		if _, err := repo.SnapshotWith(ctx, ws.Path, ref, gitops.SnapshotOptions{DropIgnored: r.DropIgnored, KeepIgnored: gate.KeepIgnored}); err != nil {
 			if errors.Is(err, grove.ErrAtRisk) {
 				// The snapshot cannot hold it (over the size limit, moved
 				// away, a file it cannot store): a refusal, not a retry.
@@ -203,7 +206,7 @@ func (d *Deps) Remove(ctx context.Context, r Removal) (RemoveResult, error) {
 	if err != nil {
 		if errors.Is(err, grove.ErrAtRisk) && !r.Force {
 			// Work appeared after the gate ran: kept, and said so.
-			again := repo.AtRisk(ctx, ws.Path, r.Gate)
+			again := repo.AtRisk(ctx, ws.Path, gate)
 			if again.Safe {
 				again.Safe, again.Risks = false, []gitops.Risk{{Reason: gitops.RiskGitError, Detail: err.Error()}}
 			}

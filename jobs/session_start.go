@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -118,6 +120,11 @@ func (d *Deps) startSession(ctx context.Context, key, why string) (startResult, 
 	ws, err := d.ensureSessionWorktree(ctx, sess)
 	if err != nil {
 		return startResult{}, fmt.Errorf("create session worktree: %w", err)
+	}
+	if failed, err := d.setUpSession(ctx, sess, ws); err != nil {
+		return startResult{}, fmt.Errorf("set up session worktree: %w", err)
+	} else if failed != "" {
+		return d.settleStart(ctx, key, why, grove.SessionFailed, failed)
 	}
 	res, err := d.startService(ctx, sess, ws)
 	if err != nil {
@@ -285,14 +292,19 @@ func (d *Deps) waitReady(ctx context.Context, sess grove.Session, ws grove.Works
 		}
 		if u := use[port]; u != nil && len(u.Listen) > 0 {
 			if tree.owns(u.Listen) {
-				return startResult{State: grove.SessionLive}, nil
+				if accepts(port) {
+					return startResult{State: grove.SessionLive}, nil
+				}
+				// Listening, but not on loopback yet (or its backlog is
+				// full): wait for a connection to be accepted.
+			} else {
+				who := describePids(holders(u.Listen))
+				if err := d.stopService(ctx, sess.ID); err != nil {
+					return startResult{}, err
+				}
+				return startResult{State: grove.SessionFailed,
+					Reason: fmt.Sprintf("port %d is answered by %s, outside the service's processes; service stopped", port, who)}, nil
 			}
-			who := describePids(holders(u.Listen))
-			if err := d.stopService(ctx, sess.ID); err != nil {
-				return startResult{}, err
-			}
-			return startResult{State: grove.SessionFailed,
-				Reason: fmt.Sprintf("port %d is answered by %s, outside the service's processes; service stopped", port, who)}, nil
 		}
 		if time.Now().After(deadline) {
 			if err := d.stopService(ctx, sess.ID); err != nil {
@@ -428,4 +440,56 @@ func wantsRestart(policy grove.RestartPolicy, e supervise.Exit) bool {
 		return e.Code != 0 || e.Reason != supervise.ReasonExited
 	}
 	return false
+}
+
+// accepts reports whether a TCP connection to port on loopback (IPv4,
+// then IPv6) is accepted: the service is reachable, not only listening.
+func accepts(port int) bool {
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return true
+		}
+	}
+	return false
+}
+
+// setUpSession prepares a session's worktree before its service starts,
+// as a task's (submodules from local copies, copies, setup commands under
+// the supervisor), when it is not set up under the current key yet. A
+// failed setup is returned as failed (the session's reason, with the
+// log's last lines); a setup that ended is never run again for the same
+// key (its run directory records it).
+func (d *Deps) setUpSession(ctx context.Context, sess grove.Session, ws grove.Workspace) (failed string, err error) {
+	repo, err := d.Repo(ctx, sess.RepoPath)
+	if err != nil {
+		return "", err
+	}
+	if _, err := repo.InitSubmodules(ctx, ws.Path); err != nil {
+		var ue *grove.UserError
+		if errors.As(err, &ue) {
+			return withHint(err), nil
+		}
+		return "", err
+	}
+	s, key, err := d.settingsAt(ctx, repo, ws.BaseCommit)
+	if err != nil || key == "" || key == ws.SetupKey {
+		return "", err
+	}
+	env := append(AgentEnv(grove.Task{}, ws, sess.Port), "GROVE_SESSION="+sess.ID)
+	dir := filepath.Join(d.Home, "runs", fmt.Sprintf("s-%s-setup-%s", sess.ID, key))
+	res, err := d.runSetup(ctx, repo, s, ws, setupRun{dir: dir, env: env})
+	if err != nil {
+		return "", err
+	}
+	if res.failed != "" {
+		return res.failed, d.Store.InTx(ctx, func(tx *store.Tx) error { return tx.AddEvent(ctx, "", sess.ID, ReasonSetupFailed, res.failed) })
+	}
+	return "", d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetSetupKey(ctx, ws.ID, key); err != nil {
+			return err
+		}
+		return tx.AddEvent(ctx, "", sess.ID, "setup_done", res.summary)
+	})
 }

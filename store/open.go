@@ -182,7 +182,7 @@ func (s *Store) upToDate(ctx context.Context) (bool, error) {
 // addedColumns are the columns later schema versions added to tables that
 // an older database already has (CREATE TABLE IF NOT EXISTS leaves those
 // alone): version 3, the session's truth (reason, activity, restarts...);
-// version 4, the task's options.
+// version 4, the task's options; version 5, the setup a workspace had.
 var addedColumns = []struct{ table, column, decl string }{
 	{"session", "reason", "TEXT NOT NULL DEFAULT ''"},
 	{"session", "state_at", "INTEGER NOT NULL DEFAULT 0"},
@@ -195,6 +195,8 @@ var addedColumns = []struct{ table, column, decl string }{
 	{"session", "base_held", "TEXT NOT NULL DEFAULT ''"},
 	// version 4: per-task options (sandbox, terminal...), one JSON object.
 	{"task", "options", "TEXT NOT NULL DEFAULT '{}'"},
+	// version 5: the key of the setup a worktree was prepared under.
+	{"workspace", "setup_key", "TEXT NOT NULL DEFAULT ''"},
 }
 
 // upgradeColumns adds the columns of addedColumns that a table lacks. It

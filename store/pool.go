@@ -39,12 +39,15 @@ type PoolSummary struct {
 	Moving   int            `json:"moving"`
 	Stale    int            `json:"stale"`
 	ReadyAt  map[string]int `json:"ready_at"` // commit -> ready entries there
+	// SetUp counts the ready entries whose setup (.grove.toml) completed
+	// (under some key: a claim at another commit may still run setup).
+	SetUp int `json:"set_up"`
 }
 
 // PoolSummaries lists the warm pool of every repository that has one
 // (stale entries count until they are removed).
 func (s *Store) PoolSummaries(ctx context.Context) ([]PoolSummary, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT w.repo_id, r.path, w.state, w.base_commit, COUNT(*) FROM workspace w
+	rows, err := s.db.QueryContext(ctx, `SELECT w.repo_id, r.path, w.state, w.base_commit, COUNT(*), SUM(w.setup_key <> '') FROM workspace w
 		JOIN repo r ON r.id = w.repo_id WHERE w.task_id IS NULL AND w.session_id IS NULL AND w.archived_at IS NULL
 		AND w.state IN ('pool', 'pool_creating', 'pool_moving', 'stale') GROUP BY 1, 2, 3, 4 ORDER BY 1`)
 	if err != nil {
@@ -57,9 +60,9 @@ func (s *Store) PoolSummaries(ctx context.Context) ([]PoolSummary, error) {
 			id          int64
 			path, state string
 			commit      string
-			n           int
+			n, setUp    int
 		)
-		if err := rows.Scan(&id, &path, &state, &commit, &n); err != nil {
+		if err := rows.Scan(&id, &path, &state, &commit, &n, &setUp); err != nil {
 			return nil, fmt.Errorf("scan pool summary: %w", err)
 		}
 		if len(out) == 0 || out[len(out)-1].RepoID != id {
@@ -70,6 +73,7 @@ func (s *Store) PoolSummaries(ctx context.Context) ([]PoolSummary, error) {
 		case grove.WorkspacePool:
 			p.Ready += n
 			p.ReadyAt[commit] += n
+			p.SetUp += setUp
 		case grove.WorkspacePoolCreating:
 			p.Creating += n
 		case grove.WorkspacePoolMoving:
@@ -79,6 +83,16 @@ func (s *Store) PoolSummaries(ctx context.Context) ([]PoolSummary, error) {
 		}
 	}
 	return out, rows.Err()
+}
+
+// CountPoolSetUp counts ready warm-pool worktrees whose setup completed.
+func (s *Store) CountPoolSetUp(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE state = 'pool' AND setup_key <> '' AND archived_at IS NULL`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count set-up pool entries: %w", err)
+	}
+	return n, nil
 }
 
 // CountPool counts ready warm-pool worktrees per repository.
@@ -150,6 +164,15 @@ func (t *Tx) SetWorkspaceBranch(ctx context.Context, id int64, branch, base stri
 	if _, err := t.q.ExecContext(ctx, `UPDATE workspace SET branch = ?, base_commit = ?, last_used_at = ? WHERE id = ?`,
 		branch, base, ms(t.now), id); err != nil {
 		return fmt.Errorf("set workspace %d branch: %w", id, err)
+	}
+	return nil
+}
+
+// SetSetupKey records that workspace id's setup completed under key ("":
+// its setup is no longer known to hold).
+func (t *Tx) SetSetupKey(ctx context.Context, id int64, key string) error {
+	if _, err := t.q.ExecContext(ctx, `UPDATE workspace SET setup_key = ? WHERE id = ?`, key, id); err != nil {
+		return fmt.Errorf("set workspace %d setup key: %w", id, err)
 	}
 	return nil
 }

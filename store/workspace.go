@@ -8,7 +8,7 @@ import (
 	"github.com/grove-dev/grove"
 )
 
-const wsColumns = `id, repo_id, task_id, session_id, path, branch, base_commit, head_commit, state, at_risk, snapshot_ref, last_used_at`
+const wsColumns = `id, repo_id, task_id, session_id, path, branch, base_commit, head_commit, state, at_risk, snapshot_ref, last_used_at, setup_key`
 
 func scanWorkspace(row scanner) (grove.Workspace, error) {
 	var (
@@ -17,7 +17,7 @@ func scanWorkspace(row scanner) (grove.Workspace, error) {
 		used          int64
 	)
 	err := row.Scan(&w.ID, &w.RepoID, &task, &session, &w.Path, &w.Branch, &w.BaseCommit, &w.HeadCommit,
-		&w.State, &w.AtRisk, &w.SnapshotRef, &used)
+		&w.State, &w.AtRisk, &w.SnapshotRef, &used, &w.SetupKey)
 	w.TaskID, w.SessionID, w.LastUsedAt = task.String, session.String, fromMS(used)
 	return w, err
 }
@@ -156,7 +156,7 @@ func (t *Tx) Workspace(ctx context.Context, id int64) (w grove.Workspace, archiv
 	)
 	err = t.q.QueryRowContext(ctx, `SELECT `+wsColumns+`, archived_at FROM workspace WHERE id = ?`, id).Scan(
 		&w.ID, &w.RepoID, &task, &session, &w.Path, &w.Branch, &w.BaseCommit, &w.HeadCommit,
-		&w.State, &w.AtRisk, &w.SnapshotRef, &used, &at)
+		&w.State, &w.AtRisk, &w.SnapshotRef, &used, &w.SetupKey, &at)
 	if err != nil {
 		return w, false, notFound(err, fmt.Sprintf("workspace %d", id))
 	}

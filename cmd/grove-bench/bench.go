@@ -33,6 +33,11 @@ type config struct {
 	timeout     time.Duration
 	settle      time.Duration
 	dir         string
+	// setupSeconds > 0 commits a .grove.toml whose setup sleeps this long;
+	// copyMB > 0 adds an ignored directory of that size to the main
+	// checkout, copied into each worktree (see settings.go).
+	setupSeconds float64
+	copyMB       int
 }
 
 const usageText = `grove-bench builds a synthetic repository, runs --tasks trivial agents
@@ -82,6 +87,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove wait`)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
 	fs.DurationVar(&c.settle, "settle", 3*time.Minute, "a task not applied (or its worktree not removed) this long after it was submitted (or applied) fails the run, naming its id and state (0: only --timeout)")
+	fs.Float64Var(&c.setupSeconds, "setup-seconds", 0, "commit a .grove.toml whose setup runs `sleep N` in each new worktree (0: none)")
+	fs.IntVar(&c.copyMB, "copy-mb", 0, "put an ignored directory of N MB in the main checkout, copied into each worktree by .grove.toml copy, and time one copy (0: none)")
 	fs.StringVar(&c.dir, "dir", "", "where to create the temporary directory (default $TMPDIR if set, else /dev/shm if it is a tmpfs with room, else /tmp)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -199,6 +206,13 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		return rep, fmt.Errorf("build repository: %w", err)
 	}
 	rep.RepoBuildS = time.Since(t0).Seconds()
+	if cfg.setupSeconds > 0 || cfg.copyMB > 0 {
+		if base, err = addSettings(ctx, r, repo, cfg, &rep); err != nil {
+			return rep, fmt.Errorf("commit .grove.toml: %w", err)
+		}
+		logf("settings: setup %gs, copy %d MB (one copy: %.0f ms, %d of %d files cloned)", cfg.setupSeconds, cfg.copyMB,
+			rep.CopyMs, rep.CopyCloned, rep.CopyFiles)
+	}
 	if _, err := buildRepo(ctx, r, tiny, 10); err != nil {
 		return rep, fmt.Errorf("build small repository: %w", err)
 	}

@@ -22,7 +22,15 @@ type report struct {
 	Dir         string `json:"dir"` // where the repository, worktrees and home were
 	FS          string `json:"fs"`  // its filesystem
 	Warm        int    `json:"warm,omitempty"`
-	WarmPool    string `json:"warm_pool,omitempty"` // "enabled" or why not
+	// With --setup-seconds / --copy-mb: the setup each new worktree runs,
+	// and one copy of the ignored directory timed (copy_cloned files of
+	// copy_files were cloned copy-on-write; 0 on tmpfs and ext4).
+	SetupSeconds float64 `json:"setup_seconds,omitempty"`
+	CopyBytes    int64   `json:"copy_bytes,omitempty"`
+	CopyFiles    int     `json:"copy_files,omitempty"`
+	CopyCloned   int     `json:"copy_cloned,omitempty"`
+	CopyMs       float64 `json:"copy_ms,omitempty"`
+	WarmPool     string  `json:"warm_pool,omitempty"` // "enabled" or why not
 	// 1-minute load average at the start and end: other work on the box
 	// skews everything.
 	LoadStart float64 `json:"load_avg_start"`
@@ -290,6 +298,10 @@ func writeTable(w io.Writer, r report) error {
 	p("%d CPUs, load average %.2f at start, %.2f at end\n", r.CPUs, r.LoadStart, r.LoadEnd)
 	if r.WarmPool != "" {
 		p("warm pool (--warm %d): %s\n", r.Warm, r.WarmPool)
+	}
+	if r.SetupSeconds > 0 || r.CopyBytes > 0 {
+		p("settings: setup sleeps %gs per new worktree; copy of %.1f MB in %d files: %.0f ms (%d cloned copy-on-write)\n",
+			r.SetupSeconds, float64(r.CopyBytes)/(1<<20), r.CopyFiles, r.CopyMs, r.CopyCloned)
 	}
 	p("\n%-28s %10s %10s %10s\n", "", "grove", "baseline", "ratio")
 	row := func(label, g, bl, rt string) { p("%-28s %10s %10s %10s\n", label, g, bl, rt) }

@@ -151,6 +151,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 		a.reapCmd(), a.restoreCmd(), a.doctorCmd())
 	root.AddCommand(a.sessionCmd())
 	root.AddCommand(a.trashCmd())
+	root.AddCommand(a.repoCmd())
 	root.AddCommand(a.versionCmd())
 	root.AddCommand(a.eventsCmd())
 	root.AddCommand(a.serviceCmd())

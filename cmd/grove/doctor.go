@@ -274,11 +274,11 @@ func checkLocks(ctx context.Context, rep *doctorReport, home string, st *store.S
 	}
 	if pools, err := st.PoolSummaries(ctx); err == nil {
 		rep.Pool = pools
-		ready, stale := 0, 0
+		ready, stale, up := 0, 0, 0
 		for _, p := range pools {
-			ready, stale = ready+p.Ready, stale+p.Stale
+			ready, stale, up = ready+p.Ready, stale+p.Stale, up+p.SetUp
 		}
-		msg := fmt.Sprintf("%d ready worktree(s) in %d repositor(ies) (grove serve --warm N)", ready, len(pools))
+		msg := fmt.Sprintf("%d ready worktree(s) in %d repositor(ies) (grove serve --warm N), %d set up, %d not", ready, len(pools), up, ready-up)
 		if stale > 0 {
 			msg += fmt.Sprintf("; %d stale (found dirty, kept for the reaper and its gate)", stale)
 		}

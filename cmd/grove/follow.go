@@ -16,11 +16,11 @@ import (
 )
 
 func (a *app) logsCmd() *cobra.Command {
-	var follow, events bool
+	var follow, events, setup bool
 	c := &cobra.Command{
 		Use:     "logs ID",
 		Short:   "Print a task's agent output (or its events)",
-		Example: "  grove logs t1a2b3c4d\n  grove logs -f t1a2b3c4d\n  grove logs --events t1a2b3c4d",
+		Example: "  grove logs t1a2b3c4d\n  grove logs -f t1a2b3c4d\n  grove logs --events t1a2b3c4d\n  grove logs --setup t1a2b3c4d",
 		Args:    exactArgs(1, "a task id"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
@@ -31,11 +31,15 @@ func (a *app) logsCmd() *cobra.Command {
 			if events {
 				return a.printEvents(ctx, id, follow)
 			}
+			if setup {
+				return a.printSetupLog(ctx, id)
+			}
 			return a.printLog(ctx, id, follow)
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the agent ends")
 	c.Flags().BoolVar(&events, "events", false, "print the task's audit events instead")
+	c.Flags().BoolVar(&setup, "setup", false, "print the output of the worktree's setup commands (.grove.toml setup) instead")
 	return c
 }
 

@@ -125,7 +125,8 @@ func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 		return err
 	}
 	if n, err := a.st.CountPool(context.Background()); err == nil && n > 0 {
-		fmt.Fprintf(a.stdout, "warm pool: %d ready worktree(s)\n", n)
+		up, _ := a.st.CountPoolSetUp(context.Background())
+		fmt.Fprintf(a.stdout, "warm pool: %d ready worktree(s), %d set up, %d not\n", n, up, n-up)
 	}
 	return nil
 }

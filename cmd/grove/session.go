@@ -73,7 +73,7 @@ does not listen within the daemon's --ready-timeout.`,
 			if dash == 1 {
 				req.Serve = args[1:]
 			} else if serve != "" {
-				req.Serve = strings.Fields(serve) // split on spaces; no shell
+				req.Serve = []string{"sh", "-c", serve} // a shell line: $GROVE_PORT, pipes, && work
 			}
 			if err := a.open(ctx); err != nil {
 				return err
@@ -89,7 +89,7 @@ does not listen within the daemon's --ready-timeout.`,
 	c.Flags().IntVar(&req.MaxRestarts, "max-restarts", 5, "restarts in a row before the session stays dead")
 	c.Flags().StringVar(&req.RepoDir, "repo", ".", "any path inside the repository's work tree")
 	c.Flags().StringVar(&req.Base, "base", "", "commit or branch to start from (default: the main checkout's branch)")
-	c.Flags().StringVar(&serve, "serve", "", "service command, split on spaces (no shell); or give it after --")
+	c.Flags().StringVar(&serve, "serve", "", "service command line, run with sh -c (GROVE_PORT set); or give an argv after --")
 	return c
 }
 
@@ -202,6 +202,9 @@ what it was. A dead or failed session's reason is in grove session show.`,
 				port := "-"
 				if s.Port != 0 {
 					port = fmt.Sprint(s.Port)
+					if len(s.Serve) > 0 {
+						port = fmt.Sprintf("http://127.0.0.1:%d", s.Port)
+					}
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", s.ID, sessionStateText(s), port, age(time.Since(s.LastUsedAt)),
 					clip(orDash(s.Activity), 28), shortPath(s.RepoPath), clip(strings.Join(s.Serve, " "), 40))
