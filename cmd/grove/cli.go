@@ -110,6 +110,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 		a.reapCmd(), a.restoreCmd(), a.doctorCmd())
 	root.AddCommand(a.sessionCmd())
 	root.AddCommand(a.trashCmd())
+	root.AddCommand(a.attachCmd(), a.sendCmd())
 	return root
 }
 

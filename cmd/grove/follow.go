@@ -174,14 +174,14 @@ func (a *app) diffCmd() *cobra.Command {
 }
 
 func (a *app) waitCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, untilWaiting bool
 	c := &cobra.Command{
 		Use:   "wait ID...",
 		Short: "Wait until tasks reach review or an end state",
 		Long: `wait returns when every task is in review or an end state. Its exit code
 is the agent's (the first non-zero one over several tasks), or 1 when grove
 itself failed, canceled, or could not apply a task.`,
-		Example: "  grove wait t1a2b3c4d && grove diff t1a2b3c4d\n  grove wait $(grove ls --state running --json | jq -r '.[].id')",
+		Example: "  grove wait t1a2b3c4d && grove diff t1a2b3c4d\n  grove wait $(grove ls --state running --json | jq -r '.[].id')\n  grove wait --until-waiting t1a2b3c4d && grove send t1a2b3c4d yes --enter",
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return grove.Userf(grove.ErrUsage, "usage: "+c.UseLine(), "wait needs at least one task id")
@@ -192,10 +192,17 @@ itself failed, canceled, or could not apply a task.`,
 			if err := a.open(c.Context()); err != nil {
 				return err
 			}
+			if untilWaiting {
+				if len(args) != 1 {
+					return grove.Userf(grove.ErrUsage, "usage: grove wait --until-waiting ID", "--until-waiting takes one task id")
+				}
+				return a.waitUntilWaiting(c.Context(), args[0])
+			}
 			return a.waitTasks(c.Context(), args, asJSON)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the tasks as JSON when done")
+	c.Flags().BoolVar(&untilWaiting, "until-waiting", false, "return (exit 0) once the --tty agent waits for input; exit 1 if the task ends first")
 	return c
 }
 

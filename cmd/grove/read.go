@@ -116,7 +116,7 @@ func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 		if t.ExitCode != nil {
 			exit = fmt.Sprint(*t.ExitCode)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, age(now.Sub(t.CreatedAt)), exit,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, a.stateLabel(t), age(now.Sub(t.CreatedAt)), exit,
 			shortPath(t.RepoPath), clip(strings.Join(t.Argv, " "), 50))
 	}
 	if err := tw.Flush(); err != nil {
@@ -162,6 +162,8 @@ type taskView struct {
 	Run       *grove.Run       `json:"run,omitempty"`
 	Change    *grove.Change    `json:"change,omitempty"`
 	Events    []grove.Event    `json:"events"`
+	// Waiting: the agent (on a terminal) waits for input.
+	Waiting bool `json:"waiting,omitempty"`
 }
 
 func (a *app) showCmd() *cobra.Command {
@@ -200,6 +202,7 @@ func (a *app) taskView(ctx context.Context, idArg string) (taskView, error) {
 		return taskView{}, err
 	}
 	v := taskView{Task: t}
+	v.Waiting = a.stateLabel(t) != string(t.State)
 	if ws, err := a.st.TaskWorkspace(ctx, id); err == nil {
 		v.Workspace = &ws
 		if ws.AtRisk != "" {
@@ -229,7 +232,11 @@ func printView(w io.Writer, v taskView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(k, val string) { fmt.Fprintf(tw, "%s\t%s\n", k, val) }
 	p("task", v.ID)
-	p("state", string(v.State))
+	if v.Waiting {
+		p("state", string(v.State)+" (waiting)")
+	} else {
+		p("state", string(v.State))
+	}
 	if v.Error != "" {
 		p("error", v.Error)
 	}
