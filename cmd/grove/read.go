@@ -262,6 +262,9 @@ func printView(w io.Writer, v taskView) error {
 	if v.Run != nil {
 		p("log", v.Run.Dir+"/"+supervise.LogFile)
 	}
+	if v.Options.TTY {
+		p("terminal", "grove attach "+v.ID+" (Ctrl-] detaches), grove send "+v.ID+" TEXT --enter")
+	}
 	if v.Change != nil {
 		p("change", fmt.Sprintf("%d files, +%d -%d (%.12s..%.12s)", len(v.Change.Files), v.Change.Added,
 			v.Change.Deleted, v.Change.BaseCommit, v.Change.HeadCommit))
