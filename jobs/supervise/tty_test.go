@@ -13,6 +13,7 @@ import (
 
 	"github.com/creack/pty"
 	"github.com/matryer/is"
+	"golang.org/x/sys/unix"
 )
 
 func TestRingKeepsTheLastBytes(t *testing.T) {
@@ -55,29 +56,82 @@ func TestPlainTextStripsEscapes(t *testing.T) {
 	is.Equal(string(out), want)
 }
 
-// The waiting detector's signal: a shell blocked in `read` on its terminal
-// is waiting; one sleeping (nanosleep, wait4) is not.
+// TestMain lets the test binary stand in for an interactive program that
+// waits on its terminal with poll, select or epoll ($GROVE_TEST_WAIT_ON).
+func TestMain(m *testing.M) {
+	switch os.Getenv("GROVE_TEST_WAIT_ON") {
+	case "":
+		os.Exit(m.Run())
+	case "poll":
+		_, _ = unix.Poll([]unix.PollFd{{Fd: 0, Events: unix.POLLIN}}, -1)
+	case "select":
+		var set unix.FdSet
+		set.Set(0)
+		_, _ = unix.Select(1, &set, nil, nil, nil)
+	case "epoll":
+		ep, _ := unix.EpollCreate1(0)
+		_ = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, 0, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: 0})
+		_, _ = unix.EpollWait(ep, make([]unix.EpollEvent, 1), -1)
+	case "epoll-other": // watches a pipe, not its terminal
+		var p [2]int
+		_ = unix.Pipe(p[:])
+		ep, _ := unix.EpollCreate1(0)
+		_ = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, p[0], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p[0])})
+		_, _ = unix.EpollWait(ep, make([]unix.EpollEvent, 1), -1)
+	}
+	os.Exit(0)
+}
+
+// The waiting detector's signal: a program blocked in read, poll, select
+// or epoll_wait on its terminal is waiting; one sleeping (nanosleep, wait4)
+// or waiting on something else is not.
 func TestBlockedOnTerminal(t *testing.T) {
-	is := is.New(t)
-	probe := func(script string, limit time.Duration) bool {
-		cmd := exec.Command("/bin/sh", "-c", script)
+	probe := func(cmd *exec.Cmd, limit time.Duration) bool {
+		t.Helper()
 		f, err := pty.Start(cmd)
-		is.NoErr(err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); f.Close() }()
 		var st syscall.Stat_t
-		is.NoErr(syscall.Stat(fmt.Sprintf("/proc/%d/fd/0", cmd.Process.Pid), &st))
-		rdev := st.Rdev
+		if err := syscall.Stat(fmt.Sprintf("/proc/%d/fd/0", cmd.Process.Pid), &st); err != nil {
+			t.Fatal(err)
+		}
 		deadline := time.Now().Add(limit)
 		for time.Now().Before(deadline) {
-			if _, _, ok := blockedOnTerminal(cmd.Process.Pid, rdev, "pts"); ok {
+			if _, how, ok := blockedOnTerminal(cmd.Process.Pid, st.Rdev, "pts"); ok {
+				t.Logf("%v: %s", cmd.Args, how)
 				return true
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		return false
 	}
-	is.True(probe("read x", 10*time.Second))
-	is.True(!probe("sleep 5", time.Second))
+	sh := func(script string) *exec.Cmd { return exec.Command("/bin/sh", "-c", script) }
+	self := func(how string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), "GROVE_TEST_WAIT_ON="+how)
+		return cmd
+	}
+	for _, c := range []struct {
+		cmd  *exec.Cmd
+		want bool
+	}{
+		{sh("read x"), true},
+		{self("poll"), true},
+		{self("select"), true},
+		{self("epoll"), true},
+		{sh("sleep 5"), false},
+		{self("epoll-other"), false},
+	} {
+		limit := 10 * time.Second
+		if !c.want {
+			limit = time.Second
+		}
+		if got := probe(c.cmd, limit); got != c.want {
+			t.Errorf("%v %s: waiting = %v, want %v", c.cmd.Args, c.cmd.Env[len(c.cmd.Env)-1], got, c.want)
+		}
+	}
 }
 
 // A terminal run whose run directory's path is too long for a unix socket

@@ -1,6 +1,7 @@
 package supervise
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,20 +97,22 @@ func (t *terminal) detect() {
 }
 
 // blockedOnTerminal reports whether the terminal's foreground process
-// group pgrp waits for input from it. The signal, per thread of each
-// process of the group, is /proc/PID/task/TID/syscall (the system call a
-// blocked thread sleeps in, with its arguments; readable by the supervisor,
-// the agent's ancestor, even under Yama's ptrace_scope=1):
-//   - no thread of the group is running, and
-//   - one thread sleeps in read(2)/readv/pread on a descriptor that is the
-//     terminal's slave (a shell's `read`, a line-reading program), or in
-//     poll/select/epoll_wait while its process has the terminal as stdin
-//     (event-loop programs such as Node, which wait for the terminal to
-//     become readable rather than in read).
+// group pgrp waits for input from it: no thread of the group is running,
+// and one sleeps in a system call waiting to read the terminal (rdev):
+//   - read/readv/pread64 on a descriptor that is the terminal (a shell's
+//     `read`, a line-reading program);
+//   - poll/ppoll with the terminal in its pollfd array for POLLIN, or
+//     select/pselect6 with it in its read set (the arrays are read from
+//     /proc/PID/mem);
+//   - epoll_wait/epoll_pwait on an epoll instance that watches the terminal
+//     for EPOLLIN (/proc/PID/fdinfo/EPFD): event-loop programs such as Node.
 //
-// Combined with a quiet terminal this tells "waiting for the user" from
-// "thinking" (running, or sleeping on a network socket with a process whose
-// stdin is not the terminal) and from "sleeping" (nanosleep, wait4).
+// The system call and its arguments come from /proc/PID/task/TID/syscall;
+// the supervisor, the agent's ancestor, may read it (and mem) even under
+// Yama's ptrace_scope=1. /proc/PID/wchan is no help: a read on a terminal
+// sleeps in wait_woken, like many other waits. Combined with a quiet
+// terminal, this tells "waiting for the user" from "working" (running, or
+// blocked on a socket or a child) and "sleeping" (nanosleep, wait4).
 func blockedOnTerminal(pgrp int, rdev uint64, slaveName string) (pid int, how string, ok bool) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -144,18 +147,29 @@ func blockedOnTerminal(pgrp int, rdev uint64, slaveName string) (pid int, how st
 				return 0, "", false // busy
 			}
 			nr, err := strconv.Atoi(s[0])
-			if err != nil || len(s) < 2 || found {
+			if err != nil || len(s) < 3 || found {
 				continue
 			}
-			switch {
-			case readCalls[nr] != "":
-				fd, err := strconv.ParseUint(strings.TrimPrefix(s[1], "0x"), 16, 32)
-				if err == nil && isTerm(p, strconv.FormatUint(fd, 10)) {
-					pid, how, found = p, fmt.Sprintf("%s(%d) on %s", readCalls[nr], fd, slaveName), true
-				}
-			case pollCalls[nr] != "":
-				if isTerm(p, "0") {
-					pid, how, found = p, fmt.Sprintf("%s with %s as stdin", pollCalls[nr], slaveName), true
+			a0, err0 := strconv.ParseUint(strings.TrimPrefix(s[1], "0x"), 16, 64)
+			a1, err1 := strconv.ParseUint(strings.TrimPrefix(s[2], "0x"), 16, 64)
+			if err0 != nil || err1 != nil {
+				continue
+			}
+			var fds []int // the descriptors the thread waits to read
+			switch pollKinds[nr] {
+			case kindRead:
+				fds = []int{int(a0)}
+			case kindPoll: // poll(fds, nfds, ...), ppoll
+				fds = pollFds(p, a0, a1)
+			case kindSelect: // select(nfds, readfds, ...), pselect6
+				fds = selectFds(p, a0, a1)
+			case kindEpoll: // epoll_wait(epfd, ...), epoll_pwait, epoll_pwait2
+				fds = epollFds(p, a0)
+			}
+			for _, fd := range fds {
+				if isTerm(p, strconv.Itoa(fd)) {
+					pid, how, found = p, fmt.Sprintf("%s on fd %d (%s)", callNames[nr], fd, slaveName), true
+					break
 				}
 			}
 		}
@@ -163,9 +177,95 @@ func blockedOnTerminal(pgrp int, rdev uint64, slaveName string) (pid int, how st
 	return pid, how, found
 }
 
+// pollFds reads the pollfd array of a thread blocked in poll: the
+// descriptors it waits to read. The supervisor may read the memory of the
+// agent, its descendant (the same access as /proc/PID/syscall).
+func pollFds(pid int, addr, n uint64) []int {
+	if n == 0 || n > 4096 {
+		return nil
+	}
+	b, err := readMem(pid, addr, int(n)*8) // struct pollfd { int fd; short events, revents; }
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for i := 0; i+8 <= len(b); i += 8 {
+		fd := int(int32(binary.NativeEndian.Uint32(b[i:])))
+		if binary.NativeEndian.Uint16(b[i+4:])&unix.POLLIN != 0 && fd >= 0 {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}
+
+// selectFds reads the read set of a thread blocked in select.
+func selectFds(pid int, nfds, addr uint64) []int {
+	if addr == 0 || nfds == 0 || nfds > 1<<16 {
+		return nil
+	}
+	b, err := readMem(pid, addr, int(nfds+63)/64*8)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for fd := 0; fd < int(nfds); fd++ {
+		word := binary.NativeEndian.Uint64(b[fd/64*8:])
+		if word&(1<<(fd%64)) != 0 {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}
+
+// epollFds lists the descriptors an epoll instance watches for input,
+// from /proc/PID/fdinfo/EPFD ("tfd: N events: MASK ...").
+func epollFds(pid int, epfd uint64) []int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, epfd))
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[0] != "tfd:" || f[2] != "events:" {
+			continue
+		}
+		fd, err1 := strconv.Atoi(f[1])
+		ev, err2 := strconv.ParseUint(f[3], 16, 32)
+		if err1 == nil && err2 == nil && ev&unix.EPOLLIN != 0 {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}
+
+func readMem(pid int, addr uint64, n int) ([]byte, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, int64(addr)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// How a system call waits for input, by number.
+const (
+	kindRead = iota + 1
+	kindPoll
+	kindSelect
+	kindEpoll
+)
+
 // System calls a thread waiting for terminal input sleeps in.
 var (
-	readCalls = map[int]string{unix.SYS_READ: "read", unix.SYS_READV: "readv", unix.SYS_PREAD64: "pread64"}
-	pollCalls = map[int]string{unix.SYS_PPOLL: "ppoll", unix.SYS_PSELECT6: "pselect6", unix.SYS_EPOLL_PWAIT: "epoll_pwait",
-		unix.SYS_EPOLL_PWAIT2: "epoll_pwait2"}
+	pollKinds = map[int]int{unix.SYS_READ: kindRead, unix.SYS_READV: kindRead, unix.SYS_PREAD64: kindRead,
+		unix.SYS_PPOLL: kindPoll, unix.SYS_PSELECT6: kindSelect,
+		unix.SYS_EPOLL_PWAIT: kindEpoll, unix.SYS_EPOLL_PWAIT2: kindEpoll}
+	callNames = map[int]string{unix.SYS_READ: "read", unix.SYS_READV: "readv", unix.SYS_PREAD64: "pread64",
+		unix.SYS_PPOLL: "ppoll", unix.SYS_PSELECT6: "pselect6",
+		unix.SYS_EPOLL_PWAIT: "epoll_pwait", unix.SYS_EPOLL_PWAIT2: "epoll_pwait2"}
 )
