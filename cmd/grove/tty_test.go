@@ -148,10 +148,9 @@ func TestTTYAttachSendWait(t *testing.T) {
 	is.True(h.task(id).Options.TTY)
 
 	u1 := h.attachTerm(id, 30, 100) // waits for the agent to start
-	u1.expect("Proceed? [yes/no]")
-	u1.expect("size: 30 100") // the viewer's size, given at attach
+	u1.expect("Proceed? [yes/no]") // (its WINCH trap is set from now on)
 	is.NoErr(pty.Setsize(u1.pty, &pty.Winsize{Rows: 40, Cols: 120}))
-	u1.expect("size: 40 120") // and on resize
+	u1.expect("size: 40 120") // the viewer's resize reaches the program
 	u1.typeText("\x1d")       // Ctrl-]
 	is.Equal(u1.exit(), 0)
 	u1.expect("detached from task " + id)
@@ -159,6 +158,7 @@ func TestTTYAttachSendWait(t *testing.T) {
 	u2 := h.attachTerm(id, 30, 100)
 	u2.expect("Proceed? [yes/no]") // the screen, replayed
 	u2.expect("size: 40 120")      // printed while nobody but u1 watched
+	u2.expect("size: 30 100")      // the new viewer's size, given at attach
 
 	h.stopDaemon(syscall.SIGKILL)
 	h.startDaemon()
