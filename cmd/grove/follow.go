@@ -16,11 +16,11 @@ import (
 )
 
 func (a *app) logsCmd() *cobra.Command {
-	var follow, events bool
+	var follow, events, raw bool
 	c := &cobra.Command{
 		Use:     "logs ID",
 		Short:   "Print a task's agent output (or its events)",
-		Example: "  grove logs t1a2b3c4d\n  grove logs -f t1a2b3c4d\n  grove logs --events t1a2b3c4d",
+		Example: "  grove logs t1a2b3c4d\n  grove logs -f t1a2b3c4d\n  grove logs --events t1a2b3c4d\n  grove logs --raw t1a2b3c4d   # a --tty agent's output with its escape sequences",
 		Args:    exactArgs(1, "a task id"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
@@ -31,11 +31,16 @@ func (a *app) logsCmd() *cobra.Command {
 			if events {
 				return a.printEvents(ctx, id, follow)
 			}
-			return a.printLog(ctx, id, follow)
+			name := supervise.LogFile
+			if raw {
+				name = supervise.TTYRawFile
+			}
+			return a.printLog(ctx, id, follow, name)
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the agent ends")
 	c.Flags().BoolVar(&events, "events", false, "print the task's audit events instead")
+	c.Flags().BoolVar(&raw, "raw", false, "a --tty agent's output as it wrote it, escape sequences and all (the log is plain text)")
 	return c
 }
 
@@ -66,7 +71,9 @@ func (a *app) printEvents(ctx context.Context, id string, follow bool) error {
 	}
 }
 
-func (a *app) printLog(ctx context.Context, id string, follow bool) error {
+// printLog prints file name of the task's latest run (the log, or a
+// terminal's raw recording).
+func (a *app) printLog(ctx context.Context, id string, follow bool, name string) error {
 	var dir string
 	for {
 		r, err := a.st.LatestAgentRun(ctx, id)
@@ -84,7 +91,10 @@ func (a *app) printLog(ctx context.Context, id string, follow bool) error {
 			return err
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, supervise.LogFile))
+	f, err := os.Open(filepath.Join(dir, name))
+	if errors.Is(err, os.ErrNotExist) && name == supervise.TTYRawFile {
+		return grove.Userf(grove.ErrNotFound, "grove logs "+id+" prints its output", "task %s has no terminal recording (not a --tty task)", id)
+	}
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
