@@ -52,12 +52,12 @@ for it.`,
 			if err != nil {
 				return err
 			}
-			conn, err := a.dialTerminal(ctx, id, true)
+			conn, dir, err := a.dialTerminal(ctx, id, true)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			return a.attach(id, conn, key)
+			return a.attach(id, dir, conn, key)
 		},
 	}
 	c.Flags().StringVar(&detach, "detach-key", defaultDetachKey, "the key that detaches: ctrl-<char>, e.g. ctrl-] or ctrl-\\")
@@ -79,48 +79,48 @@ func parseDetachKey(s string) (byte, error) {
 
 // dialTerminal connects to the terminal of task id's current run. With
 // wait, a task whose agent has not started yet is waited for.
-func (a *app) dialTerminal(ctx context.Context, id string, wait bool) (*net.UnixConn, error) {
+func (a *app) dialTerminal(ctx context.Context, id string, wait bool) (conn *net.UnixConn, dir string, err error) {
 	for {
 		t, err := a.st.Task(ctx, id)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if !t.Options.TTY {
-			return nil, grove.Userf(grove.ErrUsage, "submit it with: grove submit --tty -- CMD...; grove logs "+id+" shows its output",
+			return nil, "", grove.Userf(grove.ErrUsage, "submit it with: grove submit --tty -- CMD...; grove logs "+id+" shows its output",
 				"task %s does not run on a terminal", id)
 		}
 		if t.Attempt > 0 {
-			dir := jobs.RunDir(a.home, id, t.Attempt)
+			dir = jobs.RunDir(a.home, id, t.Attempt)
 			conn, err := supervise.DialTTY(dir)
 			if err == nil {
-				return conn, nil
+				return conn, dir, nil
 			}
 			if !errors.Is(err, supervise.ErrNoTerminal) {
-				return nil, err
+				return nil, "", err
 			}
 			if e, ended, _ := supervise.ReadExit(dir); ended {
-				return nil, grove.Userf(grove.ErrConflict, "see its output with: grove logs "+id,
+				return nil, "", grove.Userf(grove.ErrConflict, "see its output with: grove logs "+id,
 					"the agent of task %s has ended (%s, exit code %d)", id, e.Reason, e.Code)
 			}
 			if t.State == grove.StateRunning && !supervise.Alive(dir) {
-				return nil, grove.Userf(grove.ErrConflict, "see grove show "+id, "the supervisor of task %s is gone: %v", id, err)
+				return nil, "", grove.Userf(grove.ErrConflict, "see grove show "+id, "the supervisor of task %s is gone: %v", id, err)
 			}
 		}
 		if t.State != grove.StateQueued && t.State != grove.StatePreparing && t.State != grove.StateRunning {
-			return nil, grove.Userf(grove.ErrConflict, "see its output with: grove logs "+id, "task %s is %s: its agent is not running", id, t.State)
+			return nil, "", grove.Userf(grove.ErrConflict, "see its output with: grove logs "+id, "task %s is %s: its agent is not running", id, t.State)
 		}
 		if !wait {
-			return nil, grove.Userf(grove.ErrConflict, "wait for it: grove attach "+id, "task %s has not started its agent yet", id)
+			return nil, "", grove.Userf(grove.ErrConflict, "wait for it: grove attach "+id, "task %s has not started its agent yet", id)
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 }
 
 // attach copies between the user's terminal and the agent's until the
 // detach key, the agent's end, or a lost connection.
-func (a *app) attach(id string, conn *net.UnixConn, key byte) error {
+func (a *app) attach(id, dir string, conn *net.UnixConn, key byte) error {
 	in, _ := a.stdin.(*os.File)
 	raw := in != nil && isTerminal(in)
 	if raw {
@@ -208,7 +208,15 @@ func (a *app) attach(id string, conn *net.UnixConn, key byte) error {
 			return nil
 		case err := <-frames:
 			if exit == nil {
-				return fmt.Errorf("terminal of task %s: connection lost: %v", id, err)
+				if e, ok, _ := supervise.ReadExit(dir); ok {
+					exit = &e
+				} else {
+					if raw {
+						fmt.Fprint(a.stderr, "\r\n")
+					}
+					return grove.Userf(grove.ErrConflict, "see: grove show "+id,
+						"lost the terminal of task %s: its supervisor ended without an exit status (%v)", id, err)
+				}
 			}
 			fmt.Fprintf(a.stderr, "%s[task %s: agent %s, exit code %d]%s", nl, id, exit.Reason, exit.Code, nl)
 			if exit.Code >= 0 {

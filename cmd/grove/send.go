@@ -28,7 +28,7 @@ follow-up instruction from a script, e.g. after grove wait --until-waiting.`,
 			if err != nil {
 				return err
 			}
-			conn, err := a.dialTerminal(ctx, id, false)
+			conn, _, err := a.dialTerminal(ctx, id, false)
 			if err != nil {
 				return err
 			}

@@ -201,3 +201,24 @@ func TestTTYAttachSendWait(t *testing.T) {
 	is.Equal(countLines(t, counter), map[string]int{id: 1, id2: 1}) // each ran once
 	h.stopDaemon(syscall.SIGTERM)
 }
+
+// A supervisor that dies after creating its socket and before starting the
+// agent: `grove attach` does not hang on the dead socket, it names the
+// problem and exits 1; the task fails as lost; the agent never ran.
+func TestTTYSupervisorDiesBeforeAgent(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.env = append(h.env, grove.FailpointEnv+"=tty.before-agent") // reaches the supervisor through the daemon
+	counter := filepath.Join(h.work, "counter")
+	agent := h.writeAgent("ask.sh", ttyAgent)
+	h.startDaemon()
+	id := h.mustGrove("submit", "--repo", h.repo, "--tty", "--env", "COUNTER="+counter, "--", agent)
+	u := h.attachTerm(id, 24, 80)
+	is.Equal(u.exit(), 1)
+	is.True(regexp.MustCompile(`supervisor of task \S+ is gone|task \S+ is failed|its supervisor ended without an exit status`).MatchString(u.screen()))
+	h.until(30*time.Second, "task failed", func() bool { return h.task(id).State == grove.StateFailed })
+	is.True(strings.Contains(h.task(id).Error, "agent lost"))
+	_, err := os.Stat(counter)
+	is.True(os.IsNotExist(err)) // never started
+	h.stopDaemon(syscall.SIGTERM)
+}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/grove-dev/grove"
 )
 
 // RingSize is how much recent raw output a viewer is shown when it attaches.
@@ -88,6 +90,7 @@ func startTerminal(dir string, spec Spec, cmd *exec.Cmd) (*terminal, error) {
 	if err := t.listen(); err != nil {
 		return fail(err)
 	}
+	grove.Failpoint("tty.before-agent") // a socket with nobody behind it, no agent
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
 	if envValue(cmd.Env, "TERM") == "" {
