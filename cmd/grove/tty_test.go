@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -160,12 +161,21 @@ func TestTTYAttachSendWait(t *testing.T) {
 	u2.expect("size: 40 120")      // printed while nobody but u1 watched
 	u2.expect("size: 30 100")      // the new viewer's size, given at attach
 
+	h.mustGrove("wait", "--until-waiting", id) // it waits, with a viewer attached
+	h.waitEvent(10*time.Second, id, jobs.EventWaitingInput)
 	h.stopDaemon(syscall.SIGKILL)
+	waitingRe := regexp.MustCompile(`(?m)^state\s+running \(waiting\)$`)
+	is.True(waitingRe.MatchString(h.mustGrove("show", id))) // from the run dir, no daemon needed
 	h.startDaemon()
 	h.waitEvent(30*time.Second, id, "adopted")
 	u3 := h.attachTerm(id, 30, 100)
 	u3.expect("Proceed? [yes/no]")
-	u3.typeText("yes\r")
+	u3.typeText("y") // input (and its echo) ends the wait
+	h.until(10*time.Second, "input clears waiting", func() bool {
+		out, _, err := h.grove("show", id)
+		return err == nil && !waitingRe.MatchString(out)
+	})
+	u3.typeText("es\r")
 	for _, u := range []*userTerm{u2, u3} { // both viewers see the end
 		is.Equal(u.exit(), 3)
 		u.expect("answer: yes")
@@ -176,7 +186,9 @@ func TestTTYAttachSendWait(t *testing.T) {
 	is.True(errors.As(err, &ee) && ee.ExitCode() == 3) // the program's code
 
 	log := h.mustGrove("logs", id)
-	is.True(strings.Contains(log, "working 1/2\nworking 2/2\nProceed? [yes/no]")) // plain text
+	if !strings.Contains(log, "working 1/2\nworking 2/2\nProceed? [yes/no]") { // plain text
+		t.Errorf("the log is not the plain text expected:\n%q", log)
+	}
 	is.True(strings.Contains(log, "answer: yes"))
 	is.True(!strings.Contains(log, "\x1b") && !strings.Contains(log, "\r"))
 	raw := h.mustGrove("logs", "--raw", id) // as the program wrote it
@@ -199,6 +211,15 @@ func TestTTYAttachSendWait(t *testing.T) {
 	is.Equal(h.task(id2).State, grove.StateReview)
 
 	is.Equal(countLines(t, counter), map[string]int{id: 1, id2: 1}) // each ran once
+	evs, err := h.store().Events(context.Background(), id, 0)
+	is.NoErr(err)
+	first := 0
+	for _, e := range evs {
+		if e.Kind == jobs.EventWaitingInput && strings.HasSuffix(e.Message, "(#1)") {
+			first++
+		}
+	}
+	is.Equal(first, 1) // one event per episode, across the daemon's restart
 	h.stopDaemon(syscall.SIGTERM)
 }
 

@@ -239,13 +239,14 @@ func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
 		return Exit{Code: -1, Reason: ReasonStart, Message: err.Error()}
 	}
 	waited, err := startLocked(cmd)
-	term.started(err)
 	if err != nil {
+		term.started(err)
 		return Exit{Code: 126, Reason: ReasonStart, Message: fmt.Sprintf("start agent %s: %v", spec.Argv[0], err)}
 	}
 	pgid := cmd.Process.Pid
 	_ = writeFileAtomic(filepath.Join(dir, AgentFile), []byte(strconv.Itoa(pgid)))
 	fmt.Fprintf(os.Stderr, "grove: agent started, pid %d\n", pgid)
+	term.started(nil) // its output is logged from now on, after that line
 
 	var timeout <-chan time.Time
 	if spec.Timeout > 0 {

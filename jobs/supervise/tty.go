@@ -126,7 +126,8 @@ func (t *terminal) listen() error {
 // started is called once the agent was started (err nil) or failed to
 // start: the supervisor's copy of the slave is closed (the master reads
 // EIO once the agent's side is all closed), and the pump, the socket and
-// the waiting detector run.
+// the waiting detector run. Until then the agent's output waits in the
+// terminal's buffer, so the supervisor's own line comes first in the log.
 func (t *terminal) started(err error) {
 	if t == nil {
 		return
