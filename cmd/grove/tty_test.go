@@ -39,6 +39,20 @@ echo "answer: $answer"
 exit 4
 `
 
+// waitUntilWaiting runs `grove wait --until-waiting id`, which must
+// succeed within a deadline.
+func (h *harness) waitUntilWaiting(id string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), slow(30*time.Second))
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "grove", "wait", "--until-waiting", id)
+	cmd.Dir, cmd.Env = h.work, h.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		h.dumpState()
+		h.t.Fatalf("grove wait --until-waiting %s: %v\n%s", id, err, out)
+	}
+}
+
 // userTerm is a user's terminal: a pseudo-terminal the test owns, running
 // `grove attach`.
 type userTerm struct {
@@ -161,7 +175,7 @@ func TestTTYAttachSendWait(t *testing.T) {
 	u2.expect("size: 40 120")      // printed while nobody but u1 watched
 	u2.expect("size: 30 100")      // the new viewer's size, given at attach
 
-	h.mustGrove("wait", "--until-waiting", id) // it waits, with a viewer attached
+	h.waitUntilWaiting(id) // it waits, with a viewer attached
 	h.waitEvent(10*time.Second, id, jobs.EventWaitingInput)
 	h.stopDaemon(syscall.SIGKILL)
 	waitingRe := regexp.MustCompile(`(?m)^state\s+running \(waiting\)$`)
@@ -200,7 +214,7 @@ func TestTTYAttachSendWait(t *testing.T) {
 
 	// A script answers without attaching.
 	id2 := h.mustGrove("submit", "--repo", h.repo, "--tty", "--env", "COUNTER="+counter, "--", agent)
-	h.mustGrove("wait", "--until-waiting", id2)
+	h.waitUntilWaiting(id2)
 	is.True(regexp.MustCompile(`(?m)^` + id2 + `\s+running \(waiting\)`).MatchString(h.mustGrove("ls")))
 	is.True(regexp.MustCompile(`(?m)^state\s+running \(waiting\)$`).MatchString(h.mustGrove("show", id2)))
 	h.waitEvent(10*time.Second, id2, jobs.EventWaitingInput)
