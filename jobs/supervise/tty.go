@@ -1,6 +1,7 @@
 package supervise
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -242,11 +243,17 @@ func (t *terminal) serve(c *net.UnixConn) {
 		return
 	}
 	if screen := t.ring.Bytes(); len(screen) > 0 {
+		if t.ring.full {
+			// Start at a line, not inside an escape sequence cut in two.
+			if i := bytes.IndexByte(screen[:min(len(screen), 4096)], '\n'); i >= 0 {
+				screen = screen[i+1:]
+			}
+		}
 		v.out <- appendFrame(nil, FrameOutput, screen)
 	}
 	t.viewers[v] = struct{}{}
+	t.wg.Add(1) // under mu: end waits only once no viewer can be added
 	t.mu.Unlock()
-	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
 		defer c.Close()
