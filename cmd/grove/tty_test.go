@@ -257,3 +257,16 @@ func TestTTYSupervisorDiesBeforeAgent(t *testing.T) {
 	is.True(os.IsNotExist(err)) // never started
 	h.stopDaemon(syscall.SIGTERM)
 }
+
+func TestParseDetachKey(t *testing.T) {
+	is := is.New(t)
+	for in, want := range map[string]byte{"ctrl-]": 0x1d, "ctrl-\\": 0x1c, "Ctrl-A": 0x01, "ctrl-x": 0x18, "ctrl-_": 0x1f} {
+		got, err := parseDetachKey(in)
+		is.NoErr(err)
+		is.Equal(got, want)
+	}
+	for _, in := range []string{"]", "ctrl-", "ctrl-ab", "ctrl-1", "alt-x"} {
+		_, err := parseDetachKey(in)
+		is.True(errors.Is(err, grove.ErrUsage))
+	}
+}
