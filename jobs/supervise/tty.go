@@ -93,7 +93,14 @@ func startTerminal(dir string, spec Spec, cmd *exec.Cmd) (*terminal, error) {
 	}
 	grove.Failpoint("tty.before-agent") // a socket with nobody behind it, no agent
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
+	// Own session with the terminal as its controlling tty (setsid makes
+	// the agent its process group's leader, as Setpgid did); the rest of
+	// the attributes (Pdeathsig...) stay as the caller set them.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
+	cmd.SysProcAttr.Setpgid, cmd.SysProcAttr.Pgid = false, 0
+	cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 0
 	if envValue(cmd.Env, "TERM") == "" {
 		cmd.Env = append(cmd.Env, "TERM=xterm-256color")
 	}
