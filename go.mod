@@ -3,6 +3,7 @@ module github.com/grove-dev/grove
 go 1.26.0
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/lmittmann/tint v1.2.1
 	github.com/matryer/is v1.4.1
 	github.com/mattn/go-isatty v0.0.24

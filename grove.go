@@ -56,7 +56,11 @@ type Task struct {
 // kept with the task (column task.options, JSON). The zero value is a
 // task with no options. Add a field with `json:",omitempty"` so older
 // rows decode unchanged.
-type TaskOptions struct{}
+type TaskOptions struct {
+	// TTY runs the agent on a pseudo-terminal owned by its supervisor
+	// (grove submit --tty; grove attach, grove send).
+	TTY bool `json:"tty,omitempty"`
+}
 
 // Workspace is one worktree on disk, owned by a task or a session.
 type Workspace struct {

@@ -99,7 +99,7 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 			port = sess.Port
 		}
 		spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: AgentEnv(task, ws, port),
-			Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == ""}
+			Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == "", TTY: task.Options.TTY}
 		started, err := supervise.Start(d.Exe, dir, spec)
 		if err != nil {
 			return err
@@ -133,10 +133,13 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 	case supervise.Lost:
 		return w.finishLost(ctx, client, task, dir, exit)
 	}
-	var ticks int
+	var ticks, waiting int
 	waitCtx, cancel := d.untilShutdown(ctx)
 	defer cancel()
 	exit, err = supervise.Wait(waitCtx, dir, done, d.Poll, func() {
+		if task.Options.TTY {
+			w.noteWaiting(ctx, id, dir, &waiting)
+		}
 		ticks++
 		if ticks%10 == 0 { // a cancel recorded while no CLI could signal
 			w.forwardCancel(ctx, id, dir)

@@ -160,6 +160,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	usageArgs(root)
 	a.addCompletions(root)
 	a.root = root
+	root.AddCommand(a.attachCmd(), a.sendCmd())
 	return root
 }
 

@@ -63,3 +63,12 @@ func stateColor(s grove.TaskState) string {
 
 // state paints a task state.
 func (p painter) state(s grove.TaskState) string { return p.paint(stateColor(s), string(s)) }
+
+// waitingState is state(s), with " (waiting)" when a terminal agent waits
+// for input.
+func (p painter) waitingState(s grove.TaskState, waiting bool) string {
+	if waiting {
+		return p.state(s) + " (waiting)"
+	}
+	return p.state(s)
+}

@@ -16,11 +16,11 @@ import (
 )
 
 func (a *app) logsCmd() *cobra.Command {
-	var follow, events, setup bool
+	var follow, events, setup, raw bool
 	c := &cobra.Command{
 		Use:     "logs ID",
 		Short:   "Print a task's agent output (or its events)",
-		Example: "  grove logs t1a2b3c4d\n  grove logs -f t1a2b3c4d\n  grove logs --events t1a2b3c4d\n  grove logs --setup t1a2b3c4d",
+		Example: "  grove logs t1a2b3c4d\n  grove logs -f t1a2b3c4d\n  grove logs --events t1a2b3c4d\n  grove logs --setup t1a2b3c4d\n  grove logs --raw t1a2b3c4d   # a --tty agent's output with its escape sequences",
 		Args:    exactArgs(1, "a task id"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
@@ -34,12 +34,17 @@ func (a *app) logsCmd() *cobra.Command {
 			if setup {
 				return a.printSetupLog(ctx, id)
 			}
-			return a.printLog(ctx, id, follow)
+			name := supervise.LogFile
+			if raw {
+				name = supervise.TTYRawFile
+			}
+			return a.printLog(ctx, id, follow, name)
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the agent ends")
 	c.Flags().BoolVar(&events, "events", false, "print the task's audit events instead")
 	c.Flags().BoolVar(&setup, "setup", false, "print the output of the worktree's setup commands (.grove.toml setup) instead")
+	c.Flags().BoolVar(&raw, "raw", false, "a --tty agent's output as it wrote it, escape sequences and all (the log is plain text)")
 	return c
 }
 
@@ -70,7 +75,9 @@ func (a *app) printEvents(ctx context.Context, id string, follow bool) error {
 	}
 }
 
-func (a *app) printLog(ctx context.Context, id string, follow bool) error {
+// printLog prints file name of the task's latest run (the log, or a
+// terminal's raw recording).
+func (a *app) printLog(ctx context.Context, id string, follow bool, name string) error {
 	var dir string
 	for {
 		r, err := a.st.LatestAgentRun(ctx, id)
@@ -88,7 +95,10 @@ func (a *app) printLog(ctx context.Context, id string, follow bool) error {
 			return err
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, supervise.LogFile))
+	f, err := os.Open(filepath.Join(dir, name))
+	if errors.Is(err, os.ErrNotExist) && name == supervise.TTYRawFile {
+		return grove.Userf(grove.ErrNotFound, "grove logs "+id+" prints its output", "task %s has no terminal recording (not a --tty task)", id)
+	}
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
@@ -178,14 +188,14 @@ func (a *app) diffCmd() *cobra.Command {
 }
 
 func (a *app) waitCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, untilWaiting bool
 	c := &cobra.Command{
 		Use:   "wait ID...",
 		Short: "Wait until tasks reach review or an end state",
 		Long: `wait returns when every task is in review or an end state. Its exit code
 is the agent's (the first non-zero one over several tasks), or 1 when grove
 itself failed, canceled, or could not apply a task.`,
-		Example: "  grove wait t1a2b3c4d && grove diff t1a2b3c4d\n  grove wait $(grove ls --state running --json | jq -r '.[].id')",
+		Example: "  grove wait t1a2b3c4d && grove diff t1a2b3c4d\n  grove wait $(grove ls --state running --json | jq -r '.[].id')\n  grove wait --until-waiting t1a2b3c4d && grove send t1a2b3c4d yes --enter",
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return grove.Userf(grove.ErrUsage, "usage: "+c.UseLine(), "wait needs at least one task id")
@@ -195,6 +205,12 @@ itself failed, canceled, or could not apply a task.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := a.open(c.Context()); err != nil {
 				return err
+			}
+			if untilWaiting {
+				if len(args) != 1 {
+					return grove.Userf(grove.ErrUsage, "usage: grove wait --until-waiting ID", "--until-waiting takes one task id")
+				}
+				return a.waitUntilWaiting(c.Context(), args[0])
 			}
 			tasks, err := a.waitTasks(c.Context(), args, !asJSON)
 			if err != nil || !asJSON {
@@ -208,6 +224,7 @@ itself failed, canceled, or could not apply a task.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the tasks as JSON when done")
+	c.Flags().BoolVar(&untilWaiting, "until-waiting", false, "return (exit 0) once the --tty agent waits for input; exit 1 if the task ends first")
 	return c
 }
 

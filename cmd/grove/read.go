@@ -118,7 +118,7 @@ func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 		if t.ExitCode != nil {
 			exit = fmt.Sprint(*t.ExitCode)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, pt.state(t.State), age(now.Sub(t.CreatedAt)), exit,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, pt.waitingState(t.State, a.stateLabel(t) != string(t.State)), age(now.Sub(t.CreatedAt)), exit,
 			shortPath(t.RepoPath), clip(shellQuote(t.Argv), 50))
 	}
 	if err := tw.Flush(); err != nil {
@@ -165,6 +165,8 @@ type taskView struct {
 	Run       *grove.Run       `json:"run,omitempty"`
 	Change    *grove.Change    `json:"change,omitempty"`
 	Events    []grove.Event    `json:"events"`
+	// Waiting: the agent (on a terminal) waits for input.
+	Waiting bool `json:"waiting,omitempty"`
 }
 
 func (a *app) showCmd() *cobra.Command {
@@ -207,6 +209,7 @@ func (a *app) taskView(ctx context.Context, idArg string) (taskView, error) {
 		return taskView{}, err
 	}
 	v := taskView{taskOut: out}
+	v.Waiting = a.stateLabel(t) != string(t.State)
 	if ws, err := a.st.TaskWorkspace(ctx, id); err == nil {
 		v.Workspace = &ws
 		if ws.AtRisk != "" {
@@ -236,7 +239,7 @@ func printView(w io.Writer, v taskView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(k, val string) { fmt.Fprintf(tw, "%s\t%s\n", k, val) }
 	p("task", v.ID)
-	p("state", newPainter(w).state(v.State))
+	p("state", newPainter(w).waitingState(v.State, v.Waiting))
 	if v.Error != "" {
 		p("error", oneLine(v.Error))
 	}
@@ -264,6 +267,9 @@ func printView(w io.Writer, v taskView) error {
 	}
 	if v.Run != nil {
 		p("log", v.Run.Dir+"/"+supervise.LogFile)
+	}
+	if v.Options.TTY {
+		p("terminal", "grove attach "+v.ID+" (Ctrl-] detaches), grove send "+v.ID+" TEXT --enter")
 	}
 	if v.Change != nil {
 		p("change", fmt.Sprintf("%d files, +%d -%d (%.12s..%.12s)", len(v.Change.Files), v.Change.Added,

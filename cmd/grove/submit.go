@@ -28,7 +28,8 @@ worktree on branch grove/<id> at the base commit and runs CMD there. With
 --key, submitting the same key again returns the same task.`,
 		Example: `  grove submit -- my-agent --prompt "fix the flaky test"
   grove submit --repo ~/src/app --base main --apply auto --timeout 10m -- ./agent.sh
-  grove submit --key job-42 --env MODEL=fast --wait -- my-agent`,
+  grove submit --key job-42 --env MODEL=fast --wait -- my-agent
+  grove submit --tty -- claude        # interactive: grove attach ID`,
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
 			if c.ArgsLenAtDash() < 0 && len(args) > 0 || c.ArgsLenAtDash() > 0 {
@@ -66,6 +67,7 @@ worktree on branch grove/<id> at the base commit and runs CMD there. With
 	f.StringArrayVar(&envs, "env", nil, "K=V added to the agent's environment (repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait for the task and exit with the agent's exit code")
 	f.BoolVar(&asJSON, "json", false, "print the task as JSON")
+	f.BoolVar(&req.Options.TTY, "tty", false, "run the agent on a terminal: grove attach ID to watch and type, grove send ID TEXT from a script")
 	return c
 }
 

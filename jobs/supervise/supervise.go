@@ -31,6 +31,9 @@ type Spec struct {
 	// Sweep kills, after the agent ends, every process whose cwd is inside
 	// WorkDir (an agent can setsid out of its group).
 	Sweep bool `json:"sweep"`
+	// TTY runs the agent on a pseudo-terminal the supervisor owns and
+	// serves on DIR/tty.sock (tty.go).
+	TTY bool `json:"tty,omitempty"`
 }
 
 // DefaultGrace is the TERM-to-KILL wait when a Spec sets none.
@@ -233,13 +236,19 @@ func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
 		// must not leave it running without anyone to collect it).
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
+	term, err := startTerminal(dir, spec, cmd) // nil without spec.TTY
+	if err != nil {
+		return Exit{Code: -1, Reason: ReasonStart, Message: err.Error()}
+	}
 	waited, err := startLocked(cmd)
 	if err != nil {
+		term.started(err)
 		return Exit{Code: 126, Reason: ReasonStart, Message: fmt.Sprintf("start agent %s: %v", spec.Argv[0], err)}
 	}
 	pgid := cmd.Process.Pid
 	_ = writeFileAtomic(filepath.Join(dir, AgentFile), []byte(strconv.Itoa(pgid)))
 	fmt.Fprintf(os.Stderr, "grove: agent started, pid %d\n", pgid)
+	term.started(nil) // its output is logged from now on, after that line
 
 	var timeout <-chan time.Time
 	if spec.Timeout > 0 {
@@ -291,6 +300,7 @@ loop:
 			e.Message = werr.Error()
 		}
 	}
+	term.end(e)
 	return e
 }
 
