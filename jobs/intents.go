@@ -38,6 +38,7 @@ type SubmitRequest struct {
 	Apply   grove.ApplyPolicy // "" = manual
 	Key     string            // idempotency key; "" = none
 	Session string            // session key; "" = own worktree
+	Options grove.TaskOptions // kept with the task (sandbox settings, …)
 }
 
 // Submit validates req, records the task and enqueues create_worktree. With
@@ -68,7 +69,7 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 		return task, false, err
 	}
 	task = grove.Task{ID: grove.NewTaskID(), RepoPath: repo.Root, BaseRef: base, BaseCommit: commit,
-		TargetBranch: target, Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout,
+		TargetBranch: target, Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout, Options: req.Options,
 		Apply: req.Apply, IdemKey: req.Key, SessionID: req.Session, State: grove.StateQueued}
 	err = i.Store.InTx(ctx, func(tx *store.Tx) error {
 		task.RepoID, err = tx.UpsertRepo(ctx, grove.Repo{Path: repo.Root, CommonDir: repo.CommonDir, DefaultBranch: target})
@@ -91,7 +92,7 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 // submitToSession records a task that runs in a session's worktree: the
 // session fixes the repository, base and target.
 func (i *Intents) submitToSession(ctx context.Context, req SubmitRequest) (task grove.Task, created bool, err error) {
-	task = grove.Task{ID: grove.NewTaskID(), Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout,
+	task = grove.Task{ID: grove.NewTaskID(), Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout, Options: req.Options,
 		Apply: req.Apply, IdemKey: req.Key, SessionID: req.Session, State: grove.StateQueued}
 	err = i.Store.InTx(ctx, func(tx *store.Tx) error {
 		sess, err := tx.Session(ctx, req.Session)

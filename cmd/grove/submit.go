@@ -19,6 +19,7 @@ func (a *app) submitCmd() *cobra.Command {
 		wait    bool
 		asJSON  bool
 		timeout time.Duration
+		sb      sandboxSubmit
 	)
 	c := &cobra.Command{
 		Use:   "submit [flags] -- CMD [ARGS...]",
@@ -43,6 +44,9 @@ worktree on branch grove/<id> at the base commit and runs CMD there. With
 				return err
 			}
 			req.Env = env
+			if req.Options, err = sb.options(); err != nil {
+				return err
+			}
 			if req.RepoDir == "" {
 				req.RepoDir = "."
 			}
@@ -73,6 +77,7 @@ worktree on branch grove/<id> at the base commit and runs CMD there. With
 	f.StringArrayVar(&envs, "env", nil, "K=V added to the agent's environment (repeatable)")
 	f.BoolVar(&wait, "wait", false, "wait for the task and exit with the agent's exit code")
 	f.BoolVar(&asJSON, "json", false, "print the task as JSON")
+	sb.flags(c)
 	return c
 }
 
