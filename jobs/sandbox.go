@@ -130,6 +130,12 @@ func (d *Deps) sandboxFor(ctx context.Context, task grove.Task, ws grove.Workspa
 		}
 		makeDirs = append(makeDirs, filepath.Join(home, ".cache"))
 	}
+	// Caches the agent's environment points elsewhere (--pass-env GOCACHE).
+	for _, k := range []string{"GOCACHE", "GOMODCACHE"} {
+		if v := task.Options.Environ[k]; filepath.IsAbs(v) {
+			write = append(write, v)
+		}
+	}
 	write = append(write, d.Sandbox.AllowWrite...)
 	write = append(write, task.Options.AllowWrite...)
 	o := task.Options

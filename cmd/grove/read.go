@@ -161,7 +161,9 @@ type taskView struct {
 	AtRisk    any              `json:"at_risk,omitempty"`
 	Run       *grove.Run       `json:"run,omitempty"`
 	Change    *grove.Change    `json:"change,omitempty"`
-	Events    []grove.Event    `json:"events"`
+	// Sandbox is the policy the latest run enforced (sandbox_show.go).
+	Sandbox *supervise.Applied `json:"sandbox,omitempty"`
+	Events  []grove.Event      `json:"events"`
 }
 
 func (a *app) showCmd() *cobra.Command {
@@ -210,6 +212,7 @@ func (a *app) taskView(ctx context.Context, idArg string) (taskView, error) {
 	}
 	if r, err := a.st.LatestAgentRun(ctx, id); err == nil {
 		v.Run = &r
+		loadSandbox(&v)
 	} else if !errors.Is(err, grove.ErrNotFound) {
 		return v, err
 	}
@@ -255,6 +258,7 @@ func printView(w io.Writer, v taskView) error {
 	if v.Run != nil {
 		p("log", v.Run.Dir+"/"+supervise.LogFile)
 	}
+	sandboxLines(v, p)
 	if v.Change != nil {
 		p("change", fmt.Sprintf("%d files, +%d -%d (%.12s..%.12s)", len(v.Change.Files), v.Change.Added,
 			v.Change.Deleted, v.Change.BaseCommit, v.Change.HeadCommit))

@@ -158,8 +158,8 @@ func TestSandboxLimits(t *testing.T) {
 		return
 	}
 	is.True(strings.Contains(read("cg"), "grove-test-")) // the agent ran in the run's cgroup
-	is.True(read("forked") == "")                       // the loop never got to 40 processes
-	is.True(strings.Contains(read("forkerr"), "fork")) // "Cannot fork"
+	is.True(read("forked") == "")                        // the loop never got to 40 processes
+	is.True(strings.Contains(read("forkerr"), "fork"))   // "Cannot fork"
 	// The cgroup is gone after the run.
 	for _, d := range strings.Split(strings.TrimPrefix(a.Cgroup, "v1 "), ", ") {
 		_, err := os.Stat(d)
