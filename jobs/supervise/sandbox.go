@@ -165,11 +165,22 @@ func (c *confinement) landlock(s Sandbox) error {
 			c.applied.Net = "none"
 		}
 	}
+	// A Write path that is a file (an --allow-write of one file) gets the
+	// file rights; a directory the full ones.
+	var dirs, files []string
+	for _, p := range s.Write {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			files = append(files, p)
+		} else {
+			dirs = append(dirs, p)
+		}
+	}
+	fileRights := landlock.AccessFSSet(ll.AccessFSReadFile | ll.AccessFSWriteFile | ll.AccessFSTruncate)
 	rules := []landlock.Rule{
 		landlock.RODirs("/"),
-		landlock.RWDirs(s.Write...).WithRefer().IgnoreIfMissing(),
-		landlock.PathAccess(landlock.AccessFSSet(ll.AccessFSReadFile|ll.AccessFSWriteFile|ll.AccessFSTruncate|ll.AccessFSIoctlDev),
-			s.WriteFiles...).IgnoreIfMissing(),
+		landlock.RWDirs(dirs...).WithRefer().IgnoreIfMissing(),
+		landlock.PathAccess(fileRights, files...).IgnoreIfMissing(),
+		landlock.PathAccess(fileRights|landlock.AccessFSSet(ll.AccessFSIoctlDev), s.WriteFiles...).IgnoreIfMissing(),
 	}
 	if cfg.HandledAccessNet != 0 {
 		for _, p := range s.BindPorts {
