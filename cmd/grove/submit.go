@@ -25,7 +25,7 @@ func (a *app) submitCmd() *cobra.Command {
 		Use:   "submit [flags] -- CMD [ARGS...]",
 		Short: "Queue a task: run CMD in a fresh worktree of the repo",
 		Long: `submit records a task and prints its id at once; the daemon creates a
-worktree on branch grove/<id> at the base commit and runs CMD there. With
+worktree on branch grove/<id>/work at the base commit and runs CMD there. With
 --key, submitting the same key again returns the same task.`,
 		Example: `  grove submit -- my-agent --prompt "fix the flaky test"
   grove submit --repo ~/src/app --base main --apply auto --timeout 10m -- ./agent.sh
