@@ -36,6 +36,7 @@ func TestSandboxObjectCrashPoints(t *testing.T) {
 		t.Run(fp, func(t *testing.T) {
 			is := is.New(t)
 			h := newHarness(t)
+			h.strictSandbox()
 			counter := filepath.Join(h.work, "counter")
 			agent := h.writeAgent("agent.sh", commitAgent)
 			is.NoErr(os.WriteFile(counter, nil, 0o644)) // a file the agent may append to
@@ -76,6 +77,7 @@ func TestSandboxMigratesOldBranch(t *testing.T) {
 	}
 	is := is.New(t)
 	h := newHarness(t)
+	h.strictSandbox()
 	marker := filepath.Join(h.work, "marker")
 	agent := h.writeAgent("agent.sh", `if [ -e "$MARKER" ]; then
 echo agent > committed.txt

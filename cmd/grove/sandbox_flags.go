@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,7 +37,9 @@ func (s *sandboxServe) apply(d *jobs.Deps) error {
 		return grove.Userf(grove.ErrUsage, "use --sandbox best-effort to run agents unconfined on this kernel",
 			"--sandbox required: this kernel has no Landlock")
 	}
-	paths, err := absPaths(s.allowWrite)
+	// $GROVE_ALLOW_WRITE (colon-separated) adds to --allow-write.
+	extra := filepath.SplitList(os.Getenv("GROVE_ALLOW_WRITE"))
+	paths, err := absPaths(append(s.allowWrite, slices.DeleteFunc(extra, func(p string) bool { return p == "" })...))
 	if err != nil {
 		return err
 	}

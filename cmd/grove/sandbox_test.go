@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,6 +55,7 @@ func TestSandboxEscapesRefused(t *testing.T) {
 	}
 	is := is.New(t)
 	h := newHarness(t)
+	h.strictSandbox()
 	userHome := filepath.Join(h.work, "userhome")
 	is.NoErr(os.MkdirAll(filepath.Join(userHome, ".ssh"), 0o700))
 	keys := filepath.Join(userHome, ".ssh", "authorized_keys")
@@ -163,4 +165,10 @@ func goEnv(t *testing.T, k string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// strictSandbox drops the harness's GROVE_ALLOW_WRITE (its work dir, where
+// other tests' agents leave marks): only the sandbox's own policy applies.
+func (h *harness) strictSandbox() {
+	h.env = slices.DeleteFunc(h.env, func(kv string) bool { return strings.HasPrefix(kv, "GROVE_ALLOW_WRITE=") })
 }

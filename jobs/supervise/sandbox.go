@@ -191,8 +191,15 @@ func (c *confinement) landlock(s Sandbox) error {
 	if err != nil {
 		return fmt.Errorf("build landlock ruleset: %w", err)
 	}
+	if fd < 0 { // best effort found nothing this kernel can enforce of it
+		if required {
+			return fmt.Errorf("the kernel's Landlock (ABI %d) cannot enforce this policy", abi)
+		}
+		c.applied.NotEnforced = append(c.applied.NotEnforced, fmt.Sprintf("filesystem: the kernel's Landlock (ABI %d) cannot enforce this policy", abi))
+		return nil
+	}
 	c.rulesFD, c.flags = fd, flags
-	c.applied.Landlock = fd >= 0
+	c.applied.Landlock = true
 	for _, p := range s.Write {
 		if _, err := os.Stat(p); err == nil {
 			c.applied.Write = append(c.applied.Write, p)
