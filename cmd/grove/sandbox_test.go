@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -171,4 +172,43 @@ func goEnv(t *testing.T, k string) string {
 // other tests' agents leave marks): only the sandbox's own policy applies.
 func (h *harness) strictSandbox() {
 	h.env = slices.DeleteFunc(h.env, func(kv string) bool { return strings.HasPrefix(kv, "GROVE_ALLOW_WRITE=") })
+}
+
+// TestSandboxSessionPort: under --net none, a session's task may bind the
+// session's GROVE_PORT (here beside its service, both with SO_REUSEPORT)
+// and no other port.
+func TestSandboxSessionPort(t *testing.T) {
+	if supervise.LandlockABI() < 4 {
+		t.Skip("needs Landlock ABI 4 (this machine has 7: not skipped here)")
+	}
+	is := is.New(t)
+	h := newHarness(t)
+	h.strictSandbox()
+	svc := h.writeAgent("svc.sh", `exec /usr/bin/python3 -c '
+import os, socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", int(os.environ["GROVE_PORT"]))); s.listen(8)
+while True: time.sleep(1)
+'`)
+	agent := h.writeAgent("bind.sh", `exec /usr/bin/python3 -c '
+import os, socket
+def bind(p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind(("127.0.0.1", p)); s.listen(1); return "ok"
+    except OSError as e: return str(e.errno)
+open("res", "w").write(bind(int(os.environ["GROVE_PORT"])) + " " + bind(int(os.environ["OTHER"])))
+'`)
+	h.startDaemon("--port-range", "21190-21199")
+	is.Equal(h.mustGrove("session", "start", "p", "--repo", h.repo, "--", svc), "p live port 21190")
+	id := h.mustGrove("submit", "--session", "p", "--net", "none", "--env", "OTHER=21199", "--", agent)
+	h.mustGrove("wait", id)
+	b, err := os.ReadFile(filepath.Join(h.sessionWT("p"), "res"))
+	is.NoErr(err)
+	is.Equal(string(b), "ok 13") // GROVE_PORT bound; another port refused (EACCES)
+	ws, err := h.store().TaskWorkspace(context.Background(), id)
+	is.NoErr(err)
+	is.Equal(ws.Branch, "grove/session/p/work")
+	h.mustGrove("session", "stop", "p")
+	h.stopDaemon(syscall.SIGTERM)
 }
