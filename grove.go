@@ -60,6 +60,20 @@ type TaskOptions struct {
 	// TTY runs the agent on a pseudo-terminal owned by its supervisor
 	// (grove submit --tty; grove attach, grove send).
 	TTY bool `json:"tty,omitempty"`
+	// Sandbox (see the README's "Sandbox"): extra writable paths, "none"
+	// to refuse TCP, the names of the submitter's variables passed on
+	// beyond the allow-list, and per-task limits (0: not limited).
+	AllowWrite   []string      `json:"allow_write,omitempty"`
+	Net          string        `json:"net,omitempty"`
+	PassEnv      []string      `json:"pass_env,omitempty"`
+	MaxOpenFiles uint64        `json:"max_open_files,omitempty"`
+	MaxFileSize  int64         `json:"max_file_size,omitempty"`
+	MaxCPU       time.Duration `json:"max_cpu,omitempty"`
+	MaxMemory    int64         `json:"max_memory,omitempty"`
+	MaxProcs     int64         `json:"max_procs,omitempty"`
+	// Environ is the submitter's environment as the agent gets it: the
+	// allow-listed variables and the PassEnv ones, captured at submit.
+	Environ map[string]string `json:"environ,omitempty"`
 }
 
 // Workspace is one worktree on disk, owned by a task or a session.

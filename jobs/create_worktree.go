@@ -92,7 +92,7 @@ func (w *CreateWorktreeWorker) warmStart(ctx context.Context, client *Client, ta
 	switch {
 	case err == nil && ws.State == grove.WorkspaceClaiming:
 		return d.finishClaim(ctx, client, task, ws, true)
-	case err == nil && ws.State == grove.WorkspaceReady && ws.Branch == TaskBranch(task.ID):
+	case err == nil && ws.State == grove.WorkspaceReady && (ws.Branch == TaskBranch(task.ID) || ws.Branch == oldTaskBranch(task.ID)):
 		// Its worktree is there: a crash after the claim, or a retry of a
 		// task whose worktree was kept. The task must be preparing for the
 		// hand-off to insert run_agent (a retry leaves it queued).

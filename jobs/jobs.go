@@ -74,6 +74,8 @@ type Deps struct {
 	// KeepRefs is how long a finished task's refs/grove/tasks/<id> is
 	// kept (0: forever). See PruneTaskRefs.
 	KeepRefs time.Duration
+	// Sandbox is how agents are confined (see sandbox.go).
+	Sandbox SandboxConfig
 
 	mu       sync.Mutex
 	repos    map[string]*gitops.Repo
@@ -155,7 +157,11 @@ func RunDir(home, taskID string, attempt int) string {
 }
 
 // TaskBranch is the branch a task's worktree is on.
-func TaskBranch(taskID string) string { return "grove/" + taskID }
+// Each task's branch sits in a directory of its own (grove/<id>/work), so
+// that the sandbox can let the agent update it without letting it touch
+// any other ref; tasks submitted before used grove/<id> (see
+// migrateBranch).
+func TaskBranch(taskID string) string { return "grove/" + taskID + "/work" }
 
 // TaskRef keeps a task's final commit reachable after its branch is gone.
 func TaskRef(taskID string) string { return "refs/grove/tasks/" + taskID }

@@ -17,7 +17,7 @@ import (
 
 // Restore recreates a task's worktree from the snapshot a forced close
 // took (the workspace's snapshot_ref, else refs/grove/snapshots/<id>): at
-// path ("" = where it was) on branch grove/<id>, or grove/<id>-restored[-N]
+// path ("" = where it was) on branch grove/<id>/work, or grove/<id>/work-restored[-N]
 // when that branch exists, with the same files, index and flags
 // (gitops.RestoreWith: nested repositories, the operation in progress and
 // the lock too). It records a new live workspace row for the task (the

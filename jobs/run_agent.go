@@ -98,8 +98,13 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 			}
 			port = sess.Port
 		}
-		spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: AgentEnv(task, ws, port),
-			Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == "", TTY: task.Options.TTY}
+		sb, sbEnv, err := d.sandboxFor(ctx, task, ws, dir, port)
+		if err != nil {
+			return err
+		}
+		spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: append(AgentEnv(task, ws, port), sbEnv...),
+			Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == "", Sandbox: sb,
+			TTY: task.Options.TTY}
 		started, err := supervise.Start(d.Exe, dir, spec)
 		if err != nil {
 			return err
@@ -208,6 +213,9 @@ func SignalRun(dir string, sig syscall.Signal) error {
 // close cleans up what the gate allows.
 func (w *RunAgentWorker) finish(ctx context.Context, client *Client, task grove.Task, exit supervise.Exit) error {
 	id := task.ID
+	if err := w.d.SettleRunObjects(ctx, task); err != nil {
+		return err
+	}
 	return w.d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if run, err := tx.AgentRun(ctx, id, task.Attempt); err == nil {
 			if run.EndedAt == nil {
@@ -258,20 +266,13 @@ func (w *RunAgentWorker) finish(ctx context.Context, client *Client, task grove.
 	})
 }
 
-// passedEnv are the daemon's variables an agent inherits; anything else
-// (tokens, the daemon's secrets) is not passed on.
-var passedEnv = []string{"HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SHELL", "TERM"}
-
-// AgentEnv is the environment an agent runs with: a few of the daemon's
-// variables, the submitter's PATH, gc.auto=0 for git, the GROVE_* variables,
-// and the task's --env last (it wins).
+// AgentEnv is the environment an agent runs with: the submitter's
+// allow-listed variables (PATH, HOME, USER, LANG, LC_*, TERM, TZ, SHELL and
+// --pass-env names; see baseEnv), the submitter's PATH, gc.auto=0 for
+// git, the GROVE_* variables, and the task's --env last (it wins).
+// Nothing else of the daemon's environment is passed on.
 func AgentEnv(task grove.Task, ws grove.Workspace, port int) []string {
-	var env []string
-	for _, k := range passedEnv {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
+	env := baseEnv(task)
 	path := task.Path
 	if path == "" {
 		path = os.Getenv("PATH")

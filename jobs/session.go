@@ -139,7 +139,8 @@ func (d *Deps) sessionFailed(ctx context.Context, key string, job *river.Job[Ses
 }
 
 // SessionBranch is the branch of a session's worktree.
-func SessionBranch(key string) string { return "grove/session/" + key }
+// It sits in a directory of its own, like a task's (see TaskBranch).
+func SessionBranch(key string) string { return "grove/session/" + key + "/work" }
 
 // SessionPath is where a session's worktree lives.
 func (d *Deps) SessionPath(repo grove.Repo, key string) string {

@@ -38,6 +38,7 @@ type config struct {
 	// checkout, copied into each worktree (see settings.go).
 	setupSeconds float64
 	copyMB       int
+	sandbox      int
 }
 
 const usageText = `grove-bench builds a synthetic repository, runs --tasks trivial agents
@@ -85,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")
 	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
 	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove wait`)")
+	fs.IntVar(&c.sandbox, "sandbox-probes", 20, "single tasks on each side with the sandbox on and off, for the start p50 of each (0: skip)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
 	fs.DurationVar(&c.settle, "settle", 3*time.Minute, "a task not applied (or its worktree not removed) this long after it was submitted (or applied) fails the run, naming its id and state (0: only --timeout)")
 	fs.Float64Var(&c.setupSeconds, "setup-seconds", 0, "commit a .grove.toml whose setup runs `sleep N` in each new worktree (0: none)")
@@ -219,11 +221,11 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	logf("repository ready in %.1fs", rep.RepoBuildS)
 
 	logf("starting grove serve --max-agents %d", cfg.concurrency)
-	d, err := startDaemon(ctx, r, bin, home, cfg.concurrency, cfg.warm, daemonLg)
+	d, err := startDaemon(ctx, r, bin, home, cfg.concurrency, cfg.warm, daemonLg, "--allow-write", marks)
 	if errors.Is(err, errFlagRejected) && cfg.warm > 0 {
 		rep.WarmPool = "not available: grove serve rejected --warm"
 		logf("warm pool not available (%v); continuing without --warm", err)
-		d, err = startDaemon(ctx, r, bin, home, cfg.concurrency, 0, daemonLg)
+		d, err = startDaemon(ctx, r, bin, home, cfg.concurrency, 0, daemonLg, "--allow-write", marks)
 	} else if err == nil && cfg.warm > 0 {
 		rep.WarmPool = "enabled"
 	}
@@ -326,6 +328,10 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		worktreeCreateTimes(daemonLg), d.maxRSSMB())
 	if rep.WarmPool == "enabled" {
 		rep.fillWarm(probes, probeStages)
+	}
+	if cfg.sandbox > 0 {
+		logf("grove: %d single tasks each with the sandbox on and off", cfg.sandbox)
+		rep.fillSandbox(runSandboxProbes(ctx, r, bin, root, tiny, marks, cfg.sandbox, progress))
 	}
 	return rep, nil
 }

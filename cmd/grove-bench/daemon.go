@@ -32,7 +32,8 @@ type daemon struct {
 
 // startDaemon runs `grove --home home serve --max-agents n [--warm w]` with
 // its output in logPath and returns once it logs that it is serving.
-func startDaemon(ctx context.Context, r runner, bin, home string, maxAgents, warm int, logPath string) (*daemon, error) {
+// extra are more serve flags.
+func startDaemon(ctx context.Context, r runner, bin, home string, maxAgents, warm int, logPath string, extra ...string) (*daemon, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -43,6 +44,7 @@ func startDaemon(ctx context.Context, r runner, bin, home string, maxAgents, war
 	if warm > 0 {
 		args = append(args, "--warm", strconv.Itoa(warm))
 	}
+	args = append(args, extra...)
 	// Not CommandContext: the daemon is stopped with SIGTERM, by stop.
 	c := exec.Command(bin, args...)
 	c.Env = r.env

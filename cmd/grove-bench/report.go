@@ -107,14 +107,23 @@ type report struct {
 	BaselineWorktreeAddP50Ms float64            `json:"baseline_worktree_add_p50_ms"`
 
 	SubmitWallP50Ms float64 `json:"submit_wall_p50_ms"` // sequential, idle daemon
-	SubmitWallP99Ms float64 `json:"submit_wall_p99_ms"`
-	SubmitSamples   int     `json:"submit_samples"`
-	LsWallP50Ms     float64 `json:"ls_wall_p50_ms"` // sequential, idle daemon, ls_tasks tasks in the DB
-	LsTasks         int     `json:"ls_tasks"`
-	LsPollP50Ms     float64 `json:"ls_poll_p50_ms"` // the `grove ls --json` polls awaiting closes (end of each grove phase, between the sequential submits)
-	LsPolls         int     `json:"ls_polls"`
-	DaemonRSSMB     float64 `json:"daemon_rss_mb"` // peak sampled VmRSS of grove serve
-	RepoBuildS      float64 `json:"repo_build_s"`
+	// Sandbox probes (sandbox.go): submit → agent start with the sandbox
+	// on and off, and their difference.
+	SandboxStartP50Ms    float64 `json:"sandbox_start_p50_ms,omitempty"`
+	NoSandboxStartP50Ms  float64 `json:"nosandbox_start_p50_ms,omitempty"`
+	SandboxStartDeltaMs  float64 `json:"sandbox_start_delta_ms,omitempty"`
+	SandboxLaunchP50Ms   float64 `json:"sandbox_launch_p50_ms,omitempty"`
+	NoSandboxLaunchP50Ms float64 `json:"nosandbox_launch_p50_ms,omitempty"`
+	SandboxProbes        int     `json:"sandbox_probes,omitempty"`
+	SandboxNote          string  `json:"sandbox_note,omitempty"`
+	SubmitWallP99Ms      float64 `json:"submit_wall_p99_ms"`
+	SubmitSamples        int     `json:"submit_samples"`
+	LsWallP50Ms          float64 `json:"ls_wall_p50_ms"` // sequential, idle daemon, ls_tasks tasks in the DB
+	LsTasks              int     `json:"ls_tasks"`
+	LsPollP50Ms          float64 `json:"ls_poll_p50_ms"` // the `grove ls --json` polls awaiting closes (end of each grove phase, between the sequential submits)
+	LsPolls              int     `json:"ls_polls"`
+	DaemonRSSMB          float64 `json:"daemon_rss_mb"` // peak sampled VmRSS of grove serve
+	RepoBuildS           float64 `json:"repo_build_s"`
 	// The trash ($GROVE_HOME/trash) at the end of the run: every removed
 	// worktree is kept there for --trash-keep; bytes allocated on disk.
 	TrashBytes   int64 `json:"trash_bytes"`
@@ -359,6 +368,7 @@ func writeTable(w io.Writer, r report) error {
 	p("%-28s %s / %s ms (%d sequential, idle daemon)\n", "submit wall p50/p99", ms(r.SubmitWallP50Ms), ms(r.SubmitWallP99Ms), r.SubmitSamples)
 	p("%-28s %s ms idle (%d tasks); %s ms in the polls awaiting closes (%d polls)\n", "ls wall p50",
 		f(r.LsWallP50Ms, 1), r.LsTasks, f(r.LsPollP50Ms, 1), r.LsPolls)
+	p("%s", sandboxRow(r))
 	p("%-28s %s MB\n", "daemon peak RSS", f(r.DaemonRSSMB, 1))
 	p("%-28s %s s\n", "repo build", f(r.RepoBuildS, 1))
 	p("%-28s %.1f MB in %d entries (removed worktrees kept for --trash-keep)\n", "trash at the end", float64(r.TrashBytes)/(1<<20), r.TrashEntries)

@@ -125,6 +125,7 @@ func printDoctor(a *app, rep doctorReport) error {
 func (a *app) doctor(ctx context.Context, home string) doctorReport {
 	rep := doctorReport{OK: true, Home: home}
 	checkGit(ctx, &rep)
+	checkSandbox(&rep) // sandbox_show.go
 	if !checkHome(&rep, home) {
 		checkDisk(&rep, home)
 		return rep

@@ -53,6 +53,9 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			env.Setenv("GIT_COMMITTER_NAME", "Test Author")
 			env.Setenv("GIT_COMMITTER_EMAIL", "author@example.com")
 			env.Setenv("CI", os.Getenv("CI"))
+			// Agents of these scripts write marks in $WORK, outside their
+			// worktrees: the sandbox lets them (sandbox_test.go tests it).
+			env.Setenv("GROVE_ALLOW_WRITE", work)
 			// A -race binary pauses 1 s at every exit otherwise.
 			env.Setenv("GORACE", "atexit_sleep_ms=0")
 			env.Defer(func() {

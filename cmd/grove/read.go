@@ -164,7 +164,9 @@ type taskView struct {
 	AtRisk    any              `json:"at_risk,omitempty"`
 	Run       *grove.Run       `json:"run,omitempty"`
 	Change    *grove.Change    `json:"change,omitempty"`
-	Events    []grove.Event    `json:"events"`
+	// Sandbox is the policy the latest run enforced (sandbox_show.go).
+	Sandbox *supervise.Applied `json:"sandbox,omitempty"`
+	Events  []grove.Event      `json:"events"`
 	// Waiting: the agent (on a terminal) waits for input.
 	Waiting bool `json:"waiting,omitempty"`
 }
@@ -220,6 +222,7 @@ func (a *app) taskView(ctx context.Context, idArg string) (taskView, error) {
 	}
 	if r, err := a.st.LatestAgentRun(ctx, id); err == nil {
 		v.Run = &r
+		loadSandbox(&v)
 	} else if !errors.Is(err, grove.ErrNotFound) {
 		return v, err
 	}
@@ -271,6 +274,7 @@ func printView(w io.Writer, v taskView) error {
 	if v.Options.TTY {
 		p("terminal", "grove attach "+v.ID+" (Ctrl-] detaches), grove send "+v.ID+" TEXT --enter")
 	}
+	sandboxLines(v, p)
 	if v.Change != nil {
 		p("change", fmt.Sprintf("%d files, +%d -%d (%.12s..%.12s)", len(v.Change.Files), v.Change.Added,
 			v.Change.Deleted, v.Change.BaseCommit, v.Change.HeadCommit))

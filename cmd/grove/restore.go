@@ -17,7 +17,7 @@ func (a *app) restoreCmd() *cobra.Command {
 snapshot (refs/grove/snapshots/ID): the same files byte for byte, the same
 index (staged changes, conflicts, assume-unchanged and skip-worktree flags),
 so git status reads the same. It goes back where it was (or --path DIR) on
-branch grove/ID (grove/ID-restored if that exists). Works without a daemon.`,
+branch grove/ID/work (grove/ID/work-restored if that exists). Works without a daemon.`,
 		Example: `  grove restore t1a2b3c4d
   grove restore t1a2 --path ~/src/rescued`,
 		Args: exactArgs(1, "a task id"),

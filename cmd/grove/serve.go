@@ -62,6 +62,7 @@ adopts them.`,
 	c.Flags().StringVar(&opts.trashMax, "trash-max", "10GiB", "bytes the trash may hold; the oldest entries older than an hour go first (0: no budget)")
 	c.Flags().DurationVar(&opts.portLease, "port-lease", jobs.DefaultPortLease, "how long a session whose service is down (evicted, dead) keeps its port")
 	c.Flags().DurationVar(&opts.readyTimeout, "ready-timeout", jobs.DefaultReadyTimeout, "how long a session's service has to listen on its port")
+	opts.sandbox.flags(c)
 	return c
 }
 
@@ -76,6 +77,7 @@ type serveOptions struct {
 	portLease time.Duration
 	// readyTimeout: a service that does not listen on its port by then fails.
 	readyTimeout time.Duration
+	sandbox      sandboxServe
 }
 
 // apply copies the options onto the workers' dependencies.
@@ -92,6 +94,9 @@ func (o serveOptions) apply(d *jobs.Deps) error {
 	}
 	d.Warm, d.IdleTTL, d.MaxLive, d.PortLo, d.PortHi = o.warm, o.idleTTL, o.maxLive, lo, hi
 	d.PortLease, d.ReadyTimeout = o.portLease, o.readyTimeout
+	if err := o.sandbox.apply(d); err != nil {
+		return err
+	}
 	return o.applyTrash(d)
 }
 

@@ -19,12 +19,13 @@ func (a *app) submitCmd() *cobra.Command {
 		wait    bool
 		asJSON  bool
 		timeout time.Duration
+		sb      sandboxSubmit
 	)
 	c := &cobra.Command{
 		Use:   "submit [flags] -- CMD [ARGS...]",
 		Short: "Queue a task: run CMD in a fresh worktree of the repo",
 		Long: `submit records a task and prints its id at once; the daemon creates a
-worktree on branch grove/<id> at the base commit and runs CMD there. With
+worktree on branch grove/<id>/work at the base commit and runs CMD there. With
 --key, submitting the same key again returns the same task.`,
 		Example: `  grove submit -- my-agent --prompt "fix the flaky test"
   grove submit --repo ~/src/app --base main --apply auto --timeout 10m -- ./agent.sh
@@ -44,6 +45,9 @@ worktree on branch grove/<id> at the base commit and runs CMD there. With
 				return err
 			}
 			req.Env = env
+			if req.Options, err = sb.options(); err != nil {
+				return err
+			}
 			if req.RepoDir == "" {
 				req.RepoDir = "."
 			}
@@ -68,6 +72,7 @@ worktree on branch grove/<id> at the base commit and runs CMD there. With
 	f.BoolVar(&wait, "wait", false, "wait for the task and exit with the agent's exit code")
 	f.BoolVar(&asJSON, "json", false, "print the task as JSON")
 	f.BoolVar(&req.Options.TTY, "tty", false, "run the agent on a terminal: grove attach ID to watch and type, grove send ID TEXT from a script")
+	sb.flags(c)
 	return c
 }
 

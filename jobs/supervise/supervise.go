@@ -34,6 +34,9 @@ type Spec struct {
 	// TTY runs the agent on a pseudo-terminal the supervisor owns and
 	// serves on DIR/tty.sock (tty.go).
 	TTY bool `json:"tty,omitempty"`
+	// Sandbox, when set, confines the agent and everything it starts
+	// (Landlock, limits; see sandbox.go). Nil runs it unconfined.
+	Sandbox *Sandbox `json:"sandbox,omitempty"`
 }
 
 // DefaultGrace is the TERM-to-KILL wait when a Spec sets none.
@@ -229,6 +232,11 @@ func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
 	if err := writeFileAtomic(filepath.Join(dir, ProcFile), pb); err != nil {
 		return Exit{Code: -1, Reason: ReasonStart, Message: err.Error()}
 	}
+	conf, err := prepareSandbox(dir, spec.Sandbox)
+	if err != nil {
+		return Exit{Code: -1, Reason: ReasonStart, Message: "sandbox: " + err.Error()}
+	}
+	defer conf.done() // after cleanup: removes the run's cgroup
 	cmd := &exec.Cmd{
 		Path: path, Args: spec.Argv, Dir: spec.WorkDir, Env: spec.Env,
 		Stdin: devnull, Stdout: os.Stdout, Stderr: os.Stderr,
@@ -238,9 +246,11 @@ func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
 	}
 	term, err := startTerminal(dir, spec, cmd) // nil without spec.TTY
 	if err != nil {
+		conf.close()
 		return Exit{Code: -1, Reason: ReasonStart, Message: err.Error()}
 	}
-	waited, err := startLocked(cmd)
+	waited, err := startLocked(cmd, conf.enterFunc(cmd.SysProcAttr))
+	conf.close()
 	if err != nil {
 		term.started(err)
 		return Exit{Code: 126, Reason: ReasonStart, Message: fmt.Sprintf("start agent %s: %v", spec.Argv[0], err)}
@@ -309,12 +319,26 @@ loop:
 // PR_SET_PDEATHSIG when the thread that forked the child exits, not the
 // process: the thread stays locked (so the Go runtime never retires it)
 // until the child has been waited for.
-func startLocked(cmd *exec.Cmd) (<-chan error, error) {
+//
+// enter, if not nil, runs on that thread first (the sandbox confines the
+// thread, so that only the child inherits it); the func it returns runs
+// right after the fork.
+func startLocked(cmd *exec.Cmd, enter func() (func(), error)) (<-chan error, error) {
 	started := make(chan error, 1)
 	waited := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		if err := cmd.Start(); err != nil {
+		left := func() {}
+		if enter != nil {
+			var err error
+			if left, err = enter(); err != nil {
+				started <- err
+				return
+			}
+		}
+		err := cmd.Start()
+		left()
+		if err != nil {
 			started <- err
 			return
 		}

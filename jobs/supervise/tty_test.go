@@ -58,10 +58,10 @@ func TestPlainTextStripsEscapes(t *testing.T) {
 
 // TestMain lets the test binary stand in for an interactive program that
 // waits on its terminal with poll, select or epoll ($GROVE_TEST_WAIT_ON).
-func TestMain(m *testing.M) {
-	switch os.Getenv("GROVE_TEST_WAIT_ON") {
-	case "":
-		os.Exit(m.Run())
+// waitOn blocks the test binary (run as a child with GROVE_TEST_WAIT_ON)
+// the way kind names, on stdin: see TestMain.
+func waitOn(kind string) {
+	switch kind {
 	case "poll":
 		_, _ = unix.Poll([]unix.PollFd{{Fd: 0, Events: unix.POLLIN}}, -1)
 	case "select":
@@ -79,7 +79,6 @@ func TestMain(m *testing.M) {
 		_ = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, p[0], &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p[0])})
 		_, _ = unix.EpollWait(ep, make([]unix.EpollEvent, 1), -1)
 	}
-	os.Exit(0)
 }
 
 // The waiting detector's signal: a program blocked in read, poll, select

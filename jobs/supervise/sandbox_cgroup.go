@@ -1,0 +1,179 @@
+package supervise
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupRoot is where cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroup is a run's own cgroup: one directory per v1 hierarchy (memory,
+// pids) or one v2 directory. The agent is forked into it; it is removed
+// when the run ends.
+type cgroup struct {
+	v2   bool
+	dirs []string // the run's directories, one per hierarchy
+	back []string // v1: the supervisor's own directories, same order
+	fd   int      // v2: the directory, for CLONE_INTO_CGROUP
+}
+
+// newCgroup creates the cgroup name below the supervisor's own cgroup and
+// sets its limits (memory in bytes, procs: pids.max; 0 is no limit). Any
+// failure removes what was created and is returned: the caller records
+// the limit as not enforced.
+func newCgroup(name string, memory, procs int64) (*cgroup, error) {
+	if name == "" {
+		return nil, errors.New("no cgroup name")
+	}
+	own, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		return newCgroupV2(own[""], name, memory, procs)
+	}
+	cg := &cgroup{fd: -1}
+	limits := []struct {
+		ctrl, file string
+		v          int64
+	}{{"memory", "memory.limit_in_bytes", memory}, {"pids", "pids.max", procs}}
+	for _, l := range limits {
+		if l.v <= 0 {
+			continue
+		}
+		path, ok := own[l.ctrl]
+		if !ok {
+			cg.remove()
+			return nil, fmt.Errorf("no cgroup v1 %s hierarchy", l.ctrl)
+		}
+		mine := filepath.Join(cgroupRoot, l.ctrl, path)
+		dir := filepath.Join(mine, "grove-"+name)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			cg.remove()
+			return nil, fmt.Errorf("create cgroup: %w", err)
+		}
+		cg.dirs, cg.back = append(cg.dirs, dir), append(cg.back, mine)
+		if err := os.WriteFile(filepath.Join(dir, l.file), []byte(strconv.FormatInt(l.v, 10)), 0); err != nil {
+			cg.remove()
+			return nil, fmt.Errorf("set %s: %w", l.file, err)
+		}
+	}
+	return cg, nil
+}
+
+func newCgroupV2(path, name string, memory, procs int64) (*cgroup, error) {
+	dir := filepath.Join(cgroupRoot, path, "grove-"+name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	cg := &cgroup{v2: true, dirs: []string{dir}, fd: -1}
+	set := func(file string, v int64) error {
+		if v <= 0 {
+			return nil
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(strconv.FormatInt(v, 10)), 0); err != nil {
+			return fmt.Errorf("set %s (is the controller enabled in the parent's cgroup.subtree_control?): %w", file, err)
+		}
+		return nil
+	}
+	if err := set("memory.max", memory); err != nil {
+		cg.remove()
+		return nil, err
+	}
+	if err := set("pids.max", procs); err != nil {
+		cg.remove()
+		return nil, err
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		cg.remove()
+		return nil, fmt.Errorf("open cgroup: %w", err)
+	}
+	cg.fd = fd
+	return cg, nil
+}
+
+// ownCgroups maps each v1 controller (and "" for v2) to the supervisor's
+// cgroup path, from /proc/self/cgroup.
+func ownCgroups() (map[string]string, error) {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("read own cgroup: %w", err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, ctrl := range strings.Split(parts[1], ",") {
+			out[ctrl] = parts[2]
+		}
+	}
+	return out, sc.Err()
+}
+
+// describe names the cgroup for Applied.
+func (cg *cgroup) describe() string {
+	v := "v1"
+	if cg.v2 {
+		v = "v2"
+	}
+	return v + " " + strings.Join(cg.dirs, ", ")
+}
+
+// enterThread puts the calling (locked) thread's next child into the
+// cgroup: v2 through CLONE_INTO_CGROUP, v1 by moving the thread itself
+// (a child starts in its forking thread's cgroups). left moves the thread
+// back.
+func (cg *cgroup) enterThread(attr *syscall.SysProcAttr) (left func(), err error) {
+	if cg.v2 {
+		attr.UseCgroupFD, attr.CgroupFD = true, cg.fd
+		return func() {}, nil
+	}
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	for i, dir := range cg.dirs {
+		if err := os.WriteFile(filepath.Join(dir, "tasks"), tid, 0); err != nil {
+			for _, b := range cg.back[:i] {
+				_ = os.WriteFile(filepath.Join(b, "tasks"), tid, 0)
+			}
+			return nil, fmt.Errorf("join cgroup %s: %w", dir, err)
+		}
+	}
+	return func() {
+		for _, b := range cg.back {
+			_ = os.WriteFile(filepath.Join(b, "tasks"), tid, 0)
+		}
+	}, nil
+}
+
+// remove deletes the cgroup's directories; a directory still holding a
+// process (one exiting) is retried for up to two seconds.
+func (cg *cgroup) remove() {
+	if cg.fd >= 0 {
+		_ = unix.Close(cg.fd)
+		cg.fd = -1
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for _, dir := range cg.dirs {
+		for {
+			err := unix.Rmdir(dir)
+			if err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
