@@ -56,8 +56,6 @@ func TestPlainTextStripsEscapes(t *testing.T) {
 	is.Equal(string(out), want)
 }
 
-// TestMain lets the test binary stand in for an interactive program that
-// waits on its terminal with poll, select or epoll ($GROVE_TEST_WAIT_ON).
 // waitOn blocks the test binary (run as a child with GROVE_TEST_WAIT_ON)
 // the way kind names, on stdin: see TestMain.
 func waitOn(kind string) {
