@@ -2,12 +2,13 @@ package gitops
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
+
+	"github.com/grove-dev/grove"
+	"golang.org/x/sys/unix"
 )
 
 // LockFile is the name of the per-repository lock file in the git common dir.
@@ -51,45 +52,7 @@ func (r *Repo) Lock(ctx context.Context) (unlock func(), err error) {
 }
 
 // flockFile opens path (creating it) and takes an exclusive flock on a
-// descriptor of its own. flock locks belong to the open file description,
-// so two descriptors exclude each other even within one process.
+// descriptor of its own, waiting until ctx ends.
 func flockFile(ctx context.Context, path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	fd := int(f.Fd())
-	// Fast path: uncontended.
-	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
-		return f, nil
-	} else if !errors.Is(err, syscall.EWOULDBLOCK) {
-		f.Close()
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() {
-		for {
-			err := syscall.Flock(fd, syscall.LOCK_EX)
-			if !errors.Is(err, syscall.EINTR) {
-				done <- err
-				return
-			}
-		}
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		return f, nil
-	case <-ctx.Done():
-		// The blocked flock cannot be interrupted; release whatever it
-		// gets once it returns.
-		go func() {
-			<-done
-			f.Close()
-		}()
-		return nil, ctx.Err()
-	}
+	return grove.OpenFlock(ctx, path, unix.LOCK_EX, 0o644)
 }

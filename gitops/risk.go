@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/grove-dev/grove/gitops/procscan"
 )
 
 // Risk reasons: stable strings, part of grove's JSON output.
@@ -339,7 +341,7 @@ func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, s
 
 // checkProcesses adds a RiskProcess for live processes working in dir.
 func checkProcesses(dir string, rs *riskSet) {
-	pids, err := ProcessesIn(dir)
+	pids, err := procscan.In(dir)
 	switch {
 	case err != nil:
 		rs.add(RiskProcess, "cannot scan processes: "+err.Error())

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grove-dev/grove/gitops/procscan"
 	"github.com/matryer/is"
 )
 
@@ -189,7 +190,7 @@ func TestAtRiskProcess(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	pids, err := ProcessesIn(wt)
+	pids, err := procscan.In(wt)
 	is.NoErr(err)
 	is.Equal(pids, []int{cmd.Process.Pid})
 
@@ -201,7 +202,7 @@ func TestAtRiskProcess(t *testing.T) {
 	// Our own process is never counted.
 	is.NoErr(os.Chdir(sub))
 	t.Cleanup(func() { os.Chdir("/") })
-	pids, err = ProcessesIn(wt)
+	pids, err = procscan.In(wt)
 	is.NoErr(err)
 	is.Equal(pids, []int{cmd.Process.Pid})
 }

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/grove-dev/grove"
+	"golang.org/x/sys/unix"
 )
 
 // The trash ($GROVE_HOME/trash) holds one directory per removed worktree,
@@ -278,44 +281,13 @@ func (t *trashEntry) discard(ctx context.Context, commonDir string) error {
 // tryFlock opens path (creating it) and takes an exclusive flock without
 // waiting. ok is false when another descriptor holds it.
 func tryFlock(path string) (f *os.File, ok bool, err error) {
-	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, false, err
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
+	return grove.TryOpenFlock(path, unix.LOCK_EX, 0o600)
 }
 
 // flockWait opens path (creating it) and takes an exclusive flock,
 // waiting for it.
 func flockWait(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	return grove.OpenFlock(context.Background(), path, unix.LOCK_EX, 0o600)
 }
 
 // moveDir renames src to dst; across filesystems (EXDEV) it copies src to

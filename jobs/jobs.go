@@ -219,13 +219,16 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 		Workers:      workers,
 		PeriodicJobs: cfg.Periodic,
 		// Inserts reach the queues through the (woken) listener, see
-		// wake.go; the fetch poll is only a fallback, kept slow because
-		// each poll of each queue is a write transaction (at 25 ms an idle
-		// daemon used 13% of a core). The cooldown also spaces River's
-		// insert notifications per queue: at 1 ms, two inserts must land
-		// within a millisecond for the second to wait for the poll.
+		// wake.go, and a finished job frees a slot with a fetch of its
+		// own; the fetch poll is only a fallback, kept slow because each
+		// poll of each of the four queues is a write transaction whose
+		// large statement SQLite parses again (at 200 ms it was a third of
+		// the daemon's CPU under grove-bench; at 25 ms an idle daemon used
+		// 13% of a core). The cooldown also spaces River's insert
+		// notifications per queue: at 1 ms, two inserts must land within a
+		// millisecond for the second to wait for the poll.
 		FetchCooldown:     time.Millisecond,
-		FetchPollInterval: 200 * time.Millisecond,
+		FetchPollInterval: time.Second,
 		JobTimeout:        15 * time.Minute,
 		// Jobs left running by a dead daemon are taken back at startup
 		// (store.RescueRunningJobs); this is only the fallback.

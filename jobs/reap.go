@@ -17,6 +17,7 @@ import (
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/gitops/procscan"
 	"github.com/grove-dev/grove/store"
 )
 
@@ -401,7 +402,7 @@ func (r *reaper) stranger(dir string) ReapItem {
 	it := ReapItem{Path: dir, Owner: "unknown", Action: ReapKept,
 		IdleSeconds: int64(r.now.Sub(activity(dir)).Seconds()),
 		Reasons:     []gitops.Risk{{Reason: ReasonNotWorktree, Detail: "not a worktree of a known repository; grove never deletes it"}}}
-	if pids, err := gitops.ProcessesIn(dir); err == nil && len(pids) > 0 {
+	if pids, err := procscan.In(dir); err == nil && len(pids) > 0 {
 		it.Reasons = append(it.Reasons, gitops.Risk{Reason: gitops.RiskProcess, Detail: fmt.Sprintf("pids %v", pids)})
 	}
 	return it

@@ -352,8 +352,8 @@ func (d *Deps) lockRemoval(ctx context.Context, id int64, wait bool) (unlock fun
 		if err != nil {
 			return nil, false, fmt.Errorf("removal lock: %w", err)
 		}
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
+		locked, err := grove.TryFlock(f, unix.LOCK_EX)
+		if locked {
 			// The file may have been unlinked by the remover that held it
 			// (it deletes it when done): lock the one at the path.
 			if fi, serr := os.Stat(path); serr == nil && sameFile(f, fi) {
@@ -368,7 +368,7 @@ func (d *Deps) lockRemoval(ctx context.Context, id int64, wait bool) (unlock fun
 			continue
 		}
 		f.Close()
-		if !errors.Is(err, unix.EWOULDBLOCK) {
+		if err != nil {
 			return nil, false, fmt.Errorf("removal lock %s: %w", path, err)
 		}
 		if !wait {

@@ -10,7 +10,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/grove-dev/grove"
-	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/gitops/procscan"
 	"github.com/grove-dev/grove/jobs/supervise"
 	"github.com/grove-dev/grove/store"
 )
@@ -85,9 +85,9 @@ func (w *RunAgentWorker) finishLost(ctx context.Context, client *Client, task gr
 			switch {
 			case termAt.IsZero():
 				termAt = time.Now()
-				gitops.KillAll(pids, syscall.SIGTERM)
+				procscan.KillAll(pids, syscall.SIGTERM)
 			case time.Since(termAt) > d.Grace:
-				gitops.KillAll(pids, syscall.SIGKILL)
+				procscan.KillAll(pids, syscall.SIGKILL)
 			}
 		}
 		select {

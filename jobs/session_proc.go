@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/gitops/procscan"
 )
 
 // portUse is what /proc/net/tcp{,6} say about one port.
@@ -220,7 +220,7 @@ type serviceTree struct {
 
 // pids lists the live processes of the tree (not this process). With
 // inWorktree, processes working in the worktree (cwd, fds, mappings:
-// gitops.ProcessesIn) started after the supervisor are included too; a
+// procscan.In) started after the supervisor are included too; a
 // task's agent (GROVE_TASK_ID set) never is.
 func (t serviceTree) pids(inWorktree bool) []int {
 	ents, err := os.ReadDir("/proc")
@@ -229,7 +229,7 @@ func (t serviceTree) pids(inWorktree bool) []int {
 	}
 	var in []int
 	if inWorktree && t.worktree != "" {
-		in, _ = gitops.ProcessesIn(t.worktree)
+		in, _ = procscan.In(t.worktree)
 	}
 	self := os.Getpid()
 	var out []int
@@ -271,7 +271,7 @@ func (t serviceTree) kill(grace time.Duration) []int {
 	if len(pids) == 0 {
 		return nil
 	}
-	gitops.KillAll(pids, syscall.SIGTERM)
+	procscan.KillAll(pids, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		if pids = t.pids(true); len(pids) == 0 {
@@ -283,7 +283,7 @@ func (t serviceTree) kill(grace time.Duration) []int {
 		if pids = t.pids(true); len(pids) == 0 {
 			return nil
 		}
-		gitops.KillAll(pids, syscall.SIGKILL)
+		procscan.KillAll(pids, syscall.SIGKILL)
 		time.Sleep(25 * time.Millisecond)
 	}
 	return t.pids(true)

@@ -134,22 +134,13 @@ func (s *Store) migrate(ctx context.Context, home string) error {
 	return nil
 }
 
-// flock takes (or converts to) lock how on f, waiting until it is free.
+// flock takes (or converts to) lock how on the migrate lock f, waiting
+// until it is free. f is closed on an error.
 func flock(ctx context.Context, f *os.File, how int) error {
-	for {
-		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if err != unix.EWOULDBLOCK {
-			return fmt.Errorf("take migrate lock: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("take migrate lock: %w", ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
+	if err := grove.Flock(ctx, f, how); err != nil {
+		return fmt.Errorf("take migrate lock: %w", err)
 	}
+	return nil
 }
 
 // riverTargetVersion is the last River migration this grove was built with.

@@ -240,6 +240,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	// Rounds alternate the sides ABBA-style (B G, G B, B G, ...): load from
 	// elsewhere on the box, or a drift over the run, falls on both.
 	var baseRes, groveRes phaseResult
+	baseCPU, groveCPU := cpuMeter{}, cpuMeter{pid: d.cmd.Process.Pid}
 	for i := range cfg.rounds {
 		lo, hi := cfg.tasks*i/cfg.rounds, cfg.tasks*(i+1)/cfg.rounds
 		sides := []string{"baseline", "grove"}
@@ -249,20 +250,25 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		for _, side := range sides {
 			logf("round %d/%d: %s, %d tasks at concurrency %d", i+1, cfg.rounds, side, hi-lo, cfg.concurrency)
 			if side == "baseline" {
+				baseCPU.start()
 				res, err := runBaseline(phaseCtx, r, repo, base, wtRoot, marks, lo, hi-lo, cfg.concurrency, progress)
+				baseCPU.stop()
 				if err != nil {
 					return rep, withCause(phaseCtx, err)
 				}
 				baseRes.add(res)
 				continue
 			}
+			groveCPU.start()
 			res, err := runGrove(phaseCtx, g, cw, repo, marks, hi-lo, cfg.concurrency, progress)
+			groveCPU.stop()
 			if err != nil {
 				return rep, withCause(phaseCtx, err)
 			}
 			groveRes.add(res)
 		}
 	}
+	rep.fillCPU(baseCPU.total, groveCPU.total, len(baseRes.Tasks), len(groveRes.Tasks))
 	stages, e2eEvent, err := stageTimes(phaseCtx, g, groveRes.Tasks)
 	if err != nil {
 		return rep, withCause(phaseCtx, err)

@@ -27,10 +27,15 @@ var fixedEnv = []string{
 }
 
 // benchEnv is the inherited environment without anything that could point
-// git or grove elsewhere (GIT_*, GROVE_*, LC_ALL), plus fixedEnv.
+// git or grove elsewhere (GIT_*, GROVE_* but GROVE_CPUPROFILE, LC_ALL),
+// plus fixedEnv.
 func benchEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "GROVE_CPUPROFILE=") {
+			env = append(env, kv)
+			continue
+		}
 		if strings.HasPrefix(kv, "GIT_") || strings.HasPrefix(kv, "GROVE_") || strings.HasPrefix(kv, "LC_ALL=") {
 			continue
 		}

@@ -33,6 +33,18 @@ type report struct {
 	StartRatioP50   float64 `json:"start_ratio_p50"`  // start_p50 ÷ baseline_create_p50
 	E2ERatioP50     float64 `json:"e2e_ratio_p50"`    // e2e_p50 ÷ baseline_e2e_p50
 
+	// CPU time per task (user+system, every process of the side: see
+	// cpu.go) and its ratio baseline ÷ grove: the share of git's
+	// efficiency grove keeps, which load elsewhere on the box barely moves
+	// (throughput_ratio on an idle box approaches it from below).
+	GroveCPUMsPerTask float64 `json:"grove_cpu_ms_per_task"`
+	// grove's CPU per task split: the daemon itself, its children (git,
+	// supervisors, agents), and the CLI calls of the harness (submit,
+	// wait, the ls polls).
+	GroveCPUSplitMsPerTask map[string]float64 `json:"grove_cpu_split_ms_per_task"`
+	BaselineCPUMsPerTask   float64            `json:"baseline_cpu_ms_per_task"`
+	CPURatio               float64            `json:"cpu_ratio"`
+
 	GroveTasksPerS    float64 `json:"grove_tasks_per_s"`
 	BaselineTasksPerS float64 `json:"baseline_tasks_per_s"`
 	GroveWallS        float64 `json:"grove_wall_s"`    // first submit → last task's "closed" event (worktree removed)
@@ -99,6 +111,19 @@ type report struct {
 	// worktree is kept there for --trash-keep; bytes allocated on disk.
 	TrashBytes   int64 `json:"trash_bytes"`
 	TrashEntries int   `json:"trash_entries"`
+}
+
+// fillCPU sets the CPU figures from each side's total over its tasks.
+func (rep *report) fillCPU(base, grove cpuSplit, baseTasks, groveTasks int) {
+	if baseTasks == 0 || groveTasks == 0 || base.total() <= 0 || grove.total() <= 0 {
+		return
+	}
+	per := func(d time.Duration, n int) float64 { return float64(d.Milliseconds()) / float64(n) }
+	rep.BaselineCPUMsPerTask = per(base.total(), baseTasks)
+	rep.GroveCPUMsPerTask = per(grove.total(), groveTasks)
+	rep.GroveCPUSplitMsPerTask = map[string]float64{"daemon": per(grove.Daemon, groveTasks),
+		"daemon_children": per(grove.Children, groveTasks), "cli": per(grove.Local, groveTasks)}
+	rep.CPURatio = ratio(rep.BaselineCPUMsPerTask, rep.GroveCPUMsPerTask)
 }
 
 // fill computes the report's figures from the raw measurements.
@@ -214,7 +239,8 @@ func writeJSON(w io.Writer, rep report) error {
 		&r.BaselineCreateP50Ms, &r.BaselineCreateP99Ms, &r.BaselineStartP50Ms, &r.E2EP50Ms, &r.E2EP99Ms,
 		&r.E2EEventP50Ms, &r.E2EEventP99Ms, &r.BaselineE2EP50Ms, &r.BaselineE2EP99Ms,
 		&r.WorktreeCreateP50Ms, &r.SubmitWallP50Ms, &r.SubmitWallP99Ms, &r.LsWallP50Ms, &r.LsPollP50Ms,
-		&r.DaemonRSSMB, &r.RepoBuildS, &r.BaselineWorktreeAddP50Ms} {
+		&r.DaemonRSSMB, &r.RepoBuildS, &r.BaselineWorktreeAddP50Ms,
+		&r.GroveCPUMsPerTask, &r.BaselineCPUMsPerTask, &r.CPURatio} {
 		*p = clean(*p)
 	}
 	for _, p := range []**float64{&r.WarmStartP50Ms, &r.WarmStartP99Ms, &r.SaturatedWarmStartP50Ms} {
@@ -228,6 +254,7 @@ func writeJSON(w io.Writer, rep report) error {
 	}
 	r.StagesP50Ms, r.StagesP99Ms = cleanMap(r.StagesP50Ms), cleanMap(r.StagesP99Ms)
 	r.BaselineStepsP50Ms = cleanMap(r.BaselineStepsP50Ms)
+	r.GroveCPUSplitMsPerTask = cleanMap(r.GroveCPUSplitMsPerTask)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
@@ -268,6 +295,7 @@ func writeTable(w io.Writer, r report) error {
 	row := func(label, g, bl, rt string) { p("%-28s %10s %10s %10s\n", label, g, bl, rt) }
 	row("tasks/s", f(r.GroveTasksPerS, 2), f(r.BaselineTasksPerS, 2), x(r.ThroughputRatio))
 	row("wall (s)", f(r.GroveWallS, 1), f(r.BaselineWallS, 1), "")
+	row("CPU per task (ms)", ms(r.GroveCPUMsPerTask), ms(r.BaselineCPUMsPerTask), x(r.CPURatio))
 	row("start p50 (ms)", ms(r.StartP50Ms), ms(r.BaselineCreateP50Ms), x(r.StartRatioP50))
 	row("start p99 (ms)", ms(r.StartP99Ms), ms(r.BaselineCreateP99Ms), x(ratio(r.StartP99Ms, r.BaselineCreateP99Ms)))
 	row("end-to-end p50 (ms)", ms(r.E2EP50Ms), ms(r.BaselineE2EP50Ms), x(r.E2ERatioP50))
@@ -277,6 +305,7 @@ func writeTable(w io.Writer, r report) error {
 		p("  (with --warm, grove's start rows are this saturated run with the pool on; the tip moves after every task)\n")
 	}
 	p("  end-to-end: grove = submit → `grove wait` returns (applied); baseline = through branch -D\n")
+	p("  CPU: user+system of every process of the side (grove: daemon, git, supervisors, agents, CLI calls); ratio = baseline ÷ grove\n")
 	p("  wall: grove = first submit → last \"closed\" event (worktree removed); baseline = → last branch -D\n\n")
 
 	if r.WarmProbes != nil {

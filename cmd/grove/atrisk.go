@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/gitops/procscan"
 )
 
 // atRiskView is one line of `grove ls --at-risk --json`.
@@ -84,7 +85,7 @@ func recheckProcesses(path, recorded string) json.RawMessage {
 	if err := json.Unmarshal([]byte(recorded), &rep); err != nil || !rep.Has(gitops.RiskProcess) {
 		return json.RawMessage(recorded)
 	}
-	pids, err := gitops.ProcessesIn(path)
+	pids, err := procscan.In(path)
 	if err != nil {
 		return json.RawMessage(recorded)
 	}

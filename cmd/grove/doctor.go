@@ -318,15 +318,9 @@ func checkLocks(ctx context.Context, rep *doctorReport, home string, st *store.S
 
 // heldFor reports whether someone holds an flock on path for all of d.
 func heldFor(path string, d time.Duration) bool {
-	f, err := os.OpenFile(path, os.O_RDONLY, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
 	deadline := time.Now().Add(d)
 	for {
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err == nil {
-			_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		if !grove.FlockHeld(path) {
 			return false
 		}
 		if time.Now().After(deadline) {

@@ -112,8 +112,7 @@ func lockDaemon(home string) (*daemonLock, error) {
 	// a little for that copy to go.
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
+		if ok, _ := grove.TryFlock(f, unix.LOCK_EX); ok {
 			break
 		}
 		pid, _ := daemonPid(home)
@@ -139,7 +138,7 @@ func daemonPid(home string) (int, bool) {
 		return 0, false
 	}
 	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err == nil {
+	if ok, _ := grove.TryFlock(f, unix.LOCK_SH); ok {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		return 0, false // nobody holds it
 	}
@@ -160,6 +159,11 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		return err
 	}
 	a.home = home
+	if stop, err := startCPUProfile(os.Getenv("GROVE_CPUPROFILE")); err != nil {
+		return err
+	} else {
+		defer stop()
+	}
 	lock, err := lockDaemon(home)
 	if err != nil {
 		return err

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/gitops/procscan"
 )
 
 // Owner says which processes belong to one run of a task, for Survivors.
@@ -70,17 +70,10 @@ func Survivors(o Owner) ([]int, error) {
 	if sup.Pid > 0 && sup.Alive() {
 		add(sup.Pid)
 	}
-	if o.TaskID != "" {
-		pids, err := gitops.ProcessesWithEnv("GROVE_TASK_ID", o.TaskID)
-		if err != nil {
-			return nil, fmt.Errorf("find processes of task %s: %w", o.TaskID, err)
-		}
-		add(pids...)
-	}
-	if o.WorkDir != "" {
-		pids, err := gitops.ProcessesIn(o.WorkDir)
+	if o.TaskID != "" || o.WorkDir != "" {
+		pids, err := procscan.InOrWithEnv(o.WorkDir, "GROVE_TASK_ID", o.TaskID)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("find processes in %s: %w", o.WorkDir, err)
+			return nil, fmt.Errorf("find processes of task %s in %s: %w", o.TaskID, o.WorkDir, err)
 		}
 		add(pids...)
 	}

@@ -16,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops/procscan"
+	"golang.org/x/sys/unix"
 )
 
 // Spec describes one supervised run. It is written to DIR/spec.json.
@@ -100,8 +102,8 @@ func Start(exe, dir string, spec Spec) (Started, error) {
 		return Started{}, fmt.Errorf("open run lock: %w", err)
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return Started{}, fmt.Errorf("run %s already has a supervisor: %w", dir, err)
+	if ok, err := grove.TryFlock(lock, unix.LOCK_EX); !ok {
+		return Started{}, fmt.Errorf("run %s already has a supervisor (lock: %v)", dir, err)
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -336,12 +338,12 @@ func cleanup(pgid int, spec Spec, grace time.Duration) {
 		if groupAlive(pgid) {
 			pids = append(pids, -pgid)
 		}
-		if taskID != "" {
-			in, _ := gitops.ProcessesWithEnv("GROVE_TASK_ID", taskID)
-			pids = append(pids, in...)
-		}
+		dir := ""
 		if spec.Sweep {
-			in, _ := gitops.ProcessesIn(spec.WorkDir)
+			dir = spec.WorkDir
+		}
+		if taskID != "" || dir != "" {
+			in, _ := procscan.InOrWithEnv(dir, "GROVE_TASK_ID", taskID)
 			pids = append(pids, in...)
 		}
 		return pids
@@ -451,18 +453,7 @@ func writeFileAtomic(path string, b []byte) error {
 
 // Alive reports whether the supervisor of the run in dir is running: its
 // lock is held. A run dir without a lock file has no supervisor.
-func Alive(dir string) bool {
-	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return true
-	}
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
-}
+func Alive(dir string) bool { return grove.FlockHeld(filepath.Join(dir, LockFile)) }
 
 // Status is what a run directory says about its run.
 type Status int
