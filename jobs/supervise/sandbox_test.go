@@ -194,3 +194,26 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// BenchmarkStart compares starting (and reaping) a trivial agent with and
+// without the sandbox: go test -run - -bench Start ./jobs/supervise.
+func BenchmarkStart(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "plain"
+		if on {
+			name = "sandboxed"
+		}
+		b.Run(name, func(b *testing.B) {
+			work := b.TempDir()
+			for b.Loop() {
+				s := Spec{WorkDir: work, Argv: []string{"/bin/true"}, Env: []string{"PATH=/usr/bin:/bin"}}
+				if on {
+					s.Sandbox = &Sandbox{Mode: SandboxBestEffort, Write: []string{work}, WriteFiles: []string{"/dev/null"}}
+				}
+				if e := run(b.TempDir(), s, make(chan os.Signal)); e.Code != 0 {
+					b.Fatal(e)
+				}
+			}
+		})
+	}
+}
