@@ -53,6 +53,9 @@ type Sandbox struct {
 	// built: the private TMPDIR, cache directories that must exist to be
 	// granted.
 	MakeDirs []string `json:"make_dirs,omitempty"`
+	// AdminDir is the worktree's git admin dir, recorded for the daemon
+	// (the agent may rewrite the worktree's .git file that names it).
+	AdminDir string `json:"admin_dir,omitempty"`
 	// Cgroup names the cgroup created for the run's memory and process
 	// limits (unique per run).
 	Cgroup string `json:"cgroup,omitempty"`

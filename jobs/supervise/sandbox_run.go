@@ -70,3 +70,16 @@ func writeFileRenamed(path string, b []byte) error {
 	}
 	return nil
 }
+
+// ReadSpec reads the spec of the run in dir.
+func ReadSpec(dir string) (Spec, error) {
+	var s Spec
+	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	if err != nil {
+		return s, fmt.Errorf("read run spec: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("decode run spec %s: %w", dir, err)
+	}
+	return s, nil
+}
