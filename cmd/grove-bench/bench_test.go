@@ -26,7 +26,7 @@ func TestBenchSmall(t *testing.T) {
 	bin := buildGrove(t, tmp)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"--grove", bin, "--dir", tmp, "--files", "50", "--tasks", "4", "--concurrency", "2",
-		"--submits", "3", "--ls-runs", "3", "--sandbox-probes", "2", "--timeout", "2m", "--json"}, &stdout, &stderr)
+		"--submits", "3", "--ls-runs", "3", "--sandbox-probes", "2", "--timeout", "5m", "--json"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr.String())
 	}
