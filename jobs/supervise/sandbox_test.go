@@ -122,7 +122,7 @@ func TestSandboxLimits(t *testing.T) {
 	s := spec(t, `ulimit -c > core; ulimit -n > nofile; ulimit -f > fsize; ulimit -t > cpu;
 		head -c 300000 /dev/zero > big 2>/dev/null; wc -c < big > bigsize;
 		cat /proc/self/cgroup > cg;
-		(i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done; echo $i > forked) 2> forkerr; exit 0`)
+		(i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done; echo $i > forked) 2> forkerr; exit 0`)
 	s.Sandbox = &Sandbox{Mode: SandboxBestEffort, Write: []string{s.WorkDir}, WriteFiles: []string{"/dev/null"},
 		Limits: Limits{OpenFiles: 100, FileSize: 200 * 1024, CPU: 30e9, Procs: 10, Memory: 256 << 20},
 		Cgroup: fmt.Sprintf("test-%d", os.Getpid())}
