@@ -144,7 +144,7 @@ func (d *Deps) sandboxFor(ctx context.Context, task grove.Task, ws grove.Workspa
 		Net:        o.Net,
 		Limits: supervise.Limits{OpenFiles: o.MaxOpenFiles, FileSize: o.MaxFileSize, CPU: o.MaxCPU,
 			Memory: o.MaxMemory, Procs: o.MaxProcs},
-		Cgroup: fmt.Sprintf("%s-%d", task.ID, task.Attempt)}
+		Cgroup: fmt.Sprintf("%s-%d", task.ID, task.Attempt), AdminDir: admin}
 	if port > 0 {
 		sb.BindPorts = []int{port}
 	}
@@ -168,17 +168,32 @@ func (d *Deps) SettleRunObjects(ctx context.Context, task grove.Task) error {
 	if err != nil {
 		return err
 	}
-	admin, err := gitops.GitDirOf(ws.Path)
-	if err != nil {
-		return nil // no worktree, no private store
+	// The admin dir as recorded before the run: the agent may have
+	// rewritten the worktree's .git file that names it.
+	spec, err := supervise.ReadSpec(d.RunDir(task.ID, task.Attempt))
+	if err != nil || spec.Sandbox == nil || spec.Sandbox.AdminDir == "" {
+		return nil // not a sandboxed run (or one that never started)
 	}
+	admin := spec.Sandbox.AdminDir
 	objects := filepath.Join(admin, privateObjects)
 	if _, err := os.Stat(objects); err != nil {
-		return nil
+		return nil // not a sandboxed run
 	}
 	repo, err := d.Repo(ctx, task.RepoPath)
 	if err != nil {
 		return err
+	}
+	// The daemon runs git in this worktree next: first undo what the
+	// agent may have done to its links (sandbox_admin.go).
+	if fixed, err := repairLinks(ws.Path, admin, repo.CommonDir); err != nil {
+		return err
+	} else if len(fixed) > 0 {
+		if err := d.Store.InTx(ctx, func(tx *store.Tx) error {
+			return tx.AddEvent(ctx, task.ID, "", "links_repaired",
+				"the agent had changed its worktree's links to the repository; repaired: "+strings.Join(fixed, ", "))
+		}); err != nil {
+			return err
+		}
 	}
 	rejected, err := repo.SettleObjects(ctx, objects)
 	if err != nil {

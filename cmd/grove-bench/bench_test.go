@@ -26,12 +26,18 @@ func TestBenchSmall(t *testing.T) {
 	bin := buildGrove(t, tmp)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"--grove", bin, "--dir", tmp, "--files", "50", "--tasks", "4", "--concurrency", "2",
-		"--submits", "3", "--ls-runs", "3", "--timeout", "2m", "--json"}, &stdout, &stderr)
+		"--submits", "3", "--ls-runs", "3", "--sandbox-probes", "2", "--timeout", "5m", "--json"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr.String())
 	}
 	var rep map[string]any
 	is.NoErr(json.Unmarshal(stdout.Bytes(), &rep))
+	// The start with and without the sandbox, each measured.
+	for _, k := range []string{"sandbox_start_p50_ms", "nosandbox_start_p50_ms", "sandbox_probes"} {
+		if v, ok := rep[k].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v, want a positive number (%v)", k, rep[k], rep["sandbox_note"])
+		}
+	}
 	for _, k := range []string{"throughput_ratio", "start_p50_ms", "start_p99_ms", "baseline_create_p50_ms",
 		"e2e_p50_ms", "e2e_p99_ms", "grove_tasks_per_s", "baseline_tasks_per_s", "submit_wall_p50_ms",
 		"ls_wall_p50_ms", "ls_tasks", "daemon_rss_mb", "files", "tasks", "concurrency", "e2e_event_p50_ms",
@@ -87,7 +93,7 @@ func TestBenchWarm(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"--grove", bin, "--dir", tmp, "--files", "50", "--tasks", "4", "--concurrency", "2",
 		"--warm", "2", "--warm-settle", "0s", "--warm-probes", "3", "--rounds", "1",
-		"--submits", "1", "--ls-runs", "1", "--timeout", "3m", "--json"}, &stdout, &stderr)
+		"--submits", "1", "--ls-runs", "1", "--sandbox-probes", "0", "--timeout", "3m", "--json"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr.String())
 	}

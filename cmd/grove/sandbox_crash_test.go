@@ -116,3 +116,30 @@ fi
 	is.True(strings.Contains(h.git("log", "--format=%s", "refs/heads/"+ws.Branch), "agent commit"))
 	is.True(strings.Contains(h.mustGrove("diff", "--stat", id), "committed.txt"))
 }
+
+// TestSandboxRepairsLinks: an agent that points its admin dir's commondir
+// somewhere of its own and replaces its worktree's .git with a directory
+// (so that the daemon's next git there would read the agent's config) has
+// both repaired before the diff, and the task reaches review with its work.
+func TestSandboxRepairsLinks(t *testing.T) {
+	if supervise.LandlockABI() < 1 {
+		t.Skip("no Landlock (this machine has ABI 7: not skipped here)")
+	}
+	is := is.New(t)
+	h := newHarness(t)
+	h.strictSandbox()
+	agent := h.writeAgent("agent.sh", `gd=$(git rev-parse --absolute-git-dir)
+echo work > f.txt
+echo "$TMPDIR" > "$gd/commondir"
+rm .git && mkdir .git
+`)
+	h.startDaemon()
+	id := h.mustGrove("submit", "--repo", h.repo, "--", agent)
+	h.mustGrove("wait", id)
+	is.Equal(h.task(id).State, grove.StateReview)
+	evs, err := h.store().Events(context.Background(), id, 0)
+	is.NoErr(err)
+	is.True(hasEvent(evs, "links_repaired"))
+	is.True(strings.Contains(h.mustGrove("diff", "--stat", id), "f.txt"))
+	h.stopDaemon(syscall.SIGTERM)
+}

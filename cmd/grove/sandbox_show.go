@@ -25,7 +25,7 @@ func sandboxLines(v taskView, p func(k, val string)) {
 	o := v.Options
 	if a == nil {
 		if v.Run != nil {
-			p("sandbox", "none recorded: the run ran unconfined")
+			p("sandbox", "not recorded (a run by an older grove ran unconfined)")
 			return
 		}
 		asked := "decided when the agent starts"

@@ -53,6 +53,9 @@ type Sandbox struct {
 	// built: the private TMPDIR, cache directories that must exist to be
 	// granted.
 	MakeDirs []string `json:"make_dirs,omitempty"`
+	// AdminDir is the worktree's git admin dir, recorded for the daemon
+	// (the agent may rewrite the worktree's .git file that names it).
+	AdminDir string `json:"admin_dir,omitempty"`
 	// Cgroup names the cgroup created for the run's memory and process
 	// limits (unique per run).
 	Cgroup string `json:"cgroup,omitempty"`
@@ -83,6 +86,9 @@ type Applied struct {
 	CoreDumps   bool     `json:"core_dumps"`
 	Cgroup      string   `json:"cgroup,omitempty"` // the cgroup that enforces memory/procs
 	NotEnforced []string `json:"not_enforced,omitempty"`
+	// Setup is how long building the confinement took (ruleset, rlimits,
+	// cgroup), the sandbox's cost at start besides two syscalls at fork.
+	Setup time.Duration `json:"setup_ns"`
 }
 
 // LandlockABI is the kernel's Landlock ABI version, 0 when it has none
@@ -126,6 +132,7 @@ type confinement struct {
 // of the filesystem and network policy is an error; limits that cannot
 // be enforced are recorded in Applied.NotEnforced in every mode.
 func prepare(s Sandbox) (*confinement, error) {
+	began := time.Now()
 	c := &confinement{rulesFD: -1, applied: Applied{Mode: s.Mode, ABI: LandlockABI(), Net: "allowed",
 		BindPorts: s.BindPorts, Limits: s.Limits}}
 	if s.Mode == SandboxOff {
@@ -137,6 +144,7 @@ func prepare(s Sandbox) (*confinement, error) {
 	}
 	c.rlimits(s.Limits)
 	c.cgroup(s)
+	c.applied.Setup = time.Since(began)
 	return c, nil
 }
 

@@ -160,13 +160,13 @@ func (cg *cgroup) enterThread(attr *syscall.SysProcAttr) (left func(), err error
 }
 
 // remove deletes the cgroup's directories; a directory still holding a
-// process (one exiting) is retried for up to two seconds.
+// process (one exiting) is retried for up to five seconds.
 func (cg *cgroup) remove() {
 	if cg.fd >= 0 {
 		_ = unix.Close(cg.fd)
 		cg.fd = -1
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for _, dir := range cg.dirs {
 		for {
 			err := unix.Rmdir(dir)

@@ -31,7 +31,9 @@ func prepareSandbox(dir string, s *Sandbox) (*confinement, error) {
 		c.removeCgroup()
 		return nil, fmt.Errorf("encode sandbox record: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, SandboxFile), b); err != nil {
+	// Renamed into place, not synced: a crash that loses it loses the run
+	// too (show then says the policy was not recorded, never "unconfined").
+	if err := writeFileRenamed(filepath.Join(dir, SandboxFile), b); err != nil {
 		c.close()
 		c.removeCgroup()
 		return nil, err
@@ -54,4 +56,30 @@ func (c *confinement) done() {
 	}
 	c.close()
 	c.removeCgroup()
+}
+
+// writeFileRenamed writes path via path.tmp and a rename: a reader sees
+// the whole file or none (no fsync: see prepareSandbox).
+func writeFileRenamed(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadSpec reads the spec of the run in dir.
+func ReadSpec(dir string) (Spec, error) {
+	var s Spec
+	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	if err != nil {
+		return s, fmt.Errorf("read run spec: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("decode run spec %s: %w", dir, err)
+	}
+	return s, nil
 }

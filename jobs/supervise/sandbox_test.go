@@ -122,7 +122,7 @@ func TestSandboxLimits(t *testing.T) {
 	s := spec(t, `ulimit -c > core; ulimit -n > nofile; ulimit -f > fsize; ulimit -t > cpu;
 		head -c 300000 /dev/zero > big 2>/dev/null; wc -c < big > bigsize;
 		cat /proc/self/cgroup > cg;
-		(i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done; echo $i > forked) 2> forkerr; exit 0`)
+		(i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done; echo $i > forked) 2> forkerr; exit 0`)
 	s.Sandbox = &Sandbox{Mode: SandboxBestEffort, Write: []string{s.WorkDir}, WriteFiles: []string{"/dev/null"},
 		Limits: Limits{OpenFiles: 100, FileSize: 200 * 1024, CPU: 30e9, Procs: 10, Memory: 256 << 20},
 		Cgroup: fmt.Sprintf("test-%d", os.Getpid())}
@@ -182,4 +182,27 @@ func runSupervisor(t *testing.T, s Spec) string {
 	}
 	<-st.Done
 	return dir
+}
+
+// BenchmarkStart compares starting (and reaping) a trivial agent with and
+// without the sandbox: go test -run - -bench Start ./jobs/supervise.
+func BenchmarkStart(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "plain"
+		if on {
+			name = "sandboxed"
+		}
+		b.Run(name, func(b *testing.B) {
+			work := b.TempDir()
+			for b.Loop() {
+				s := Spec{WorkDir: work, Argv: []string{"/bin/true"}, Env: []string{"PATH=/usr/bin:/bin"}}
+				if on {
+					s.Sandbox = &Sandbox{Mode: SandboxBestEffort, Write: []string{work}, WriteFiles: []string{"/dev/null"}}
+				}
+				if e := run(b.TempDir(), s, make(chan os.Signal)); e.Code != 0 {
+					b.Fatal(e)
+				}
+			}
+		})
+	}
 }
