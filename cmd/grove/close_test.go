@@ -225,23 +225,18 @@ func TestReaperRacesCloses(t *testing.T) {
 		}
 		h.mustGrove("wait", id)
 		h.mustGrove("discard", id)
-		_, errOut, err, timedOut := h.groveIn(h.work, slow(60*time.Second), "close", id)
+		_, errOut, err, timedOut := h.groveIn(h.work, slow(3*time.Minute), "close", id)
 		is.True(!timedOut)
 		if err != nil { // the reaper or the discard's close may have been first: never a refusal
 			is.True(!strings.Contains(errOut, "holds work"))
 		}
 		is.True(adminKept())
 	}
-	h.until(120*time.Second, "every task closed", func() bool {
+	h.untilSettled(time.Minute, 15*time.Minute, "every task closed", func() (bool, string) {
 		if !adminKept() {
 			h.t.Fatal("the user's worktree lost its admin dir")
 		}
-		for _, id := range ids {
-			if !h.closed(id) {
-				return false
-			}
-		}
-		return true
+		return h.closedProgress(ids)
 	})
 	t.Logf("%d tasks applied or discarded and closed next to a reaper every second in %s", n, time.Since(start).Round(time.Millisecond))
 	h.until(30*time.Second, "nothing leaked", func() bool {

@@ -1,6 +1,11 @@
 package main
 
-import "time"
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
 
 // untilSettled waits until done reports true, failing only when what
 // progress describes (a summary of the states that matter) has not changed
@@ -30,4 +35,25 @@ func (h *harness) untilSettled(stall, limit time.Duration, what string, check fu
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// closedProgress reports whether every task of ids is closed (settled,
+// worktree removed) and, for untilSettled, how many are in each state.
+func (h *harness) closedProgress(ids []string) (bool, string) {
+	h.t.Helper()
+	counts := map[string]int{}
+	closed := 0
+	for _, id := range ids {
+		if h.closed(id) {
+			closed++
+			continue
+		}
+		counts[string(h.task(id).State)]++
+	}
+	parts := []string{fmt.Sprintf("closed:%d", closed)}
+	for st, n := range counts {
+		parts = append(parts, fmt.Sprintf("%s:%d", st, n))
+	}
+	sort.Strings(parts[1:])
+	return closed == len(ids), strings.Join(parts, " ")
 }
