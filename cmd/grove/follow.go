@@ -263,6 +263,8 @@ func (a *app) waitTasks(ctx context.Context, args []string, sayErrors bool) ([]g
 	}
 	start, lastNote := time.Now(), time.Now()
 	tty := isTerminal(a.stderr)
+	commits := a.st.WatchCommits() // re-read on a commit, not every 50 ms
+	defer commits.Close()
 	var tasks []grove.Task
 	for {
 		tasks = tasks[:0]
@@ -295,7 +297,7 @@ func (a *app) waitTasks(ctx context.Context, args []string, sayErrors bool) ([]g
 				fmt.Fprintln(a.stderr, note)
 			}
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := commits.Wait(ctx, time.Second); err != nil {
 			return nil, err
 		}
 	}
