@@ -444,10 +444,16 @@ func wantsRestart(policy grove.RestartPolicy, e supervise.Exit) bool {
 
 // accepts reports whether a TCP connection to port on loopback (IPv4,
 // then IPv6) is accepted: the service is reachable, not only listening.
+// The probe closes with a reset (linger 0), so it leaves no TIME_WAIT
+// socket that the activity sampler (readPorts) would count as a client's
+// request for a minute.
 func accepts(port int) bool {
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 200*time.Millisecond)
 		if err == nil {
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
 			c.Close()
 			return true
 		}

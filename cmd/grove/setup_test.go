@@ -257,7 +257,7 @@ func TestWarmPoolSetup(t *testing.T) {
 	h.until(60*time.Second, "pool refilled and set up", func() bool { return len(setUp()) == 2 })
 	changer := h.mustGrove("submit", "--repo", h.repo, "--apply", "auto", "--", "sh", "-c", `echo '{"v": 2}' > package-lock.json`)
 	h.mustGrove("wait", changer)
-	h.until(30*time.Second, "lockfile change applied", func() bool { return h.task(changer).State == grove.StateClosed })
+	h.until(30*time.Second, "lockfile change applied", func() bool { return h.closed(changer) })
 	tip := h.tip()
 	h.until(60*time.Second, "pool set up again at the new tip", func() bool {
 		p := setUp()

@@ -45,9 +45,11 @@ worktree on branch grove/<id>/work at the base commit and runs CMD there. With
 				return err
 			}
 			req.Env = env
+			tty := req.Options.TTY // --tty; the sandbox flags fill the rest
 			if req.Options, err = sb.options(); err != nil {
 				return err
 			}
+			req.Options.TTY = tty
 			if req.RepoDir == "" {
 				req.RepoDir = "."
 			}

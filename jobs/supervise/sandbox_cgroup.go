@@ -159,21 +159,39 @@ func (cg *cgroup) enterThread(attr *syscall.SysProcAttr) (left func(), err error
 	}, nil
 }
 
-// remove deletes the cgroup's directories; a directory still holding a
-// process (one exiting) is retried for up to five seconds.
+// remove deletes the cgroup's directories. It runs once the agent has
+// ended and its group was cleaned up, so whatever is still listed in a
+// directory (a fork-bomb child that escaped the group's kill, one exiting)
+// is the run's and gets SIGKILL; a busy directory is retried for up to
+// ten seconds.
 func (cg *cgroup) remove() {
 	if cg.fd >= 0 {
 		_ = unix.Close(cg.fd)
 		cg.fd = -1
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for _, dir := range cg.dirs {
 		for {
 			err := unix.Rmdir(dir)
 			if err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 				break
 			}
+			killListed(dir)
 			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// killListed sends SIGKILL to every process a cgroup directory lists
+// (cgroup.procs in v1 and v2).
+func killListed(dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 && pid != os.Getpid() {
+			_ = unix.Kill(pid, unix.SIGKILL)
 		}
 	}
 }
