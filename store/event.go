@@ -29,8 +29,14 @@ func (s *Store) Events(ctx context.Context, taskID string, after int64) ([]grove
 }
 
 func (s *Store) events(ctx context.Context, where string, args ...any) ([]grove.Event, error) {
+	return s.eventsLimit(ctx, where, -1, args...)
+}
+
+// eventsLimit is events with at most limit rows (-1: all, as SQLite's
+// LIMIT -1), oldest first.
+func (s *Store) eventsLimit(ctx context.Context, where string, limit int, args ...any) ([]grove.Event, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message
-		FROM event WHERE `+where+` ORDER BY id`, args...)
+		FROM event WHERE `+where+` ORDER BY id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}

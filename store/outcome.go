@@ -87,26 +87,8 @@ func AppliedCommitOf(msg string) string {
 // every task's and session's, or task taskID's only. Event ids only grow
 // (one writer at a time), so after = the last id read resumes a stream.
 func (s *Store) EventsAfter(ctx context.Context, after int64, taskID string, limit int) ([]grove.Event, error) {
-	q := `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message FROM event WHERE id > ?`
-	args := []any{after}
 	if taskID != "" {
-		q += ` AND task_id = ?`
-		args = append(args, taskID)
+		return s.eventsLimit(ctx, `id > ? AND task_id = ?`, limit, after, taskID)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id LIMIT ?`, append(args, limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("list events: %w", err)
-	}
-	defer rows.Close()
-	var out []grove.Event
-	for rows.Next() {
-		var e grove.Event
-		var at int64
-		if err := rows.Scan(&e.ID, &e.TaskID, &e.SessionID, &at, &e.Kind, &e.Message); err != nil {
-			return nil, fmt.Errorf("scan event: %w", err)
-		}
-		e.At = fromMS(at)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return s.eventsLimit(ctx, `id > ?`, limit, after)
 }
