@@ -138,43 +138,92 @@ func (cg *cgroup) describe() string {
 // cgroup: v2 through CLONE_INTO_CGROUP, v1 by moving the thread itself
 // (a child starts in its forking thread's cgroups). left moves the thread
 // back.
+//
+// The way back is opened before the thread enters: Landlock, which the
+// thread takes on next, would refuse to open the supervisor's own cgroup
+// files afterwards (it checks at open, not at write), and a thread that
+// stayed would keep the run's cgroup busy for the supervisor's lifetime.
 func (cg *cgroup) enterThread(attr *syscall.SysProcAttr) (left func(), err error) {
 	if cg.v2 {
 		attr.UseCgroupFD, attr.CgroupFD = true, cg.fd
 		return func() {}, nil
 	}
 	tid := []byte(strconv.Itoa(unix.Gettid()))
+	backs := make([]*os.File, 0, len(cg.back))
+	closeBacks := func() {
+		for _, f := range backs {
+			_ = f.Close()
+		}
+	}
+	for _, b := range cg.back {
+		f, err := os.OpenFile(filepath.Join(b, "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			closeBacks()
+			return nil, fmt.Errorf("open own cgroup: %w", err)
+		}
+		backs = append(backs, f)
+	}
+	goBack := func(n int) {
+		for _, f := range backs[:n] {
+			if _, err := f.Write(tid); err != nil {
+				fmt.Fprintf(os.Stderr, "grove: supervisor thread could not leave the run's cgroup (%s): %v\n", f.Name(), err)
+			}
+		}
+		closeBacks()
+	}
 	for i, dir := range cg.dirs {
 		if err := os.WriteFile(filepath.Join(dir, "tasks"), tid, 0); err != nil {
-			for _, b := range cg.back[:i] {
-				_ = os.WriteFile(filepath.Join(b, "tasks"), tid, 0)
-			}
+			goBack(i)
 			return nil, fmt.Errorf("join cgroup %s: %w", dir, err)
 		}
 	}
-	return func() {
-		for _, b := range cg.back {
-			_ = os.WriteFile(filepath.Join(b, "tasks"), tid, 0)
+	return func() { goBack(len(backs)) }, nil
+}
+
+// moveOwnThreadsOut moves any of this process's threads still listed in
+// the v1 directory dir (i is its index) back to the supervisor's own
+// cgroup; remove's last resort for a thread that never left.
+func (cg *cgroup) moveOwnThreadsOut(i int) {
+	if cg.v2 {
+		return
+	}
+	b, err := os.ReadFile(filepath.Join(cg.dirs[i], "tasks"))
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(b)) {
+		if _, err := os.Stat("/proc/self/task/" + f); err == nil {
+			_ = os.WriteFile(filepath.Join(cg.back[i], "tasks"), []byte(f), 0)
 		}
-	}, nil
+	}
 }
 
 // remove deletes the cgroup's directories. It runs once the agent has
 // ended and its group was cleaned up, so whatever is still listed in a
 // directory (a fork-bomb child that escaped the group's kill, one exiting)
-// is the run's and gets SIGKILL; a busy directory is retried for up to
-// ten seconds.
+// is the run's and gets SIGKILL, and a thread of this process still listed
+// is moved out; a busy directory is retried for up to ten seconds, then
+// said on stderr (the run's log).
 func (cg *cgroup) remove() {
 	if cg.fd >= 0 {
 		_ = unix.Close(cg.fd)
 		cg.fd = -1
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for _, dir := range cg.dirs {
+	for i, dir := range cg.dirs {
 		for {
 			err := unix.Rmdir(dir)
-			if err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			if err == nil || errors.Is(err, unix.ENOENT) {
 				break
+			}
+			if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+				listed, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+				fmt.Fprintf(os.Stderr, "grove: cannot remove the run's cgroup %s: %v (processes: %s)\n",
+					dir, err, strings.Join(strings.Fields(string(listed)), " "))
+				break
+			}
+			if len(cg.back) > i {
+				cg.moveOwnThreadsOut(i)
 			}
 			killListed(dir)
 			time.Sleep(20 * time.Millisecond)

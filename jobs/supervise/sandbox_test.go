@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/matryer/is"
+	"golang.org/x/sys/unix"
 )
 
 func needLandlock(t *testing.T, abi int) {
@@ -117,8 +118,12 @@ func freePort(t *testing.T) int {
 
 // TestSandboxLimits runs a real supervisor process (this test binary,
 // re-executed) so that its resource limits do not touch the test.
+//
+// This process stands in for an init that never reaps (see subreaper): the
+// killed background sleeps must not keep the cgroup busy.
 func TestSandboxLimits(t *testing.T) {
 	is := is.New(t)
+	subreaper(t)
 	s := spec(t, `ulimit -c > core; ulimit -n > nofile; ulimit -f > fsize; ulimit -t > cpu;
 		head -c 300000 /dev/zero > big 2>/dev/null; wc -c < big > bigsize;
 		cat /proc/self/cgroup > cg;
@@ -160,6 +165,10 @@ func TestSandboxLimits(t *testing.T) {
 	is.True(strings.Contains(read("cg"), "grove-test-")) // the agent ran in the run's cgroup
 	is.True(read("forked") == "")                        // the loop never got to 40 processes
 	is.True(strings.Contains(read("forkerr"), "fork"))   // "Cannot fork"
+	// The supervisor's forking thread left the cgroup (Landlock did not
+	// stop it), and the cgroup was removed.
+	is.True(!strings.Contains(string(log), "could not leave"))
+	is.True(!strings.Contains(string(log), "cannot remove"))
 	// The cgroup is gone after the run.
 	for _, d := range strings.Split(strings.TrimPrefix(a.Cgroup, "v1 "), ", ") {
 		_, err := os.Stat(d)
@@ -205,4 +214,49 @@ func BenchmarkStart(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestOrphansAreReapedBySupervisor stands in for an init that never reaps
+// (as in some containers): this test process becomes a child subreaper and
+// does not reap. What the agent leaves behind must then be reaped by the
+// supervisor, not end up as zombies here (they would keep a run's cgroup
+// busy and count against its pids limit).
+func TestOrphansAreReapedBySupervisor(t *testing.T) {
+	is := is.New(t)
+	subreaper(t)
+	before := zombieChildren(t)
+	s := spec(t, `(sleep 30 & sleep 30 & exit 0); (exec sleep 0.01 &); sleep 0.2; exit 0`)
+	runSupervisor(t, s)
+	is.Equal(zombieChildren(t), before) // no new zombie was handed to us
+}
+
+// subreaper makes this test process a child subreaper until the test ends.
+func subreaper(t *testing.T) {
+	t.Helper()
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Skipf("cannot become a subreaper: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+}
+
+// zombieChildren counts this process's children that have exited and not
+// been reaped.
+func zombieChildren(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(os.Getpid()) {
+			n++
+		}
+	}
+	return n
 }

@@ -204,10 +204,17 @@ func Main(dir string) error {
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return finish(dir, Exit{Code: -1, Reason: ReasonStart, Message: "decode spec: " + err.Error()})
 	}
-	return finish(dir, run(dir, spec, sigs))
+	orphans, err := startReaper()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "grove: cannot become the subreaper of the agent's processes (%v); orphans go to PID 1\n", err)
+	}
+	defer orphans.close()
+	return finish(dir, runAgent(dir, spec, sigs, orphans))
 }
 
-func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
+// runAgent runs spec's agent to its end. orphans, when not nil, is told the
+// agent's pid (it reaps every other child of this process).
+func runAgent(dir string, spec Spec, sigs <-chan os.Signal, orphans *reaper) Exit {
 	if len(spec.Argv) == 0 {
 		return Exit{Code: -1, Reason: ReasonStart, Message: "empty command"}
 	}
@@ -256,6 +263,7 @@ func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
 		return Exit{Code: 126, Reason: ReasonStart, Message: fmt.Sprintf("start agent %s: %v", spec.Argv[0], err)}
 	}
 	pgid := cmd.Process.Pid
+	orphans.setAgent(pgid)
 	_ = writeFileAtomic(filepath.Join(dir, AgentFile), []byte(strconv.Itoa(pgid)))
 	fmt.Fprintf(os.Stderr, "grove: agent started, pid %d\n", pgid)
 	term.started(nil) // its output is logged from now on, after that line

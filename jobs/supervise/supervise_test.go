@@ -12,6 +12,12 @@ import (
 	"github.com/matryer/is"
 )
 
+// run runs spec in this process, without the supervisor's orphan reaper
+// (which would take this test binary's other children).
+func run(dir string, spec Spec, sigs <-chan os.Signal) Exit {
+	return runAgent(dir, spec, sigs, nil)
+}
+
 func spec(t *testing.T, script string) Spec {
 	t.Helper()
 	dir := t.TempDir()
