@@ -50,7 +50,7 @@ type Health struct {
 // migration versions. Missing tables read as version 0.
 func (s *Store) Health(ctx context.Context) (Health, error) {
 	h := Health{SchemaWant: grove.SchemaVersion, RiverWant: riverTargetVersion}
-	rows, err := s.db.QueryContext(ctx, `PRAGMA integrity_check`)
+	rows, err := s.q.QueryContext(ctx, `PRAGMA integrity_check`)
 	if err != nil {
 		return h, fmt.Errorf("integrity check: %w", err)
 	}
@@ -67,14 +67,14 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 		return h, fmt.Errorf("integrity check: %w", err)
 	}
 	var v string
-	err = s.db.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v)
+	err = s.q.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v)
 	switch {
 	case err == nil:
 		h.SchemaVersion, _ = strconv.Atoi(v)
 	case !errors.Is(err, sql.ErrNoRows) && !noSuchTable(err):
 		return h, fmt.Errorf("read schema version: %w", err)
 	}
-	err = s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM river_migration WHERE line = 'main'`).Scan(&h.RiverVersion)
+	err = s.q.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM river_migration WHERE line = 'main'`).Scan(&h.RiverVersion)
 	if err != nil && !noSuchTable(err) {
 		return h, fmt.Errorf("read river migration version: %w", err)
 	}

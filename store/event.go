@@ -35,7 +35,7 @@ func (s *Store) events(ctx context.Context, where string, args ...any) ([]grove.
 // eventsLimit is events with at most limit rows (-1: all, as SQLite's
 // LIMIT -1), oldest first.
 func (s *Store) eventsLimit(ctx context.Context, where string, limit int, args ...any) ([]grove.Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message
+	rows, err := s.q.QueryContext(ctx, `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message
 		FROM event WHERE `+where+` ORDER BY id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)

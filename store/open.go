@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"golang.org/x/sys/unix"
@@ -23,8 +25,13 @@ import (
 // serialised on one connection.
 type Store struct {
 	db   *sql.DB
-	path string
+	q    querier // db, translating SQLite's spelling on PostgreSQL
+	path string  // the SQLite file, or the redacted PostgreSQL URL
 	now  func() time.Time
+
+	pg    bool          // on PostgreSQL (see dialect.go)
+	pool  *pgxpool.Pool // PostgreSQL: the pool under db, River's driver's
+	pgTxs sync.Map      // PostgreSQL: *sql.Tx of an open InTx -> its *pgx.Conn
 }
 
 // DSNPragmas are the connection settings every grove process uses.
@@ -37,6 +44,9 @@ const DSNPragmas = "_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragm
 type Options struct {
 	// Now is the clock (tests inject one). Defaults to time.Now.
 	Now func() time.Time
+	// Database is a PostgreSQL URL (postgres://…) to use instead of
+	// SQLite in the home (GROVE_DATABASE, --database). Empty: SQLite.
+	Database string
 }
 
 // Open opens (creating if needed) $home/grove.db and brings its schema up to
@@ -44,7 +54,21 @@ type Options struct {
 // concurrent processes migrate once. A database written by a newer grove is
 // refused before anything is changed. home is created with mode 0700 and the
 // database file with 0600. Close the Store when done.
+//
+// With opts.Database set, the database is that PostgreSQL server instead
+// (home still holds runs, worktrees and locks), migrated the same way
+// under an advisory lock.
 func Open(ctx context.Context, home string, opts Options) (*Store, error) {
+	if opts.Database != "" {
+		if !IsPostgres(opts.Database) {
+			return nil, grove.Userf(grove.ErrUsage, "pass a postgres:// URL, or unset GROVE_DATABASE to use SQLite in the home",
+				"database %q is not a postgres:// URL", Redact(opts.Database))
+		}
+		if err := os.MkdirAll(home, 0o700); err != nil {
+			return nil, fmt.Errorf("create home %s: %w", home, err)
+		}
+		return openPostgres(ctx, opts.Database, opts, true)
+	}
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("create home %s: %w", home, err)
 	}
@@ -61,7 +85,7 @@ func Open(ctx context.Context, home string, opts Options) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, path: path, now: opts.Now}
+	s := &Store{db: db, q: db, path: path, now: opts.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -80,7 +104,16 @@ func (s *Store) DB() *sql.DB { return s.db }
 func (s *Store) Path() string { return s.path }
 
 // Close closes the database. Safe to call once after a successful Open.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	err := s.db.Close()
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	return err
+}
+
+// sqliteDriver is River's SQLite driver on db.
+func sqliteDriver(db *sql.DB) riverdriver.Driver[*sql.Tx] { return riversqlite.New(db) }
 
 func (s *Store) migrate(ctx context.Context, home string) error {
 	// migrate.lock: shared while a process opens its connection and checks
@@ -152,7 +185,7 @@ func (s *Store) upToDate(ctx context.Context) (bool, error) {
 	var v string
 	err := s.db.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v)
 	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) || strings.Contains(err.Error(), "no such table") {
+		if errors.Is(err, sql.ErrNoRows) || isNoTable(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("read schema version of %s: %w", s.path, err)

@@ -34,7 +34,7 @@ func (s *Store) TaskOutcomes(ctx context.Context, ids []string) (map[string]Task
 			args = append(args, id)
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT task_id, state FROM workspace WHERE task_id IS NOT NULL`+where+` ORDER BY id`, args...)
+	rows, err := s.q.QueryContext(ctx, `SELECT task_id, state FROM workspace WHERE task_id IS NOT NULL`+where+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("task outcomes: %w", err)
 	}
@@ -52,7 +52,7 @@ func (s *Store) TaskOutcomes(ctx context.Context, ids []string) (map[string]Task
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("task outcomes: %w", err)
 	}
-	rows, err = s.db.QueryContext(ctx, `SELECT task_id, message FROM event WHERE kind = 'applied' AND task_id IS NOT NULL`+where+` ORDER BY id`, args...)
+	rows, err = s.q.QueryContext(ctx, `SELECT task_id, message FROM event WHERE kind = 'applied' AND task_id IS NOT NULL`+where+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("task outcomes: %w", err)
 	}

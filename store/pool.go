@@ -12,7 +12,7 @@ import (
 // PoolEntries lists a repository's warm-pool workspaces that belong to the
 // pool: ready, being created, or being moved (not stale ones, not claimed).
 func (s *Store) PoolEntries(ctx context.Context, repoID int64) ([]grove.Workspace, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
+	rows, err := s.q.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE repo_id = ? AND task_id IS NULL
 		AND session_id IS NULL AND state IN ('pool', 'pool_creating', 'pool_moving') AND archived_at IS NULL ORDER BY id`, repoID)
 	if err != nil {
 		return nil, fmt.Errorf("list pool of repo %d: %w", repoID, err)
@@ -47,7 +47,7 @@ type PoolSummary struct {
 // PoolSummaries lists the warm pool of every repository that has one
 // (stale entries count until they are removed).
 func (s *Store) PoolSummaries(ctx context.Context) ([]PoolSummary, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT w.repo_id, r.path, w.state, w.base_commit, COUNT(*), SUM(w.setup_key <> '') FROM workspace w
+	rows, err := s.q.QueryContext(ctx, `SELECT w.repo_id, r.path, w.state, w.base_commit, COUNT(*), SUM(CASE WHEN w.setup_key <> '' THEN 1 ELSE 0 END) FROM workspace w
 		JOIN repo r ON r.id = w.repo_id WHERE w.task_id IS NULL AND w.session_id IS NULL AND w.archived_at IS NULL
 		AND w.state IN ('pool', 'pool_creating', 'pool_moving', 'stale') GROUP BY 1, 2, 3, 4 ORDER BY 1`)
 	if err != nil {
@@ -88,7 +88,7 @@ func (s *Store) PoolSummaries(ctx context.Context) ([]PoolSummary, error) {
 // CountPoolSetUp counts ready warm-pool worktrees whose setup completed.
 func (s *Store) CountPoolSetUp(ctx context.Context) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE state = 'pool' AND setup_key <> '' AND archived_at IS NULL`).Scan(&n)
+	err := s.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE state = 'pool' AND setup_key <> '' AND archived_at IS NULL`).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count set-up pool entries: %w", err)
 	}
@@ -98,7 +98,7 @@ func (s *Store) CountPoolSetUp(ctx context.Context) (int, error) {
 // CountPool counts ready warm-pool worktrees per repository.
 func (s *Store) CountPool(ctx context.Context) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE state = 'pool' AND archived_at IS NULL`).Scan(&n)
+	err := s.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE state = 'pool' AND archived_at IS NULL`).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count pool: %w", err)
 	}

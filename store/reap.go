@@ -26,7 +26,7 @@ const ownedFrom = ` FROM workspace w JOIN repo r ON r.id = w.repo_id
 	WHERE w.archived_at IS NULL`
 
 func (s *Store) ownedWorkspaces(ctx context.Context, where string) ([]OwnedWorkspace, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+ownedColumns+ownedFrom+where+` ORDER BY w.id`)
+	rows, err := s.q.QueryContext(ctx, `SELECT `+ownedColumns+ownedFrom+where+` ORDER BY w.id`)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func (s *Store) LastEventOf(ctx context.Context, taskID string, kinds ...string)
 // LastEventID is the id of a task's newest event (0 without any).
 func (s *Store) LastEventID(ctx context.Context, taskID string) (int64, error) {
 	var id sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT MAX(id) FROM event WHERE task_id = ?`, taskID).Scan(&id); err != nil {
+	if err := s.q.QueryRowContext(ctx, `SELECT MAX(id) FROM event WHERE task_id = ?`, taskID).Scan(&id); err != nil {
 		return 0, fmt.Errorf("last event of %s: %w", taskID, err)
 	}
 	return id.Int64, nil

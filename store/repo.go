@@ -23,7 +23,7 @@ func (t *Tx) UpsertRepo(ctx context.Context, r grove.Repo) (int64, error) {
 // Repo loads a repository by id.
 func (s *Store) Repo(ctx context.Context, id int64) (grove.Repo, error) {
 	var r grove.Repo
-	err := s.db.QueryRowContext(ctx, `SELECT id, path, common_dir, default_branch FROM repo WHERE id = ?`, id).
+	err := s.q.QueryRowContext(ctx, `SELECT id, path, common_dir, default_branch FROM repo WHERE id = ?`, id).
 		Scan(&r.ID, &r.Path, &r.CommonDir, &r.DefaultBranch)
 	if err != nil {
 		return r, notFound(err, fmt.Sprintf("repo %d", id))
@@ -34,7 +34,7 @@ func (s *Store) Repo(ctx context.Context, id int64) (grove.Repo, error) {
 // RepoByPath loads a repository by its main worktree path.
 func (s *Store) RepoByPath(ctx context.Context, path string) (grove.Repo, error) {
 	var r grove.Repo
-	err := s.db.QueryRowContext(ctx, `SELECT id, path, common_dir, default_branch FROM repo WHERE path = ?`, path).
+	err := s.q.QueryRowContext(ctx, `SELECT id, path, common_dir, default_branch FROM repo WHERE path = ?`, path).
 		Scan(&r.ID, &r.Path, &r.CommonDir, &r.DefaultBranch)
 	if err != nil {
 		return r, notFound(err, "repo "+path)
@@ -44,7 +44,7 @@ func (s *Store) RepoByPath(ctx context.Context, path string) (grove.Repo, error)
 
 // Repos lists every registered repository.
 func (s *Store) Repos(ctx context.Context) ([]grove.Repo, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, path, common_dir, default_branch FROM repo ORDER BY id`)
+	rows, err := s.q.QueryContext(ctx, `SELECT id, path, common_dir, default_branch FROM repo ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list repos: %w", err)
 	}

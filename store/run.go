@@ -48,7 +48,7 @@ func (s *Store) AgentRun(ctx context.Context, taskID string, attempt int) (grove
 
 // LatestAgentRun returns a task's newest agent run.
 func (s *Store) LatestAgentRun(ctx context.Context, taskID string) (grove.Run, error) {
-	r, err := scanRun(s.db.QueryRowContext(ctx, `SELECT `+runColumns+` FROM run
+	r, err := scanRun(s.q.QueryRowContext(ctx, `SELECT `+runColumns+` FROM run
 		WHERE task_id = ? AND kind = 'agent' ORDER BY attempt DESC LIMIT 1`, taskID))
 	if err != nil {
 		return r, notFound(err, "run of task "+taskID)
@@ -79,7 +79,7 @@ func (t *Tx) EndRun(ctx context.Context, id int64, exitCode int, reason string) 
 
 // LiveRuns lists runs that have not ended.
 func (s *Store) LiveRuns(ctx context.Context) ([]grove.Run, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+runColumns+` FROM run WHERE ended_at IS NULL ORDER BY id`)
+	rows, err := s.q.QueryContext(ctx, `SELECT `+runColumns+` FROM run WHERE ended_at IS NULL ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list live runs: %w", err)
 	}

@@ -97,7 +97,7 @@ func (s *Store) Sessions(ctx context.Context, includeClosed bool) ([]grove.Sessi
 	if !includeClosed {
 		q += ` WHERE s.state <> 'closed'`
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY s.last_used_at, s.id`)
+	rows, err := s.q.QueryContext(ctx, q+` ORDER BY s.last_used_at, s.id`)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
@@ -327,7 +327,7 @@ func (t *Tx) SessionBusy(ctx context.Context, id, except string, before bool) (b
 		OR (state = 'review' AND apply_policy = 'auto' AND exit_code = 0 AND error = ''))`
 	args := []any{id, except}
 	if before {
-		q += ` AND rowid < (SELECT rowid FROM task WHERE id = ?)`
+		q += ` AND ` + insertOrder(t.pg) + ` < (SELECT ` + insertOrder(t.pg) + ` FROM task WHERE id = ?)`
 		args = append(args, except)
 	}
 	var n int
@@ -369,7 +369,7 @@ func (t *Tx) ServiceRun(ctx context.Context, sessionID string) (grove.Run, error
 // SessionReady reports whether the session has a ready worktree.
 func (s *Store) SessionReady(ctx context.Context, id string) bool {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE session_id = ? AND task_id IS NULL
+	err := s.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspace WHERE session_id = ? AND task_id IS NULL
 		AND archived_at IS NULL AND state = 'ready'`, id).Scan(&n)
 	return err == nil && n > 0
 }

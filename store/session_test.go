@@ -57,72 +57,74 @@ func TestSessionColumnsUpgradeFromV2(t *testing.T) {
 // Moves follow the transition table; a move records the reason and a
 // compare-and-swap on the state refuses a stale one.
 func TestMoveSessionFollowsTable(t *testing.T) {
-	is := is.New(t)
-	st, _ := openTemp(t)
-	ctx := context.Background()
-	newSession(t, st, "s")
-	s, err := st.Session(ctx, "s")
-	is.NoErr(err)
-	is.Equal(s.State, grove.SessionStarting)
-	is.Equal(s.Restart, grove.RestartOnFailure)
-	is.Equal(s.MaxRestarts, 3)
-	move := func(from []grove.SessionState, to, reason string) bool {
-		var ok bool
-		is.NoErr(st.InTx(ctx, func(tx *Tx) error {
-			var err error
-			ok, err = tx.MoveSession(ctx, "s", from, to, reason)
-			return err
-		}))
-		return ok
-	}
-	is.True(move(nil, grove.SessionDead, "service exited with code 3"))
-	s, _ = st.Session(ctx, "s")
-	is.Equal(s.Reason, "service exited with code 3")
-	is.True(!move([]grove.SessionState{grove.SessionStarting}, grove.SessionLive, "")) // stale: it is dead
-	is.True(move(nil, grove.SessionClosed, ""))
-	is.True(!move(nil, grove.SessionLive, "")) // closed -> live is not in the table
-	is.True(!grove.SessionCanMove(grove.SessionEvicted, grove.SessionLive))
-	is.True(grove.SessionCanMove(grove.SessionEvicted, grove.SessionStarting))
+	eachDB(t, func(t *testing.T, st *Store) {
+		is := is.New(t)
+		ctx := context.Background()
+		newSession(t, st, "s")
+		s, err := st.Session(ctx, "s")
+		is.NoErr(err)
+		is.Equal(s.State, grove.SessionStarting)
+		is.Equal(s.Restart, grove.RestartOnFailure)
+		is.Equal(s.MaxRestarts, 3)
+		move := func(from []grove.SessionState, to, reason string) bool {
+			var ok bool
+			is.NoErr(st.InTx(ctx, func(tx *Tx) error {
+				var err error
+				ok, err = tx.MoveSession(ctx, "s", from, to, reason)
+				return err
+			}))
+			return ok
+		}
+		is.True(move(nil, grove.SessionDead, "service exited with code 3"))
+		s, _ = st.Session(ctx, "s")
+		is.Equal(s.Reason, "service exited with code 3")
+		is.True(!move([]grove.SessionState{grove.SessionStarting}, grove.SessionLive, "")) // stale: it is dead
+		is.True(move(nil, grove.SessionClosed, ""))
+		is.True(!move(nil, grove.SessionLive, "")) // closed -> live is not in the table
+		is.True(!grove.SessionCanMove(grove.SessionEvicted, grove.SessionLive))
+		is.True(grove.SessionCanMove(grove.SessionEvicted, grove.SessionStarting))
+	})
 }
 
 // A lease skips ports something listens on and ports other sessions hold,
 // prefers the session's last port, and a full range is a user error with
 // the hint.
 func TestLeasePort(t *testing.T) {
-	is := is.New(t)
-	st, _ := openTemp(t)
-	ctx := context.Background()
-	newSession(t, st, "a")
-	newSession(t, st, "b")
-	lease := func(id string, free func(int) bool) (int, error) {
-		var p int
-		err := st.InTx(ctx, func(tx *Tx) error {
-			var err error
-			p, err = tx.LeasePort(ctx, id, 100, 102, free)
-			return err
-		})
-		return p, err
-	}
-	p, err := lease("a", func(p int) bool { return p != 100 }) // 100 has a squatter
-	is.NoErr(err)
-	is.Equal(p, 101)
-	_, err = lease("b", func(p int) bool { return p != 100 && p != 102 })
-	var ue *grove.UserError
-	is.True(errors.As(err, &ue))
-	is.True(ue.Hint != "")
-	// a's lease expires while it is down; it asks for 101 again.
-	is.NoErr(st.InTx(ctx, func(tx *Tx) error {
-		if _, err := tx.MoveSession(ctx, "a", nil, grove.SessionEvicted, ""); err != nil {
-			return err
+	eachDB(t, func(t *testing.T, st *Store) {
+		is := is.New(t)
+		ctx := context.Background()
+		newSession(t, st, "a")
+		newSession(t, st, "b")
+		lease := func(id string, free func(int) bool) (int, error) {
+			var p int
+			err := st.InTx(ctx, func(tx *Tx) error {
+				var err error
+				p, err = tx.LeasePort(ctx, id, 100, 102, free)
+				return err
+			})
+			return p, err
 		}
-		keys, err := tx.ExpireLeases(ctx, st.now().Add(time.Second))
-		is.Equal(keys, []string{"a"})
-		return err
-	}))
-	s, _ := st.Session(ctx, "a")
-	is.Equal(s.Port, 0)
-	is.Equal(s.LastPort, 101)
-	p, err = lease("a", nil)
-	is.NoErr(err)
-	is.Equal(p, 101)
+		p, err := lease("a", func(p int) bool { return p != 100 }) // 100 has a squatter
+		is.NoErr(err)
+		is.Equal(p, 101)
+		_, err = lease("b", func(p int) bool { return p != 100 && p != 102 })
+		var ue *grove.UserError
+		is.True(errors.As(err, &ue))
+		is.True(ue.Hint != "")
+		// a's lease expires while it is down; it asks for 101 again.
+		is.NoErr(st.InTx(ctx, func(tx *Tx) error {
+			if _, err := tx.MoveSession(ctx, "a", nil, grove.SessionEvicted, ""); err != nil {
+				return err
+			}
+			keys, err := tx.ExpireLeases(ctx, st.now().Add(time.Second))
+			is.Equal(keys, []string{"a"})
+			return err
+		}))
+		s, _ := st.Session(ctx, "a")
+		is.Equal(s.Port, 0)
+		is.Equal(s.LastPort, 101)
+		p, err = lease("a", nil)
+		is.NoErr(err)
+		is.Equal(p, 101)
+	})
 }

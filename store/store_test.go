@@ -117,87 +117,89 @@ func TestNewerSchemaIsRefusedUntouched(t *testing.T) {
 }
 
 func TestTaskRoundTripAndIdempotencyKey(t *testing.T) {
-	is := is.New(t)
-	st, _ := openTemp(t)
-	ctx := context.Background()
-	task := grove.Task{ID: grove.NewTaskID(), BaseRef: "main", BaseCommit: "abc", TargetBranch: "main",
-		Argv: []string{"agent", "--prompt", "a b"}, Env: map[string]string{"K": "V"}, Apply: grove.ApplyManual,
-		IdemKey: "job-1", State: grove.StateQueued}
-	var first grove.Task
-	err := st.InTx(ctx, func(tx *Tx) error {
-		id, err := tx.UpsertRepo(ctx, grove.Repo{Path: "/r", CommonDir: "/r/.git", DefaultBranch: "main"})
-		if err != nil {
+	eachDB(t, func(t *testing.T, st *Store) {
+		is := is.New(t)
+		ctx := context.Background()
+		task := grove.Task{ID: grove.NewTaskID(), BaseRef: "main", BaseCommit: "abc", TargetBranch: "main",
+			Argv: []string{"agent", "--prompt", "a b"}, Env: map[string]string{"K": "V"}, Apply: grove.ApplyManual,
+			IdemKey: "job-1", State: grove.StateQueued}
+		var first grove.Task
+		err := st.InTx(ctx, func(tx *Tx) error {
+			id, err := tx.UpsertRepo(ctx, grove.Repo{Path: "/r", CommonDir: "/r/.git", DefaultBranch: "main"})
+			if err != nil {
+				return err
+			}
+			task.RepoID = id
+			var created bool
+			first, created, err = tx.InsertTask(ctx, task)
+			is.True(created)
 			return err
-		}
-		task.RepoID = id
-		var created bool
-		first, created, err = tx.InsertTask(ctx, task)
-		is.True(created)
-		return err
-	})
-	is.NoErr(err)
-	again := task
-	again.ID = grove.NewTaskID()
-	err = st.InTx(ctx, func(tx *Tx) error {
-		got, created, err := tx.InsertTask(ctx, again)
-		is.True(!created)
-		is.Equal(got.ID, first.ID)
-		return err
-	})
-	is.NoErr(err)
-	got, err := st.Task(ctx, first.ID)
-	is.NoErr(err)
-	is.Equal(got.Argv, task.Argv)
-	is.Equal(got.Env, task.Env)
-	is.Equal(got.RepoPath, "/r")
-	tasks, err := st.ListTasks(ctx, TaskFilter{})
-	is.NoErr(err)
-	is.Equal(len(tasks), 1)
+		})
+		is.NoErr(err)
+		again := task
+		again.ID = grove.NewTaskID()
+		err = st.InTx(ctx, func(tx *Tx) error {
+			got, created, err := tx.InsertTask(ctx, again)
+			is.True(!created)
+			is.Equal(got.ID, first.ID)
+			return err
+		})
+		is.NoErr(err)
+		got, err := st.Task(ctx, first.ID)
+		is.NoErr(err)
+		is.Equal(got.Argv, task.Argv)
+		is.Equal(got.Env, task.Env)
+		is.Equal(got.RepoPath, "/r")
+		tasks, err := st.ListTasks(ctx, TaskFilter{})
+		is.NoErr(err)
+		is.Equal(len(tasks), 1)
 
-	// Prefix resolution and unknown ids.
-	id, err := st.ResolveTaskID(ctx, first.ID[:5])
-	is.NoErr(err)
-	is.Equal(id, first.ID)
-	_, err = st.ResolveTaskID(ctx, "nope")
-	is.True(errors.Is(err, grove.ErrNotFound))
+		// Prefix resolution and unknown ids.
+		id, err := st.ResolveTaskID(ctx, first.ID[:5])
+		is.NoErr(err)
+		is.Equal(id, first.ID)
+		_, err = st.ResolveTaskID(ctx, "nope")
+		is.True(errors.Is(err, grove.ErrNotFound))
 
-	// Guarded state changes report a lost race.
-	err = st.InTx(ctx, func(tx *Tx) error {
-		ok, err := tx.SetState(ctx, first.ID, []grove.TaskState{grove.StateRunning}, grove.StateDiffing, "")
-		is.True(!ok)
-		return err
+		// Guarded state changes report a lost race.
+		err = st.InTx(ctx, func(tx *Tx) error {
+			ok, err := tx.SetState(ctx, first.ID, []grove.TaskState{grove.StateRunning}, grove.StateDiffing, "")
+			is.True(!ok)
+			return err
+		})
+		is.NoErr(err)
 	})
-	is.NoErr(err)
 }
 
 // AfterCommit hooks run once the transaction is committed (its rows are
 // visible to the hook), and never after a rollback.
 func TestAfterCommit(t *testing.T) {
-	is := is.New(t)
-	st, _ := openTemp(t)
-	ctx := context.Background()
-	var seen []string
-	err := st.InTx(ctx, func(tx *Tx) error {
-		id, err := tx.UpsertRepo(ctx, grove.Repo{Path: "/r", CommonDir: "/r/.git", DefaultBranch: "main"})
-		if err != nil {
-			return err
-		}
-		if _, _, err := tx.InsertTask(ctx, grove.Task{ID: "tafter01", RepoID: id, BaseRef: "main", BaseCommit: "abc",
-			TargetBranch: "main", Argv: []string{"true"}, Apply: grove.ApplyManual, State: grove.StateQueued}); err != nil {
-			return err
-		}
-		tx.AfterCommit(func() {
-			_, err := st.Task(ctx, "tafter01")
-			seen = append(seen, fmt.Sprintf("committed: %v", err == nil))
+	eachDB(t, func(t *testing.T, st *Store) {
+		is := is.New(t)
+		ctx := context.Background()
+		var seen []string
+		err := st.InTx(ctx, func(tx *Tx) error {
+			id, err := tx.UpsertRepo(ctx, grove.Repo{Path: "/r", CommonDir: "/r/.git", DefaultBranch: "main"})
+			if err != nil {
+				return err
+			}
+			if _, _, err := tx.InsertTask(ctx, grove.Task{ID: "tafter01", RepoID: id, BaseRef: "main", BaseCommit: "abc",
+				TargetBranch: "main", Argv: []string{"true"}, Apply: grove.ApplyManual, State: grove.StateQueued}); err != nil {
+				return err
+			}
+			tx.AfterCommit(func() {
+				_, err := st.Task(ctx, "tafter01")
+				seen = append(seen, fmt.Sprintf("committed: %v", err == nil))
+			})
+			return nil
 		})
-		return nil
+		is.NoErr(err)
+		is.Equal(seen, []string{"committed: true"})
+		err = st.InTx(ctx, func(tx *Tx) error {
+			tx.AfterCommit(func() { seen = append(seen, "rolled back") })
+			return errors.New("boom")
+		})
+		is.True(err != nil)
+		is.Equal(len(seen), 1)
 	})
-	is.NoErr(err)
-	is.Equal(seen, []string{"committed: true"})
-	err = st.InTx(ctx, func(tx *Tx) error {
-		tx.AfterCommit(func() { seen = append(seen, "rolled back") })
-		return errors.New("boom")
-	})
-	is.True(err != nil)
-	is.Equal(len(seen), 1)
 }

@@ -127,7 +127,7 @@ func (s *Store) Task(ctx context.Context, id string) (grove.Task, error) {
 // tasks it matches.
 func (s *Store) ResolveTaskID(ctx context.Context, idOrPrefix string) (string, error) {
 	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT id FROM task WHERE id = ?`, idOrPrefix).Scan(&id)
+	err := s.q.QueryRowContext(ctx, `SELECT id FROM task WHERE id = ?`, idOrPrefix).Scan(&id)
 	if err == nil {
 		return id, nil
 	}
@@ -135,7 +135,7 @@ func (s *Store) ResolveTaskID(ctx context.Context, idOrPrefix string) (string, e
 		return "", fmt.Errorf("find task %s: %w", idOrPrefix, err)
 	}
 	if idOrPrefix != "" && !strings.ContainsAny(idOrPrefix, "%_") {
-		rows, err := s.db.QueryContext(ctx, `SELECT id FROM task WHERE id LIKE ? ORDER BY id LIMIT 11`, idOrPrefix+"%")
+		rows, err := s.q.QueryContext(ctx, `SELECT id FROM task WHERE id LIKE ? ORDER BY id LIMIT 11`, idOrPrefix+"%")
 		if err != nil {
 			return "", fmt.Errorf("find task %s: %w", idOrPrefix, err)
 		}
@@ -199,7 +199,7 @@ func (s *Store) ListTasks(ctx context.Context, f TaskFilter) ([]grove.Task, erro
 	if f.Limit > 0 {
 		q += fmt.Sprintf(` LIMIT %d`, f.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.q.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
@@ -298,7 +298,7 @@ func (t *Tx) Retry(ctx context.Context, id string) error {
 
 // CountTasks counts tasks by state.
 func (s *Store) CountTasks(ctx context.Context) (map[grove.TaskState]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM task GROUP BY state`)
+	rows, err := s.q.QueryContext(ctx, `SELECT state, COUNT(*) FROM task GROUP BY state`)
 	if err != nil {
 		return nil, fmt.Errorf("count tasks: %w", err)
 	}

@@ -19,6 +19,7 @@ type Tx struct {
 	q     querier // tx, or the pool for a Read
 	now   time.Time
 	after []func() // AfterCommit hooks
+	pg    bool     // on PostgreSQL
 }
 
 // querier is what *sql.Tx and *sql.DB have in common.
@@ -45,7 +46,18 @@ func (t *Tx) Now() time.Time { return t.now }
 // BEGIN IMMEDIATE takes the write lock; when many processes write at once
 // and the busy timeout runs out, it is tried again (nothing has happened
 // yet) for up to a minute, so SQLITE_BUSY never reaches a user.
+//
+// On PostgreSQL the transaction takes grove's advisory write lock first
+// (see beginPG): the same one-writer-at-a-time guarantee, across hosts.
 func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
+	if s.pg {
+		tx, done, err := s.beginPG(ctx)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		defer done()
+		return s.runTx(tx, pgQuerier{tx}, fn)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	for wait, deadline := 10*time.Millisecond, time.Now().Add(time.Minute); err != nil && isBusy(err) && time.Now().Before(deadline); wait = min(2*wait, 500*time.Millisecond) {
 		select {
@@ -58,8 +70,14 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	return s.runTx(tx, tx, fn)
+}
+
+// runTx runs fn in tx (whose statements go through q), commits it when fn
+// returns nil and then runs the AfterCommit hooks.
+func (s *Store) runTx(tx *sql.Tx, q querier, fn func(*Tx) error) error {
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	t := &Tx{tx: tx, q: tx, now: s.now()}
+	t := &Tx{tx: tx, q: q, now: s.now(), pg: s.pg}
 	if err := fn(t); err != nil {
 		return err
 	}
@@ -78,7 +96,7 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 func (s *Store) Read(ctx context.Context, fn func(*Tx) error) error { return fn(s.view()) }
 
 // view is a Tx whose queries run on the pool, outside a transaction.
-func (s *Store) view() *Tx { return &Tx{q: s.db, now: s.now()} }
+func (s *Store) view() *Tx { return &Tx{q: s.q, now: s.now(), pg: s.pg} }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 

@@ -130,7 +130,7 @@ func (t *Tx) TaskWorkspace(ctx context.Context, taskID string) (grove.Workspace,
 
 // LiveWorkspaces lists workspaces that are not archived.
 func (s *Store) LiveWorkspaces(ctx context.Context) ([]grove.Workspace, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE archived_at IS NULL ORDER BY id`)
+	rows, err := s.q.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE archived_at IS NULL ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list workspaces: %w", err)
 	}

@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/matryer/is"
+	"github.com/riverqueue/river"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store/pgtest"
+)
+
+type pingArgs struct{ N int }
+
+func (pingArgs) Kind() string { return "ping" }
+
+// A River job inserted in a store transaction on PostgreSQL (through
+// pgDriver's connTx) commits with it and rolls back with it, also when
+// River nests a savepoint for a unique insert.
+func TestPostgresRiverInsertJoinsStoreTx(t *testing.T) {
+	is := is.New(t)
+	st, _ := openKind(t, "postgres")
+	ctx := context.Background()
+	client, err := river.NewClient(st.RiverDriver(), &river.Config{})
+	is.NoErr(err)
+	insert := func(n int, fail bool) error {
+		return st.InTx(ctx, func(tx *Tx) error {
+			if err := tx.AddEvent(ctx, "", "", "ping", "before insert"); err != nil {
+				return err
+			}
+			opts := &river.InsertOpts{UniqueOpts: river.UniqueOpts{ByArgs: true}}
+			if _, err := client.InsertTx(ctx, tx.SQL(), pingArgs{N: n}, opts); err != nil {
+				return err
+			}
+			if fail {
+				return errors.New("boom")
+			}
+			return tx.AddEvent(ctx, "", "", "ping", "after insert")
+		})
+	}
+	is.True(insert(1, true) != nil)
+	is.NoErr(insert(2, false))
+	is.NoErr(insert(2, false)) // unique: skipped, the transaction still commits
+	var jobs []int
+	rows, err := st.db.QueryContext(ctx, `SELECT (args->>'N')::int FROM river_job WHERE kind = 'ping' ORDER BY id`)
+	is.NoErr(err)
+	for rows.Next() {
+		var n int
+		is.NoErr(rows.Scan(&n))
+		jobs = append(jobs, n)
+	}
+	is.NoErr(rows.Err())
+	is.Equal(jobs, []int{2})
+	var events int
+	is.NoErr(st.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM event WHERE kind = 'ping'`).Scan(&events))
+	is.Equal(events, 4) // two committed transactions, two events each
+}
+
+// Several processes opening one new PostgreSQL database at once migrate
+// it once (the advisory migrate lock) and all open it.
+func TestPostgresConcurrentOpen(t *testing.T) {
+	is := is.New(t)
+	dsn := pgtest.DSN(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := Open(context.Background(), filepath.Join(t.TempDir(), "home"), Options{Database: dsn})
+			if err == nil {
+				st.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		is.NoErr(err)
+	}
+}
+
+// A PostgreSQL database written by a newer grove is refused, unchanged.
+func TestPostgresNewerSchemaIsRefused(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	dsn, home := pgtest.DSN(t), t.TempDir()
+	st, err := Open(ctx, home, Options{Database: dsn})
+	is.NoErr(err)
+	defer st.Close()
+	_, err = st.db.ExecContext(ctx, `UPDATE grove_meta SET value = '999' WHERE key = 'schema_version'`)
+	is.NoErr(err)
+	_, err = Open(ctx, home, Options{Database: dsn})
+	var ue *grove.UserError
+	is.True(errors.As(err, &ue))
+	var v string
+	is.NoErr(st.db.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v))
+	is.Equal(v, "999")
+}
+
+// A URL that is not postgres:// is a usage error naming the fix.
+func TestDatabaseMustBePostgresURL(t *testing.T) {
+	is := is.New(t)
+	_, err := Open(context.Background(), t.TempDir(), Options{Database: "mysql://x"})
+	is.True(errors.Is(err, grove.ErrUsage))
+}
