@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riversqlite"
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
@@ -171,16 +170,18 @@ func SnapshotRef(taskID string) string { return "refs/grove/snapshots/" + taskID
 
 // NewInsertClient returns a River client that only inserts jobs (the CLI's).
 func NewInsertClient(st *store.Store) (*Client, error) {
-	c, err := river.NewClient(riversqlite.New(st.DB()), &river.Config{ID: clientID("cli")})
+	c, err := river.NewClient(st.RiverDriver(), &river.Config{ID: clientID("cli", st.Host())})
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
 	}
 	return c, nil
 }
 
-func clientID(role string) string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("grove-%s-%s-%d-%d", role, host, os.Getpid(), time.Now().UnixNano()%1e6)
+// clientID is a River client id unique across processes and hosts; it
+// begins with store.ClientIDPrefix(role, host) (RescueRunningJobs relies
+// on it).
+func clientID(role, host string) string {
+	return fmt.Sprintf("%s%d-%d", store.ClientIDPrefix(role, host), os.Getpid(), time.Now().UnixNano()%1e6)
 }
 
 // ServeConfig sizes the daemon's River client.
@@ -216,10 +217,10 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	if cfg.GitWorkers <= 0 {
 		cfg.GitWorkers = 4
 	}
-	driver := &wakeDriver{Driver: riversqlite.New(d.Store.DB()), wake: make(chan struct{}, 1)}
+	driver := newWakeDriver(d.Store)
 	d.wake = driver.Wake
-	c, err := river.NewClient[*sql.Tx](driver, &river.Config{
-		ID:     clientID("serve"),
+	c, err := river.NewClient(driver.driver(), &river.Config{
+		ID:     clientID("serve", d.Store.Host()),
 		Logger: cfg.ErrorLogger,
 		Queues: map[string]river.QueueConfig{
 			QueueGit:         {MaxWorkers: cfg.GitWorkers},

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
-	"github.com/riverqueue/river/riverdriver/riversqlite"
 
 	"github.com/grove-dev/grove/store"
 )
@@ -27,19 +27,49 @@ import (
 // (PokeDaemon). The poll
 // stays as the fallback: a lost wake costs at most 50 ms, never a job.
 
-// wakeDriver is River's SQLite driver with a listener that can be woken.
+// On PostgreSQL none of this is needed: River's Postgres driver LISTENs,
+// and an insert (from any process or host) NOTIFYs in its transaction, so
+// the daemon's listener hears of a job as soon as it commits. There the
+// wake is a no-op (cutting a pgx listener's wait short would close its
+// connection).
+
+// wakeDriver is River's driver with a listener that can be woken (SQLite).
 type wakeDriver struct {
-	*riversqlite.Driver
-	wake chan struct{} // buffered(1): a pending wake
+	riverdriver.Driver[*sql.Tx]
+	wake chan struct{} // buffered(1): a pending wake; nil on PostgreSQL
+}
+
+// newWakeDriver wraps st's River driver; on PostgreSQL Wake does nothing.
+func newWakeDriver(st *store.Store) *wakeDriver {
+	d := &wakeDriver{Driver: st.RiverDriver()}
+	if !st.Postgres() {
+		d.wake = make(chan struct{}, 1)
+	}
+	return d
+}
+
+// driver is the driver to give River: the wrapper on SQLite, the plain
+// driver on PostgreSQL.
+func (d *wakeDriver) driver() riverdriver.Driver[*sql.Tx] {
+	if d.wake == nil {
+		return d.Driver
+	}
+	return d
 }
 
 // GetListener wraps the driver's listener (see wakingListener).
 func (d *wakeDriver) GetListener(params *riverdriver.GetListenenerParams) riverdriver.Listener {
+	if d.wake == nil {
+		return d.Driver.GetListener(params)
+	}
 	return &wakingListener{Listener: d.Driver.GetListener(params), wake: d.wake}
 }
 
 // Wake makes the listener look for notifications now. Never blocks.
 func (d *wakeDriver) Wake() {
+	if d.wake == nil {
+		return
+	}
 	select {
 	case d.wake <- struct{}{}:
 	default:

@@ -29,8 +29,9 @@ import (
 // fixed, small set.
 var rebinds sync.Map // string -> string
 
-// rebind turns `?` placeholders into PostgreSQL's `$n`, leaving string
-// literals and quoted identifiers alone.
+// rebind turns `?` placeholders into PostgreSQL's `$n` and SQLite's
+// numbered `?NNN` into `$NNN`, leaving string literals and quoted
+// identifiers alone. A statement uses one style or the other, never both.
 func rebind(q string) string {
 	if v, ok := rebinds.Load(q); ok {
 		return v.(string)
@@ -53,8 +54,17 @@ func rebind(q string) string {
 		case c == '\'' || c == '"':
 			quote = c
 		case c == '?':
-			n++
 			b.WriteByte('$')
+			j := i + 1
+			for j < len(q) && q[j] >= '0' && q[j] <= '9' {
+				j++
+			}
+			if j > i+1 { // ?NNN: SQLite's numbered parameter, the same as $NNN
+				b.WriteString(q[i+1 : j])
+				i = j - 1
+				continue
+			}
+			n++
 			b.WriteString(strconv.Itoa(n))
 			continue
 		}

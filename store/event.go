@@ -57,10 +57,21 @@ func (s *Store) eventsLimit(ctx context.Context, where string, limit int, args .
 // RescueRunningJobs makes River jobs left `running` by a dead daemon
 // available again. Only call it while holding the home's daemon lock, which
 // proves no other daemon is working them. Returns how many were rescued.
+//
+// On PostgreSQL, where daemons of other hosts share the queue, only the
+// jobs a daemon of this store's host ran last are taken back (River
+// records the client ids, see ClientIDPrefix); another host's are its own
+// to rescue.
 func (s *Store) RescueRunningJobs(ctx context.Context) (int64, error) {
 	var res sql.Result
 	err := s.InTx(ctx, func(tx *Tx) error {
 		var err error
+		if s.pg {
+			res, err = tx.q.ExecContext(ctx, `UPDATE river_job SET state = 'available'
+				WHERE state = 'running' AND starts_with(attempted_by[array_length(attempted_by, 1)], ?)`,
+				ClientIDPrefix("serve", s.host))
+			return err
+		}
 		res, err = tx.q.ExecContext(ctx, `UPDATE river_job SET state = 'available'
 			WHERE state = 'running'`)
 		return err
@@ -71,3 +82,9 @@ func (s *Store) RescueRunningJobs(ctx context.Context) (int64, error) {
 	n, _ := res.RowsAffected()
 	return n, nil
 }
+
+// ClientIDPrefix begins the River client id of every grove client of a
+// role ("serve", "cli") on host: the id is the prefix, the pid and a
+// nonce. '@' cannot occur in a host name, so one host's prefix never
+// begins another's.
+func ClientIDPrefix(role, host string) string { return "grove-" + role + "@" + host + "@" }

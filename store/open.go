@@ -28,6 +28,7 @@ type Store struct {
 	q    querier // db, translating SQLite's spelling on PostgreSQL
 	path string  // the SQLite file, or the redacted PostgreSQL URL
 	now  func() time.Time
+	host string // Options.Host
 
 	pg    bool          // on PostgreSQL (see dialect.go)
 	pool  *pgxpool.Pool // PostgreSQL: the pool under db, River's driver's
@@ -47,6 +48,9 @@ type Options struct {
 	// Database is a PostgreSQL URL (postgres://…) to use instead of
 	// SQLite in the home (GROVE_DATABASE, --database). Empty: SQLite.
 	Database string
+	// Host is this box's name among the hosts sharing a PostgreSQL
+	// database (--host). Defaults to the machine's host name.
+	Host string
 }
 
 // Open opens (creating if needed) $home/grove.db and brings its schema up to
@@ -59,6 +63,9 @@ type Options struct {
 // (home still holds runs, worktrees and locks), migrated the same way
 // under an advisory lock.
 func Open(ctx context.Context, home string, opts Options) (*Store, error) {
+	if opts.Host == "" {
+		opts.Host = DefaultHost()
+	}
 	if opts.Database != "" {
 		if !IsPostgres(opts.Database) {
 			return nil, grove.Userf(grove.ErrUsage, "pass a postgres:// URL, or unset GROVE_DATABASE to use SQLite in the home",
@@ -85,7 +92,7 @@ func Open(ctx context.Context, home string, opts Options) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, q: db, path: path, now: opts.Now}
+	s := &Store{db: db, q: db, path: path, now: opts.Now, host: opts.Host}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -94,6 +101,17 @@ func Open(ctx context.Context, home string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Host is the name of the host this store works for (Options.Host).
+func (s *Store) Host() string { return s.host }
+
+// DefaultHost is the machine's host name, or "localhost" when it has none.
+func DefaultHost() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
 }
 
 // DB is the underlying pool, for River's driver. Do not run SQL on it

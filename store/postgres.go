@@ -71,7 +71,7 @@ func openPostgres(ctx context.Context, dsn string, opts Options, migrate bool) (
 		return nil, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
-	s := &Store{db: db, q: pgQuerier{db}, pg: true, pool: pool, path: Redact(dsn), now: opts.Now}
+	s := &Store{db: db, q: pgQuerier{db}, pg: true, pool: pool, path: Redact(dsn), now: opts.Now, host: opts.Host}
 	if s.now == nil {
 		s.now = time.Now
 	}

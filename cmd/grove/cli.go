@@ -40,6 +40,8 @@ type app struct {
 	st     *store.Store
 	client *jobs.Client
 	root   *cobra.Command
+
+	database string // --database (see databaseURL)
 }
 
 // run is the whole CLI: parse args, run a command, map errors to exit codes
@@ -145,6 +147,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &flagError{err: grove.Userf(grove.ErrUsage, "see: "+c.CommandPath()+" --help", "%v", err)}
 	})
+	root.PersistentFlags().StringVar(&a.database, "database", "", databaseFlagHelp)
 	root.PersistentFlags().StringVar(&a.home, "home", "", "grove's state directory (default $GROVE_HOME or ${XDG_STATE_HOME:-~/.local/state}/grove)")
 	root.AddCommand(a.serveCmd(), a.superviseCmd(), a.submitCmd(), a.lsCmd(), a.showCmd(), a.logsCmd(),
 		a.diffCmd(), a.applyCmd(), a.discardCmd(), a.cancelCmd(), a.closeCmd(), a.waitCmd(), a.retryCmd(),
@@ -225,7 +228,7 @@ func (a *app) open(ctx context.Context) error {
 		return err
 	}
 	a.home = home
-	st, err := store.Open(ctx, home, store.Options{})
+	st, err := store.Open(ctx, home, store.Options{Database: a.databaseURL()})
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,8 @@ type harness struct {
 	env    []string
 	daemon *exec.Cmd
 	st     *store.Store
+
+	database string // GROVE_DATABASE of the processes (newPGHarness); "" SQLite
 }
 
 func newHarness(t *testing.T) *harness {
@@ -125,7 +127,7 @@ func (h *harness) stopDaemon(sig syscall.Signal) time.Duration {
 
 func (h *harness) store() *store.Store {
 	if h.st == nil {
-		st, err := store.Open(context.Background(), h.home, store.Options{})
+		st, err := store.Open(context.Background(), h.home, store.Options{Database: h.database})
 		if err != nil {
 			h.t.Fatal(err)
 		}

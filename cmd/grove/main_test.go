@@ -17,10 +17,11 @@ import (
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/store"
+	"github.com/grove-dev/grove/store/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	testscript.Main(pgtest.M(m), map[string]func(){
 		"grove":          func() { os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 		"grove-testhttp": testHTTPMain, // a tiny service for session tests (session_test.go)
 	})

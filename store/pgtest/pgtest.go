@@ -61,6 +61,21 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// M wraps m for a TestMain that hands it to another runner (such as
+// testscript.Main, which exits itself): its Run runs the tests, then
+// stops the server.
+func M(m interface{ Run() int }) interface{ Run() int } { return stopAfter{m} }
+
+type stopAfter struct{ m interface{ Run() int } }
+
+func (s stopAfter) Run() int {
+	code := s.m.Run()
+	if srv != nil {
+		srv.stop()
+	}
+	return code
+}
+
 // DSN returns the connection string of a new, empty database on the test
 // binary's server, starting the server on first use. It skips t when the
 // PostgreSQL binaries are missing, or fails it under CI=true.
