@@ -14,7 +14,7 @@ var Schema string
 
 // SchemaVersion is the version of Schema. A database whose recorded version
 // is higher was written by a newer grove and is refused.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 // ApplyPolicy says whether a task's diff is applied without a person.
 type ApplyPolicy string
@@ -30,6 +30,7 @@ type Task struct {
 	ID           string            `json:"id"`
 	RepoID       int64             `json:"repo_id"`
 	RepoPath     string            `json:"repo"`
+	Host         string            `json:"host,omitempty"` // its repository's host (PostgreSQL: several hosts)
 	BaseRef      string            `json:"base_ref"`
 	BaseCommit   string            `json:"base_commit"`
 	TargetBranch string            `json:"target_branch"`
@@ -102,6 +103,7 @@ type Repo struct {
 	Path          string `json:"path"`       // main worktree, absolute
 	CommonDir     string `json:"common_dir"` // git common dir, absolute
 	DefaultBranch string `json:"default_branch"`
+	Host          string `json:"host,omitempty"` // the host whose disk holds it
 }
 
 // Run is one supervised process.

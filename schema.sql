@@ -12,7 +12,10 @@ CREATE TABLE IF NOT EXISTS repo (
     path           TEXT NOT NULL UNIQUE,   -- main worktree, absolute
     common_dir     TEXT NOT NULL,
     default_branch TEXT NOT NULL,
-    created_at     INTEGER NOT NULL
+    created_at     INTEGER NOT NULL,
+    -- version 6: the host whose disk holds it (several hosts share a
+    -- PostgreSQL database; there (host, path) is unique, see store.pgSchema)
+    host           TEXT NOT NULL DEFAULT ''
 );
 
 CREATE TABLE IF NOT EXISTS session (

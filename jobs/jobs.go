@@ -114,7 +114,8 @@ func NewDeps(st *store.Store, home string, logger *slog.Logger) (*Deps, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Deps{Store: st, Home: home, Exe: exe, Logger: logger, Grace: 3 * time.Second,
+	// A daemon's maintenance walks only its host's worktrees (PostgreSQL).
+	return &Deps{Store: st.HostScoped(), Home: home, Exe: exe, Logger: logger, Grace: 3 * time.Second,
 		Poll: 50 * time.Millisecond, Now: time.Now, IdleTTL: 30 * time.Minute, MaxLive: 8,
 		PortLo: 20000, PortHi: 20999, repos: map[string]*gitops.Repo{}, trusted: map[int64]*trust{}, stopping: make(chan struct{})}, nil
 }
@@ -170,7 +171,7 @@ func SnapshotRef(taskID string) string { return "refs/grove/snapshots/" + taskID
 
 // NewInsertClient returns a River client that only inserts jobs (the CLI's).
 func NewInsertClient(st *store.Store) (*Client, error) {
-	c, err := river.NewClient(st.RiverDriver(), &river.Config{ID: clientID("cli", st.Host())})
+	c, err := river.NewClient(st.RiverDriver(), &river.Config{ID: clientID("cli", st.Host()), Middleware: middleware(st)})
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
 	}
@@ -220,14 +221,10 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	driver := newWakeDriver(d.Store)
 	d.wake = driver.Wake
 	c, err := river.NewClient(driver.driver(), &river.Config{
-		ID:     clientID("serve", d.Store.Host()),
-		Logger: cfg.ErrorLogger,
-		Queues: map[string]river.QueueConfig{
-			QueueGit:         {MaxWorkers: cfg.GitWorkers},
-			QueueAgent:       {MaxWorkers: cfg.MaxAgents},
-			QueueMaintenance: {MaxWorkers: 1},
-			QueueCleanup:     {MaxWorkers: 2},
-		},
+		ID:           clientID("serve", d.Store.Host()),
+		Logger:       cfg.ErrorLogger,
+		Queues:       serveQueues(d.Store, cfg),
+		Middleware:   middleware(d.Store),
 		Workers:      workers,
 		PeriodicJobs: cfg.Periodic,
 		// Inserts reach the queues through the (woken) listener, see
@@ -251,6 +248,26 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	return c, nil
+}
+
+// serveQueues are the daemon's queues: git, agent, cleanup and
+// maintenance; on PostgreSQL the first three are this host's (HostQueue).
+func serveQueues(st *store.Store, cfg ServeConfig) map[string]river.QueueConfig {
+	q := map[string]river.QueueConfig{
+		QueueGit:         {MaxWorkers: cfg.GitWorkers},
+		QueueAgent:       {MaxWorkers: cfg.MaxAgents},
+		QueueMaintenance: {MaxWorkers: 1},
+		QueueCleanup:     {MaxWorkers: 2},
+	}
+	if st.Postgres() {
+		for name, c := range q {
+			if hostBound[name] {
+				delete(q, name)
+				q[HostQueue(name, st.Host())] = c
+			}
+		}
+	}
+	return q
 }
 
 // Priorities on the git queue (1 is worked first): starting a task is

@@ -115,7 +115,11 @@ func (l *wakingListener) WaitForNotification(ctx context.Context) (*riverdriver.
 // enqueue inserts a stage job in tx; once tx commits, the daemon's
 // listener is woken so the job's queue fetches it at once.
 func (d *Deps) enqueue(ctx context.Context, client *Client, tx *store.Tx, args river.JobArgs) error {
-	if _, err := client.InsertTx(ctx, tx.SQL(), args, nil); err != nil {
+	opts, err := taskQueueOpts(ctx, d.Store, tx, args)
+	if err != nil {
+		return err
+	}
+	if _, err := client.InsertTx(ctx, tx.SQL(), args, opts); err != nil {
 		return err
 	}
 	if d.wake != nil {
@@ -127,7 +131,11 @@ func (d *Deps) enqueue(ctx context.Context, client *Client, tx *store.Tx, args r
 // enqueue inserts a job in tx and, once tx commits, pokes the daemon (if
 // one runs) to pick it up at once.
 func (i *Intents) enqueue(ctx context.Context, tx *store.Tx, args river.JobArgs) error {
-	if _, err := i.Client.InsertTx(ctx, tx.SQL(), args, nil); err != nil {
+	opts, err := taskQueueOpts(ctx, i.Store, tx, args)
+	if err != nil {
+		return err
+	}
+	if _, err := i.Client.InsertTx(ctx, tx.SQL(), args, opts); err != nil {
 		return err
 	}
 	tx.AfterCommit(func() { PokeDaemon(i.Home) })

@@ -34,7 +34,7 @@ func OpenExisting(ctx context.Context, home string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, now: time.Now}, nil
+	return &Store{db: db, q: db, path: path, now: time.Now, host: DefaultHost()}, nil
 }
 
 // Health is what `grove doctor` learns from the database.

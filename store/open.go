@@ -30,9 +30,10 @@ type Store struct {
 	now  func() time.Time
 	host string // Options.Host
 
-	pg    bool          // on PostgreSQL (see dialect.go)
-	pool  *pgxpool.Pool // PostgreSQL: the pool under db, River's driver's
-	pgTxs sync.Map      // PostgreSQL: *sql.Tx of an open InTx -> its *pgx.Conn
+	pg     bool          // on PostgreSQL (see dialect.go)
+	pool   *pgxpool.Pool // PostgreSQL: the pool under db, River's driver's
+	pgTxs  *sync.Map     // PostgreSQL: *sql.Tx of an open InTx -> its *pgx.Conn
+	scoped bool          // HostScoped: listings show only this host's rows
 }
 
 // DSNPragmas are the connection settings every grove process uses.
@@ -170,6 +171,9 @@ func (s *Store) migrate(ctx context.Context, home string) error {
 	if err := s.upgradeColumns(ctx); err != nil {
 		return err
 	}
+	if _, err := s.q.ExecContext(ctx, `UPDATE repo SET host = ? WHERE host = ''`, s.host); err != nil {
+		return fmt.Errorf("record the host of repositories: %w", err)
+	}
 	if _, err := s.db.ExecContext(ctx,
 		`INSERT INTO grove_meta(key, value) VALUES('schema_version', ?)
 		 ON CONFLICT(key) DO UPDATE SET value = excluded.value`, strconv.Itoa(grove.SchemaVersion)); err != nil {
@@ -248,6 +252,8 @@ var addedColumns = []struct{ table, column, decl string }{
 	{"task", "options", "TEXT NOT NULL DEFAULT '{}'"},
 	// version 5: the key of the setup a worktree was prepared under.
 	{"workspace", "setup_key", "TEXT NOT NULL DEFAULT ''"},
+	// version 6: the host a repository is on (set to this host on upgrade).
+	{"repo", "host", "TEXT NOT NULL DEFAULT ''"},
 }
 
 // upgradeColumns adds the columns of addedColumns that a table lacks. It

@@ -26,7 +26,8 @@ const ownedFrom = ` FROM workspace w JOIN repo r ON r.id = w.repo_id
 	WHERE w.archived_at IS NULL`
 
 func (s *Store) ownedWorkspaces(ctx context.Context, where string) ([]OwnedWorkspace, error) {
-	rows, err := s.q.QueryContext(ctx, `SELECT `+ownedColumns+ownedFrom+where+` ORDER BY w.id`)
+	and, args := s.hostAnd("r.host")
+	rows, err := s.q.QueryContext(ctx, `SELECT `+ownedColumns+ownedFrom+where+and+` ORDER BY w.id`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -94,10 +94,12 @@ func (s *Store) Session(ctx context.Context, id string) (grove.Session, error) {
 // least recently used first.
 func (s *Store) Sessions(ctx context.Context, includeClosed bool) ([]grove.Session, error) {
 	q := `SELECT ` + sessionColumns + ` FROM session s JOIN repo r ON r.id = s.repo_id`
+	q += ` WHERE 1 = 1`
 	if !includeClosed {
-		q += ` WHERE s.state <> 'closed'`
+		q += ` AND s.state <> 'closed'`
 	}
-	rows, err := s.q.QueryContext(ctx, q+` ORDER BY s.last_used_at, s.id`)
+	and, args := s.hostAnd("r.host")
+	rows, err := s.q.QueryContext(ctx, q+and+` ORDER BY s.last_used_at, s.id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}

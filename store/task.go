@@ -15,7 +15,7 @@ import (
 
 const taskColumns = `t.id, t.repo_id, r.path, t.session_id, t.base_ref, t.base_commit, t.target_branch,
 	t.argv, t.env, t.path_env, t.timeout_ms, t.apply_policy, t.idem_key, t.state, t.error, t.exit_code,
-	t.attempt, t.cancel_asked, t.created_at, t.updated_at, t.options`
+	t.attempt, t.cancel_asked, t.created_at, t.updated_at, t.options, r.host`
 
 const taskFrom = ` FROM task t JOIN repo r ON r.id = t.repo_id `
 
@@ -34,7 +34,7 @@ func scanTask(row scanner) (grove.Task, error) {
 	)
 	err := row.Scan(&t.ID, &t.RepoID, &t.RepoPath, &session, &t.BaseRef, &t.BaseCommit, &t.TargetBranch,
 		&argv, &env, &t.Path, &timeoutMS, &applyPolicy, &key, &state, &t.Error, &exit,
-		&t.Attempt, &cancel, &created, &updated, &options)
+		&t.Attempt, &cancel, &created, &updated, &options, &t.Host)
 	if err != nil {
 		return t, err
 	}
@@ -107,6 +107,16 @@ func (t *Tx) taskWhere(ctx context.Context, where string, args ...any) (grove.Ta
 	return task, nil
 }
 
+// TaskHost is the host of task id's repository.
+func (t *Tx) TaskHost(ctx context.Context, id string) (string, error) {
+	var host string
+	err := t.q.QueryRowContext(ctx, `SELECT r.host FROM task t JOIN repo r ON r.id = t.repo_id WHERE t.id = ?`, id).Scan(&host)
+	if err != nil {
+		return "", notFound(err, "host of task "+id)
+	}
+	return host, nil
+}
+
 // Task loads a task inside the transaction.
 func (t *Tx) Task(ctx context.Context, id string) (grove.Task, error) {
 	task, err := t.taskWhere(ctx, `t.id = ?`, id)
@@ -172,6 +182,7 @@ func (s *Store) ResolveTaskID(ctx context.Context, idOrPrefix string) (string, e
 type TaskFilter struct {
 	States []grove.TaskState
 	RepoID int64
+	Host   string // tasks of repositories on this host
 	Limit  int
 }
 
@@ -190,6 +201,10 @@ func (s *Store) ListTasks(ctx context.Context, f TaskFilter) ([]grove.Task, erro
 	if f.RepoID != 0 {
 		where = append(where, `t.repo_id = ?`)
 		args = append(args, f.RepoID)
+	}
+	if f.Host != "" {
+		where = append(where, `r.host = ?`)
+		args = append(args, f.Host)
 	}
 	q := `SELECT ` + taskColumns + taskFrom
 	if len(where) > 0 {

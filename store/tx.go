@@ -20,6 +20,7 @@ type Tx struct {
 	now   time.Time
 	after []func() // AfterCommit hooks
 	pg    bool     // on PostgreSQL
+	host  string   // the store's host
 }
 
 // querier is what *sql.Tx and *sql.DB have in common.
@@ -77,7 +78,7 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 // returns nil and then runs the AfterCommit hooks.
 func (s *Store) runTx(tx *sql.Tx, q querier, fn func(*Tx) error) error {
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	t := &Tx{tx: tx, q: q, now: s.now(), pg: s.pg}
+	t := &Tx{tx: tx, q: q, now: s.now(), pg: s.pg, host: s.host}
 	if err := fn(t); err != nil {
 		return err
 	}
@@ -96,7 +97,7 @@ func (s *Store) runTx(tx *sql.Tx, q querier, fn func(*Tx) error) error {
 func (s *Store) Read(ctx context.Context, fn func(*Tx) error) error { return fn(s.view()) }
 
 // view is a Tx whose queries run on the pool, outside a transaction.
-func (s *Store) view() *Tx { return &Tx{q: s.q, now: s.now(), pg: s.pg} }
+func (s *Store) view() *Tx { return &Tx{q: s.q, now: s.now(), pg: s.pg, host: s.host} }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 

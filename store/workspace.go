@@ -130,7 +130,8 @@ func (t *Tx) TaskWorkspace(ctx context.Context, taskID string) (grove.Workspace,
 
 // LiveWorkspaces lists workspaces that are not archived.
 func (s *Store) LiveWorkspaces(ctx context.Context) ([]grove.Workspace, error) {
-	rows, err := s.q.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE archived_at IS NULL ORDER BY id`)
+	and, args := s.hostAnd("(SELECT host FROM repo WHERE repo.id = workspace.repo_id)")
+	rows, err := s.q.QueryContext(ctx, `SELECT `+wsColumns+` FROM workspace WHERE archived_at IS NULL`+and+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list workspaces: %w", err)
 	}

@@ -42,6 +42,7 @@ type app struct {
 	root   *cobra.Command
 
 	database string // --database (see databaseURL)
+	host     string // serve --host (see hostName)
 }
 
 // run is the whole CLI: parse args, run a command, map errors to exit codes
@@ -228,7 +229,7 @@ func (a *app) open(ctx context.Context) error {
 		return err
 	}
 	a.home = home
-	st, err := store.Open(ctx, home, store.Options{Database: a.databaseURL()})
+	st, err := store.Open(ctx, home, store.Options{Database: a.databaseURL(), Host: a.hostName()})
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store"
 )
 
 // databaseFlagHelp documents --database (a persistent flag: every command
@@ -15,4 +21,55 @@ func (a *app) databaseURL() string {
 		return a.database
 	}
 	return os.Getenv("GROVE_DATABASE")
+}
+
+// hostFile records, in the home, the host name the daemon serves as, so
+// that CLI commands run against that home agree with it without --host.
+const hostFile = "host"
+
+// hostName is this process's host among the hosts sharing a PostgreSQL
+// database: serve --host, else $GROVE_HOST, else the name the home's
+// daemon recorded, else the machine's name. Call it after homeDir.
+func (a *app) hostName() string {
+	if a.host != "" {
+		return a.host
+	}
+	if h := os.Getenv("GROVE_HOST"); h != "" {
+		return h
+	}
+	if a.home != "" {
+		if b, err := os.ReadFile(filepath.Join(a.home, hostFile)); err == nil {
+			if h := strings.TrimSpace(string(b)); h != "" {
+				return h
+			}
+		}
+	}
+	return store.DefaultHost()
+}
+
+// validHost checks a --host value: letters, digits, '.', '-' and '_'
+// (no '@', which separates it in River client ids), at most 48 bytes.
+func validHost(h string) error {
+	if h == "" || len(h) > 48 || strings.Trim(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != "" {
+		return grove.Userf(grove.ErrUsage, "use letters, digits, '.', '-' and '_', e.g. --host build-1", "bad host name %q", h)
+	}
+	return nil
+}
+
+// recordHost writes the daemon's host name into its home (hostFile).
+func (a *app) recordHost() error {
+	if a.host == "" {
+		return nil
+	}
+	if err := validHost(a.host); err != nil {
+		return err
+	}
+	p := filepath.Join(a.home, hostFile)
+	if err := os.WriteFile(p+".tmp", []byte(a.host+"\n"), 0o600); err != nil {
+		return fmt.Errorf("record host: %w", err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return fmt.Errorf("record host: %w", err)
+	}
+	return nil
 }

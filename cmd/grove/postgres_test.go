@@ -58,3 +58,57 @@ func TestPostgresTaskEndToEnd(t *testing.T) {
 	is.Equal(counts[grove.StateApplied], len(ids))
 	h.stopDaemon(syscall.SIGTERM)
 }
+
+// Two daemons, hosts box-a and box-b with their own homes and repositories,
+// share one PostgreSQL. Each box's tasks run on that box (its host's
+// queues). kill -9 of box-a's daemon while its agent runs leaves box-b
+// working; box-a's task resumes when its daemon restarts, its agent
+// started once.
+func TestPostgresTwoHosts(t *testing.T) {
+	is := is.New(t)
+	a := newPGHarness(t)
+	b := newHarness(t)
+	b.database = a.database
+	b.env = append(b.env, "GROVE_DATABASE="+a.database, "GROVE_HOST=box-b")
+	counter, counterB := filepath.Join(a.work, "counter"), filepath.Join(b.work, "counter") // agents may write only in their work dir
+	gate := filepath.Join(a.work, "go")
+	body := `echo "$GROVE_TASK_ID" >> "$COUNTER"
+while [ "$WAIT" = 1 ] && [ ! -e "$GATE" ]; do sleep 0.05; done
+echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
+`
+	agentA, agentB := a.writeAgent("agent.sh", body), b.writeAgent("agent.sh", body)
+	a.startDaemon("--host", "box-a")
+	b.startDaemon("--host", "box-b")
+
+	idA := a.mustGrove("submit", "--repo", a.repo, "--apply", "auto", "--env", "COUNTER="+counter,
+		"--env", "GATE="+gate, "--env", "WAIT=1", "--", agentA)
+	is.Equal(a.task(idA).Host, "box-a")
+	a.until(60*time.Second, "box-a's agent started", func() bool {
+		_, err := os.Stat(counter)
+		return err == nil && countLines(t, counter)[idA] == 1
+	})
+	a.stopDaemon(syscall.SIGKILL)
+
+	// box-b keeps working while box-a is down, and only on its own tasks.
+	idB := b.mustGrove("submit", "--repo", b.repo, "--apply", "auto", "--env", "COUNTER="+counterB, "--", agentB)
+	is.Equal(b.task(idB).Host, "box-b")
+	b.until(60*time.Second, "box-b's task applied", func() bool { return b.closed(idB) })
+	is.Equal(strings.TrimSpace(b.git("show", "main:f-"+idB+".txt")), idB)
+	is.True(!a.task(idA).State.Settled())
+	ls := b.mustGrove("ls", "--host", "box-a")
+	is.True(strings.Contains(ls, idA) && !strings.Contains(ls, idB))
+	is.True(strings.Contains(ls, "box-a"))
+	wsB, err := b.store().TaskWorkspace(context.Background(), idB)
+	is.NoErr(err)
+	is.True(strings.HasPrefix(wsB.Path, b.home)) // box-b's worktree, on box-b's disk
+
+	// box-a comes back: its running agent is re-adopted, not started again.
+	a.startDaemon("--host", "box-a")
+	is.NoErr(os.WriteFile(gate, nil, 0o644))
+	a.until(60*time.Second, "box-a's task applied after the restart", func() bool { return a.closed(idA) })
+	is.Equal(strings.TrimSpace(a.git("show", "main:f-"+idA+".txt")), idA)
+	is.Equal(countLines(t, counter), map[string]int{idA: 1}) // each agent started once
+	is.Equal(countLines(t, counterB), map[string]int{idB: 1})
+	a.stopDaemon(syscall.SIGTERM)
+	b.stopDaemon(syscall.SIGTERM)
+}

@@ -25,6 +25,7 @@ func (a *app) lsCmd() *cobra.Command {
 		limit  int
 		asJSON bool
 		atRisk bool
+		host   string
 	)
 	c := &cobra.Command{
 		Use:   "ls",
@@ -47,7 +48,7 @@ func (a *app) lsCmd() *cobra.Command {
 					limit = tableLimit
 				}
 			}
-			f := store.TaskFilter{Limit: limit}
+			f := store.TaskFilter{Limit: limit, Host: host}
 			for _, s := range states {
 				for _, s := range strings.Split(s, ",") {
 					st := grove.TaskState(s)
@@ -92,6 +93,7 @@ func (a *app) lsCmd() *cobra.Command {
 	}
 	c.Flags().StringArrayVar(&states, "state", nil, "only tasks in this state (repeatable, or comma-separated)")
 	c.Flags().StringVar(&repo, "repo", "", "only tasks of this repository")
+	c.Flags().StringVar(&host, "host", "", "only tasks of repositories on this host (a shared --database)")
 	c.Flags().IntVar(&limit, "limit", -1, "at most this many tasks (0: all; default 100 in the table, all with --json)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().BoolVar(&atRisk, "at-risk", false, "list worktrees kept because they hold work (refused close or reap), with the reasons")
@@ -111,15 +113,24 @@ func (a *app) printTasks(tasks []grove.Task, asJSON bool) error {
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	pt := newPainter(a.stdout)
-	fmt.Fprintf(tw, "ID\t%s\tAGE\tEXIT\tREPO\tCOMMAND\n", pt.paint(colorDefault, "STATE"))
+	hosts := a.st.Postgres() // several hosts may share the database: say whose
+	if hosts {
+		fmt.Fprintf(tw, "ID\t%s\tAGE\tEXIT\tHOST\tREPO\tCOMMAND\n", pt.paint(colorDefault, "STATE"))
+	} else {
+		fmt.Fprintf(tw, "ID\t%s\tAGE\tEXIT\tREPO\tCOMMAND\n", pt.paint(colorDefault, "STATE"))
+	}
 	now := time.Now()
 	for _, t := range tasks {
 		exit := "-"
 		if t.ExitCode != nil {
 			exit = fmt.Sprint(*t.ExitCode)
 		}
+		repo := shortPath(t.RepoPath)
+		if hosts {
+			repo = t.Host + "\t" + repo
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, pt.waitingState(t.State, a.stateLabel(t) != string(t.State)), age(now.Sub(t.CreatedAt)), exit,
-			shortPath(t.RepoPath), clip(shellQuote(t.Argv), 50))
+			repo, clip(shellQuote(t.Argv), 50))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -248,6 +259,9 @@ func printView(w io.Writer, v taskView) error {
 	}
 	if v.ExitCode != nil {
 		p("exit code", fmt.Sprint(*v.ExitCode))
+	}
+	if v.Host != "" {
+		p("host", v.Host)
 	}
 	p("repo", v.RepoPath)
 	p("base", fmt.Sprintf("%s (%.12s)", v.BaseRef, v.BaseCommit))

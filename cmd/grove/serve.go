@@ -52,6 +52,7 @@ adopts them.`,
 		},
 	}
 	c.Flags().IntVar(&maxAgents, "max-agents", 4, "agents that may run at once")
+	c.Flags().StringVar(&a.host, "host", "", "this box's name among hosts sharing a --database (default $GROVE_HOST or the machine's name)")
 	maint.flags(c)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logs")
 	c.Flags().IntVar(&opts.warm, "warm", 0, "checked-out worktrees to keep ready per repository at its default branch's tip")
@@ -175,6 +176,9 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	}
 	defer lock.release()
 	if err := a.open(ctx); err != nil {
+		return err
+	}
+	if err := a.recordHost(); err != nil {
 		return err
 	}
 	// The lock proves no other daemon works these jobs: take them back now
