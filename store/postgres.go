@@ -281,3 +281,42 @@ func (t *connTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 }
 
 func (t *connTx) Conn() *pgx.Conn { return t.conn }
+
+// commitChannel is the channel every grove transaction on PostgreSQL
+// notifies as it commits (see Commits).
+const commitChannel = "grove_commit"
+
+// watchPG makes c hear commits on PostgreSQL: a connection taken out of
+// the pool LISTENs on commitChannel in a goroutine until c is closed. If
+// it cannot, c stays timer-only (Wait's contract allows it).
+func (s *Store) watchPG(c *Commits) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		cancel()
+		return
+	}
+	conn := pc.Hijack()
+	if _, err := conn.Exec(ctx, "LISTEN "+commitChannel); err != nil {
+		conn.Close(ctx)
+		cancel()
+		return
+	}
+	notes := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer conn.Close(context.Background())
+		for {
+			if _, err := conn.WaitForNotification(ctx); err != nil {
+				return
+			}
+			select {
+			case notes <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	c.notes = notes
+	c.stop = func() { cancel(); <-done }
+}

@@ -57,7 +57,14 @@ func (s *Store) InTx(ctx context.Context, fn func(*Tx) error) error {
 			return fmt.Errorf("begin: %w", err)
 		}
 		defer done()
-		return s.runTx(tx, pgQuerier{tx}, fn)
+		return s.runTx(tx, pgQuerier{tx}, func(t *Tx) error {
+			if err := fn(t); err != nil {
+				return err
+			}
+			// Wakes every Commits watcher once this commits.
+			_, err := tx.ExecContext(ctx, `SELECT pg_notify('`+commitChannel+`', '')`)
+			return err
+		})
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	for wait, deadline := 10*time.Millisecond, time.Now().Add(time.Minute); err != nil && isBusy(err) && time.Now().Before(deadline); wait = min(2*wait, 500*time.Millisecond) {

@@ -21,14 +21,25 @@ import (
 // and still after at most the fallback interval it passes to Wait (a
 // watch can miss nothing that matters, but a kernel without inotify, or
 // one out of watches, leaves only the timer).
+//
+// On PostgreSQL there is no file to watch: every grove transaction
+// NOTIFYs channel grove_commit as it commits (InTx), and the watcher
+// LISTENs on a connection of its own (watchPG).
 type Commits struct {
-	fd  int // inotify descriptor; -1: timer only
+	fd  int // inotify descriptor; -1: timer only (or PostgreSQL)
 	buf [4096]byte
+
+	notes <-chan struct{} // PostgreSQL: a commit was notified; nil: none
+	stop  func()          // PostgreSQL: ends the listener
 }
 
 // WatchCommits starts watching s's database. Close the result when done.
 func (s *Store) WatchCommits() *Commits {
 	c := &Commits{fd: -1}
+	if s.pg {
+		s.watchPG(c)
+		return c
+	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return c
@@ -61,6 +72,9 @@ func (c *Commits) Wait(ctx context.Context, max time.Duration) error {
 				t.Stop()
 				return ctx.Err()
 			case <-t.C:
+				return nil
+			case <-c.notes: // never ready when nil
+				t.Stop()
 				return nil
 			}
 		}
@@ -103,6 +117,10 @@ func (c *Commits) drainDB() bool {
 
 // Close stops watching.
 func (c *Commits) Close() {
+	if c.stop != nil {
+		c.stop()
+		c.stop = nil
+	}
 	if c.fd >= 0 {
 		unix.Close(c.fd)
 		c.fd = -1

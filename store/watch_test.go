@@ -3,20 +3,36 @@ package store
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/grove-dev/grove"
 	"github.com/matryer/is"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store/pgtest"
 )
 
 // A commit by another connection wakes a waiter long before its fallback
 // interval; without one it returns at the interval; a canceled context
 // ends it with the context's error.
 func TestWatchCommits(t *testing.T) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		t.Run(kind, func(t *testing.T) { testWatchCommits(t, kind) })
+	}
+}
+
+func testWatchCommits(t *testing.T, kind string) {
 	is := is.New(t)
-	st, home := openTemp(t)
-	other, err := Open(context.Background(), home, Options{})
+	home := filepath.Join(t.TempDir(), "home")
+	opts := Options{}
+	if kind == "postgres" {
+		opts.Database = pgtest.DSN(t)
+	}
+	st, err := Open(context.Background(), home, opts)
+	is.NoErr(err)
+	defer st.Close()
+	other, err := Open(context.Background(), home, opts)
 	is.NoErr(err)
 	defer other.Close()
 	w := st.WatchCommits()
