@@ -126,3 +126,12 @@ CREATE TABLE IF NOT EXISTS event (
     message    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_task ON event(task_id, id);
+
+-- version 6: the daemons sharing the database, one row per host, written
+-- by its heartbeat (`grove doctor` lists the hosts not seen for a while).
+CREATE TABLE IF NOT EXISTS host (
+    name       TEXT PRIMARY KEY,
+    seen_at    INTEGER NOT NULL,           -- last heartbeat
+    started_at INTEGER NOT NULL,           -- when its daemon started
+    pid        INTEGER NOT NULL
+);

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/grove-dev/grove"
@@ -50,6 +49,14 @@ type Health struct {
 // migration versions. Missing tables read as version 0.
 func (s *Store) Health(ctx context.Context) (Health, error) {
 	h := Health{SchemaWant: grove.SchemaVersion, RiverWant: riverTargetVersion}
+	if s.pg {
+		// The server keeps its own integrity; reaching it is the check.
+		if err := s.db.PingContext(ctx); err != nil {
+			return h, fmt.Errorf("reach %s: %w", s.path, err)
+		}
+		h.Integrity = []string{"ok"}
+		return s.healthVersions(ctx, h)
+	}
 	rows, err := s.q.QueryContext(ctx, `PRAGMA integrity_check`)
 	if err != nil {
 		return h, fmt.Errorf("integrity check: %w", err)
@@ -66,8 +73,13 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 	if err := rows.Err(); err != nil {
 		return h, fmt.Errorf("integrity check: %w", err)
 	}
+	return s.healthVersions(ctx, h)
+}
+
+// healthVersions reads the schema and River migration versions into h.
+func (s *Store) healthVersions(ctx context.Context, h Health) (Health, error) {
 	var v string
-	err = s.q.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v)
+	err := s.q.QueryRowContext(ctx, `SELECT value FROM grove_meta WHERE key = 'schema_version'`).Scan(&v)
 	switch {
 	case err == nil:
 		h.SchemaVersion, _ = strconv.Atoi(v)
@@ -81,6 +93,13 @@ func (s *Store) Health(ctx context.Context) (Health, error) {
 	return h, nil
 }
 
-func noSuchTable(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "no such table")
+func noSuchTable(err error) bool { return isNoTable(err) }
+
+// OpenExistingPostgres connects to the PostgreSQL database of dsn as host,
+// without creating or migrating anything (for grove doctor).
+func OpenExistingPostgres(ctx context.Context, dsn, host string) (*Store, error) {
+	if !IsPostgres(dsn) {
+		return nil, grove.Userf(grove.ErrUsage, "pass a postgres:// URL", "database %q is not a postgres:// URL", Redact(dsn))
+	}
+	return openPostgres(ctx, dsn, Options{Host: host}, false)
 }

@@ -130,10 +130,11 @@ func (a *app) doctor(ctx context.Context, home string) doctorReport {
 		checkDisk(&rep, home)
 		return rep
 	}
-	st := checkDatabase(ctx, &rep, home)
+	st := a.checkAnyDatabase(ctx, &rep, home) // doctor_hosts.go
 	if st != nil {
 		defer st.Close()
 	}
+	checkHosts(ctx, &rep, st)
 	checkLocks(ctx, &rep, home, st)
 	checkSupervisors(ctx, &rep, home, st)
 	checkSessions(ctx, &rep, st) // session_doctor.go

@@ -13,6 +13,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/store"
 	"github.com/grove-dev/grove/store/pgtest"
 )
 
@@ -111,4 +112,31 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	is.Equal(countLines(t, counterB), map[string]int{idB: 1})
 	a.stopDaemon(syscall.SIGTERM)
 	b.stopDaemon(syscall.SIGTERM)
+}
+
+// grove doctor on PostgreSQL checks the server and the schema, and names
+// a host whose daemon has not been heard from for a while, with the way
+// out; a host that beats is fine.
+func TestPostgresDoctorListsSilentHosts(t *testing.T) {
+	is := is.New(t)
+	h := newPGHarness(t)
+	h.env = append(h.env, "GROVE_HOST=box-a")
+	h.startDaemon()
+	ctx := context.Background()
+	// box-z ran a daemon once, long ago.
+	st, err := store.Open(ctx, t.TempDir(), store.Options{Database: h.database, Host: "box-z",
+		Now: func() time.Time { return time.Now().Add(-time.Hour) }})
+	is.NoErr(err)
+	is.NoErr(st.Heartbeat(ctx, 4242, time.Now().Add(-2*time.Hour)))
+	st.Close()
+	h.until(30*time.Second, "box-a's heartbeat", func() bool {
+		hosts, err := h.store().Hosts(ctx)
+		return err == nil && len(hosts) == 2
+	})
+	out, _, _ := h.grove("doctor")
+	is.True(strings.Contains(out, "PostgreSQL"))
+	is.True(strings.Contains(out, "host box-z not seen for 1h"))
+	is.True(strings.Contains(out, "grove reassign --from box-z"))
+	is.True(strings.Contains(out, "host box-a seen"))
+	h.stopDaemon(syscall.SIGTERM)
 }
