@@ -107,3 +107,11 @@ func taskQueueOpts(ctx context.Context, st *store.Store, tx *store.Tx, args rive
 	}
 	return &river.InsertOpts{Queue: HostQueue(base, host)}, nil
 }
+
+// Reassign moves the queued, not yet started tasks of host from to host
+// to, each to the repository at the same path there, with its first job
+// (store.Reassign). The moved job waits for to's next fetch poll (about
+// a second): moving a row sends no insert notification.
+func Reassign(ctx context.Context, st *store.Store, from, to string) ([]store.Reassigned, error) {
+	return st.Reassign(ctx, from, to, CreateWorktreeArgs{}.Kind(), HostQueue(QueueGit, from), HostQueue(QueueGit, to))
+}

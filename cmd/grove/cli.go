@@ -157,6 +157,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	root.AddCommand(a.trashCmd())
 	root.AddCommand(a.repoCmd())
 	root.AddCommand(a.versionCmd())
+	root.AddCommand(a.reassignCmd()) // reassign.go
 	root.AddCommand(a.eventsCmd())
 	root.AddCommand(a.serviceCmd())
 	root.Version = readVersion().String()

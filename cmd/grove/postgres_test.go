@@ -140,3 +140,37 @@ func TestPostgresDoctorListsSilentHosts(t *testing.T) {
 	is.True(strings.Contains(out, "host box-a seen"))
 	h.stopDaemon(syscall.SIGTERM)
 }
+
+// grove reassign moves a queued task of a host whose daemon is down to
+// another host with the same repository path, where it runs; without
+// that repository on the target the task stays and the reason is said.
+func TestPostgresReassign(t *testing.T) {
+	is := is.New(t)
+	a := newPGHarness(t) // box-a: no daemon
+	a.env = append(a.env, "GROVE_HOST=box-a")
+	b := newHarness(t) // box-b: a daemon, the same repository path
+	b.repo, b.database = a.repo, a.database
+	b.env = append(b.env, "GROVE_DATABASE="+a.database, "GROVE_HOST=box-b")
+	agent := a.writeAgent("agent.sh", `echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"`+"\n")
+	b.startDaemon()
+	first := b.mustGrove("submit", "--repo", a.repo, "--apply", "auto", "--", agent) // registers the repo on box-b
+	b.until(60*time.Second, "box-b's own task closed", func() bool { return b.closed(first) })
+
+	id := a.mustGrove("submit", "--repo", a.repo, "--apply", "auto", "--", agent)
+	is.Equal(a.task(id).Host, "box-a")
+	out := a.mustGrove("reassign", "--from", "box-a", "--to", "box-c")
+	is.True(strings.Contains(out, id+"\tstays on box-a: no repository "+a.repo+" on box-c"))
+	is.Equal(a.task(id).Host, "box-a")
+
+	out = a.mustGrove("reassign", "--from", "box-a", "--to", "box-b")
+	is.True(strings.Contains(out, "1 of 1 queued task(s) moved from box-a to box-b"))
+	is.Equal(a.task(id).Host, "box-b")
+	b.until(60*time.Second, "the reassigned task applied on box-b", func() bool { return b.closed(id) })
+	ws, err := b.store().TaskWorkspace(context.Background(), id)
+	is.NoErr(err)
+	is.True(strings.HasPrefix(ws.Path, b.home)) // it ran on box-b's disk
+	is.Equal(strings.TrimSpace(a.git("show", "main:f-"+id+".txt")), id)
+	out = a.mustGrove("reassign", "--from", "box-a", "--to", "box-b")
+	is.True(strings.Contains(out, "0 of 0 queued task(s) moved"))
+	b.stopDaemon(syscall.SIGTERM)
+}
