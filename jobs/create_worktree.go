@@ -48,6 +48,9 @@ func (w *CreateWorktreeWorker) Work(ctx context.Context, job *river.Job[CreateWo
 	if task.SessionID != "" {
 		return w.attach(ctx, client, task, job.Attempt, job.MaxAttempts)
 	}
+	if task, err = d.resolveRemoteBase(ctx, task); err != nil { // submitted from another host
+		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "resolve base", err)
+	}
 	// A warm worktree at the task's base skips the checkout entirely.
 	if ws, ok, err := w.warmStart(ctx, client, task); err != nil {
 		return d.stageError(ctx, client, id, job.Attempt, job.MaxAttempts, "take warm worktree", err)

@@ -2,12 +2,16 @@ package jobs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
 	"reflect"
 	"strings"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/store"
 )
 
@@ -114,4 +118,78 @@ func taskQueueOpts(ctx context.Context, st *store.Store, tx *store.Tx, args rive
 // a second): moving a row sends no insert notification.
 func Reassign(ctx context.Context, st *store.Store, from, to string) ([]store.Reassigned, error) {
 	return st.Reassign(ctx, from, to, CreateWorktreeArgs{}.Kind(), HostQueue(QueueGit, from), HostQueue(QueueGit, to))
+}
+
+// submitRemote records a task on another host's repository (req.Host,
+// req.RepoDir its absolute path there), which this box cannot read: the
+// base is resolved by that host's create_worktree (resolveRemoteBase), as
+// a local submit would resolve it, from req.Base or the main checkout's
+// branch there.
+func (i *Intents) submitRemote(ctx context.Context, req SubmitRequest) (task grove.Task, created bool, err error) {
+	if !i.Store.Postgres() {
+		return task, false, grove.Userf(grove.ErrUsage, "--host needs hosts sharing a PostgreSQL database (--database)",
+			"no host %q on SQLite", req.Host)
+	}
+	if !filepath.IsAbs(req.RepoDir) {
+		return task, false, grove.Userf(grove.ErrUsage, "name the repository by its absolute path on "+req.Host+", e.g. --repo /src/app",
+			"--repo %q with --host must be an absolute path", req.RepoDir)
+	}
+	repo, err := i.Store.RepoOnHost(ctx, req.Host, filepath.Clean(req.RepoDir))
+	if errors.Is(err, grove.ErrNotFound) {
+		return task, false, grove.Userf(grove.ErrBadRequest, "run a grove command in it on "+req.Host+" first (e.g. grove submit there), or check grove ls --host "+req.Host,
+			"host %s has no repository %s", req.Host, req.RepoDir)
+	}
+	if err != nil {
+		return task, false, err
+	}
+	task = grove.Task{ID: grove.NewTaskID(), RepoID: repo.ID, RepoPath: repo.Path, BaseRef: req.Base,
+		Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout, Options: req.Options,
+		Apply: req.Apply, IdemKey: req.Key, State: grove.StateQueued}
+	err = i.Store.InTx(ctx, func(tx *store.Tx) error {
+		task, created, err = tx.InsertTask(ctx, task)
+		if err != nil || !created {
+			return err
+		}
+		msg := fmt.Sprintf("on host %s; base %s resolved there", req.Host, orDefault(req.Base, "(its main checkout's branch)"))
+		if err := tx.AddEvent(ctx, task.ID, "", "submitted", msg); err != nil {
+			return err
+		}
+		return i.enqueue(ctx, tx, CreateWorktreeArgs{TaskID: task.ID, Attempt: 1})
+	})
+	return task, created, err
+}
+
+func orDefault(s, dflt string) string {
+	if s == "" {
+		return dflt
+	}
+	return s
+}
+
+// resolveRemoteBase resolves, on the task's host, the base of a task
+// submitted from another host (submitRemote left its base commit empty)
+// and records it; it returns the task with it. Other tasks pass through.
+func (d *Deps) resolveRemoteBase(ctx context.Context, task grove.Task) (grove.Task, error) {
+	if task.BaseCommit != "" {
+		return task, nil
+	}
+	repo, err := d.Repo(ctx, task.RepoPath)
+	if err != nil {
+		return task, err
+	}
+	name, commit, target, err := resolveBase(ctx, repo, task.BaseRef)
+	if err != nil {
+		return task, err
+	}
+	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if err := tx.SetTaskResolvedBase(ctx, task.ID, name, commit, target); err != nil {
+			return err
+		}
+		return tx.AddEvent(ctx, task.ID, "", "resolved", fmt.Sprintf("base %s (%.12s), target %s", name, commit, target))
+	})
+	if err != nil {
+		return task, err
+	}
+	task.BaseRef, task.BaseCommit, task.TargetBranch = name, commit, target
+	return task, nil
 }

@@ -39,6 +39,10 @@ type SubmitRequest struct {
 	Key     string            // idempotency key; "" = none
 	Session string            // session key; "" = own worktree
 	Options grove.TaskOptions // per-task settings, kept with the task
+	// Host is the host whose repository the task runs on ("" this one);
+	// another host's repository is named by its absolute path there
+	// (PostgreSQL, see submitRemote).
+	Host string
 }
 
 // Submit validates req, records the task and enqueues create_worktree. With
@@ -58,7 +62,13 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 		return task, false, grove.Userf(grove.ErrUsage, "give a positive duration, e.g. --timeout 30m", "negative timeout %s", req.Timeout)
 	}
 	if req.Session != "" {
+		if req.Host != "" && req.Host != i.Store.Host() {
+			return task, false, grove.Userf(grove.ErrUsage, "submit session tasks on the session's host", "--host with --session is not supported")
+		}
 		return i.submitToSession(ctx, req)
+	}
+	if req.Host != "" && req.Host != i.Store.Host() {
+		return i.submitRemote(ctx, req)
 	}
 	repo, err := gitops.Open(ctx, req.RepoDir)
 	if err != nil {

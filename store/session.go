@@ -348,6 +348,17 @@ func (t *Tx) SetTaskBase(ctx context.Context, id, commit string) error {
 	return nil
 }
 
+// SetTaskResolvedBase records the base of a task submitted from another
+// host, once its own host resolved it; a task whose base is set already
+// keeps it.
+func (t *Tx) SetTaskResolvedBase(ctx context.Context, id, ref, commit, target string) error {
+	if _, err := t.q.ExecContext(ctx, `UPDATE task SET base_ref = ?, base_commit = ?, target_branch = ?, updated_at = ?
+		WHERE id = ? AND base_commit = ''`, ref, commit, target, ms(t.now), id); err != nil {
+		return fmt.Errorf("set task %s base: %w", id, err)
+	}
+	return nil
+}
+
 // InsertServiceRun records a started service run of a session.
 func (t *Tx) InsertServiceRun(ctx context.Context, sessionID string, n int, r grove.Run) error {
 	_, err := t.q.ExecContext(ctx, `INSERT INTO run(session_id, attempt, kind, pid, start_time, boot_id, dir, started_at)

@@ -62,7 +62,7 @@ func TestPostgresTaskEndToEnd(t *testing.T) {
 
 // Two daemons, hosts box-a and box-b with their own homes and repositories,
 // share one PostgreSQL. Each box's tasks run on that box (its host's
-// queues). kill -9 of box-a's daemon while its agent runs leaves box-b
+// queues), also when submitted from the other box (submit --host). kill -9 of box-a's daemon while its agent runs leaves box-b
 // working; box-a's task resumes when its daemon restarts, its agent
 // started once.
 func TestPostgresTwoHosts(t *testing.T) {
@@ -110,6 +110,25 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	is.Equal(strings.TrimSpace(a.git("show", "main:f-"+idA+".txt")), idA)
 	is.Equal(countLines(t, counter), map[string]int{idA: 1}) // each agent started once
 	is.Equal(countLines(t, counterB), map[string]int{idB: 1})
+
+	// Either box submits to the other's repository (by its path there):
+	// the task runs on that host, its base resolved there.
+	idBA := b.mustGrove("submit", "--host", "box-a", "--repo", a.repo, "--apply", "auto", "--", agentA)
+	idAB := a.mustGrove("submit", "--host", "box-b", "--repo", b.repo, "--apply", "auto", "--", agentB)
+	for _, c := range []struct {
+		id string
+		on *harness
+	}{{idBA, a}, {idAB, b}} {
+		c.on.until(60*time.Second, "task "+c.id+" applied on its host", func() bool { return c.on.closed(c.id) })
+		ws, err := c.on.store().TaskWorkspace(context.Background(), c.id)
+		is.NoErr(err)
+		is.True(strings.HasPrefix(ws.Path, c.on.home))
+		is.Equal(strings.TrimSpace(c.on.git("show", "main:f-"+c.id+".txt")), c.id)
+		is.True(c.on.task(c.id).BaseCommit != "")
+	}
+	_, errOut, err := a.grove("submit", "--host", "box-b", "--repo", "/nowhere", "--", agentB)
+	is.True(err != nil)
+	is.True(strings.Contains(errOut, "host box-b has no repository /nowhere"))
 	a.stopDaemon(syscall.SIGTERM)
 	b.stopDaemon(syscall.SIGTERM)
 }

@@ -68,6 +68,7 @@ worktree on branch grove/<id>/work at the base commit and runs CMD there. With
 	f.StringVar(&req.Base, "base", "", "commit or branch to start from (default: the main checkout's branch)")
 	f.StringVar(&req.Key, "key", "", "idempotency key: the same key returns the same task")
 	f.StringVar(&req.Session, "session", "", "run in the named session's worktree")
+	f.StringVar(&req.Host, "host", "", "run on this host's repository (a shared --database; --repo is then its absolute path there)")
 	f.StringVar(&apply, "apply", "manual", "manual (stop at review) or auto (apply after exit 0)")
 	f.DurationVar(&timeout, "timeout", 30*time.Minute, "kill the agent after this long (0: never)")
 	f.StringArrayVar(&envs, "env", nil, "K=V added to the agent's environment (repeatable)")
