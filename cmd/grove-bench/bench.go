@@ -17,6 +17,7 @@ import (
 
 // config is the command line.
 type config struct {
+	database    string // GROVE_DATABASE of every grove process ("" SQLite)
 	files       int
 	tasks       int
 	concurrency int
@@ -74,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 	}
 	fs.IntVar(&c.files, "files", 10000, "files in the synthetic repository")
+	fs.StringVar(&c.database, "database", "", "run grove on this PostgreSQL database (postgres://…; an empty database: the bench lists every task in it), not SQLite in the bench home")
 	fs.IntVar(&c.tasks, "tasks", 40, "tasks to run on each side")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "tasks in flight at once (and grove serve --max-agents)")
 	fs.IntVar(&c.warm, "warm", 0, "pass --warm N to grove serve, then run --warm-probes for warm_start_p50_ms (0: off)")
@@ -165,12 +167,18 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 		return rep, err
 	}
 	r := runner{env: benchEnv()}
+	if cfg.database != "" {
+		r.env = append(r.env, "GROVE_DATABASE="+cfg.database)
+	}
 	gv, err := r.git(ctx, "", "version")
 	if err != nil {
 		return rep, err
 	}
 	rep = report{Files: cfg.files, Tasks: cfg.tasks, Concurrency: cfg.concurrency, Rounds: cfg.rounds, CPUs: runtime.NumCPU(), LoadStart: loadAvg(),
-		GitVersion: strings.TrimPrefix(strings.TrimSpace(string(gv)), "git version "), Warm: cfg.warm}
+		GitVersion: strings.TrimPrefix(strings.TrimSpace(string(gv)), "git version "), Warm: cfg.warm, Database: "sqlite"}
+	if cfg.database != "" {
+		rep.Database = "postgres"
+	}
 
 	root, err := os.MkdirTemp(pickDir(cfg.dir, cfg.files, cfg.concurrency, cfg.tasks), "grove-bench-")
 	if err != nil {

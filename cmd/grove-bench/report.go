@@ -19,8 +19,9 @@ type report struct {
 	Rounds      int    `json:"rounds"`
 	CPUs        int    `json:"cpus"`
 	GitVersion  string `json:"git_version"`
-	Dir         string `json:"dir"` // where the repository, worktrees and home were
-	FS          string `json:"fs"`  // its filesystem
+	Database    string `json:"database"` // sqlite, or postgres (--database)
+	Dir         string `json:"dir"`      // where the repository, worktrees and home were
+	FS          string `json:"fs"`       // its filesystem
 	Warm        int    `json:"warm,omitempty"`
 	// With --setup-seconds / --copy-mb: the setup each new worktree runs,
 	// and one copy of the ignored directory timed (copy_cloned files of
@@ -305,6 +306,9 @@ func writeTable(w io.Writer, r report) error {
 	p("grove-bench: %d files, %d tasks in %d rounds, concurrency %d, git %s, on %s (%s)\n",
 		r.Files, r.Tasks, r.Rounds, r.Concurrency, r.GitVersion, r.FS, r.Dir)
 	p("%d CPUs, load average %.2f at start, %.2f at end\n", r.CPUs, r.LoadStart, r.LoadEnd)
+	if r.Database != "" && r.Database != "sqlite" {
+		p("database: %s\n", r.Database)
+	}
 	if r.WarmPool != "" {
 		p("warm pool (--warm %d): %s\n", r.Warm, r.WarmPool)
 	}
