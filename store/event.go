@@ -32,11 +32,16 @@ func (s *Store) events(ctx context.Context, where string, args ...any) ([]grove.
 	return s.eventsLimit(ctx, where, -1, args...)
 }
 
-// eventsLimit is events with at most limit rows (-1: all, as SQLite's
-// LIMIT -1), oldest first.
+// eventsLimit is events with at most limit rows (a negative limit: all),
+// oldest first.
 func (s *Store) eventsLimit(ctx context.Context, where string, limit int, args ...any) ([]grove.Event, error) {
-	rows, err := s.q.QueryContext(ctx, `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message
-		FROM event WHERE `+where+` ORDER BY id LIMIT ?`, append(args, limit)...)
+	q := `SELECT id, COALESCE(task_id, ''), COALESCE(session_id, ''), at, kind, message
+		FROM event WHERE ` + where + ` ORDER BY id`
+	if limit >= 0 { // PostgreSQL has no LIMIT -1
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.q.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}

@@ -108,3 +108,22 @@ func TestDatabaseMustBePostgresURL(t *testing.T) {
 	_, err := Open(context.Background(), t.TempDir(), Options{Database: "mysql://x"})
 	is.True(errors.Is(err, grove.ErrUsage))
 }
+
+// Events read back on both databases, all of them (no LIMIT) and after an
+// id (bounded); PostgreSQL refused SQLite's LIMIT -1.
+func TestEventsOnBothDatabases(t *testing.T) {
+	eachDB(t, func(t *testing.T, st *Store) {
+		is := is.New(t)
+		ctx := context.Background()
+		for _, m := range []string{"one", "two", "three"} {
+			is.NoErr(st.InTx(ctx, func(tx *Tx) error { return tx.AddEvent(ctx, "tev", "", "note", m) }))
+		}
+		evs, err := st.Events(ctx, "tev", 0)
+		is.NoErr(err)
+		is.Equal(len(evs), 3)
+		is.Equal(evs[2].Message, "three")
+		evs, err = st.Events(ctx, "tev", evs[0].ID)
+		is.NoErr(err)
+		is.Equal(len(evs), 2)
+	})
+}
