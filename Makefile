@@ -10,7 +10,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PREFIX      ?= /usr/local
 BINDIR      ?= $(if $(GOBIN),$(GOBIN),$(PREFIX)/bin)
 
-.PHONY: build run test test-short lint bench torture clean install uninstall
+.PHONY: build run test test-postgres test-short lint bench torture clean install uninstall
 
 build:
 	$(GO) build -o $(BIN)/grove ./cmd/grove
@@ -32,6 +32,12 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# The PostgreSQL tests alone (make test runs them too): the store's, on
+# both databases, and the daemon-level ones on a private server.
+test-postgres:
+	$(GO) test -race -count=1 ./store/...
+	$(GO) test -race -count=1 -run 'Postgres' ./cmd/grove/
 
 # vet + staticcheck + an untidy go.mod; .ci/run runs it before the tests.
 lint:
