@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -126,4 +127,69 @@ func TestEventsOnBothDatabases(t *testing.T) {
 		is.NoErr(err)
 		is.Equal(len(evs), 2)
 	})
+}
+
+// Many processes (stores) submitting at once on one PostgreSQL database:
+// every task and its job commit, none twice, with no serialization error
+// or deadlock reaching a caller (grove's advisory write lock orders the
+// transactions; River's inserts join them).
+func TestPostgresConcurrentSubmitters(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	const submitters, each = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, submitters)
+	for s := range submitters {
+		host := []string{"box-a", "box-b"}[s%2]
+		st, err := Open(ctx, t.TempDir(), Options{Database: dsn, Host: host})
+		is.NoErr(err)
+		t.Cleanup(func() { st.Close() })
+		client, err := river.NewClient(st.RiverDriver(), &river.Config{})
+		is.NoErr(err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id := fmt.Sprintf("t%02d%03d", s, i)
+				err := st.InTx(ctx, func(tx *Tx) error {
+					repo, err := tx.UpsertRepo(ctx, grove.Repo{Path: "/src/app", CommonDir: "/src/app/.git", DefaultBranch: "main"})
+					if err != nil {
+						return err
+					}
+					if _, _, err := tx.InsertTask(ctx, grove.Task{ID: id, RepoID: repo, BaseRef: "main", BaseCommit: "abc",
+						TargetBranch: "main", Argv: []string{"true"}, Apply: grove.ApplyManual, State: grove.StateQueued}); err != nil {
+						return err
+					}
+					if err := tx.AddEvent(ctx, id, "", "submitted", "x"); err != nil {
+						return err
+					}
+					_, err = client.InsertTx(ctx, tx.SQL(), pingArgs{N: s*1000 + i}, nil)
+					return err
+				})
+				if err != nil {
+					errs <- fmt.Errorf("submit %s: %w", id, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		is.NoErr(err)
+	}
+	check, err := Open(ctx, t.TempDir(), Options{Database: dsn, Host: "box-a"})
+	is.NoErr(err)
+	defer check.Close()
+	counts, err := check.CountTasks(ctx)
+	is.NoErr(err)
+	is.Equal(counts[grove.StateQueued], submitters*each)
+	var jobs, distinct int
+	is.NoErr(check.db.QueryRowContext(ctx, `SELECT COUNT(*), COUNT(DISTINCT args->>'N') FROM river_job WHERE kind = 'ping'`).Scan(&jobs, &distinct))
+	is.Equal(jobs, submitters*each)
+	is.Equal(distinct, submitters*each)
+	a, err := check.ListTasks(ctx, TaskFilter{Host: "box-a"})
+	is.NoErr(err)
+	is.Equal(len(a), submitters*each/2)
 }
