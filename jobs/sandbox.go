@@ -136,7 +136,12 @@ func (d *Deps) sandboxFor(ctx context.Context, task grove.Task, ws grove.Workspa
 			write = append(write, v)
 		}
 	}
+	box, err := repo.BoxSettings(ctx) // grove.allowWrite: the repository's, set on this box
+	if err != nil {
+		return nil, nil, fmt.Errorf("sandbox: %w", err)
+	}
 	write = append(write, d.Sandbox.AllowWrite...)
+	write = append(write, box.AllowWrite...)
 	write = append(write, task.Options.AllowWrite...)
 	o := task.Options
 	sb := &supervise.Sandbox{Mode: mode, Write: write, MakeDirs: makeDirs,
