@@ -191,7 +191,10 @@ func TestSandboxSessionPort(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
 	h.strictSandbox()
-	svc := h.writeAgent("svc.sh", `exec /usr/bin/python3 -c '
+	// The service is confined too: its worktree yes, the main checkout no.
+	svc := h.writeAgent("svc.sh", `echo ok > "$GROVE_WORKTREE/svc_ok"
+(echo escape > "`+h.repo+`/svc-escape.txt") 2> "$GROVE_WORKTREE/svc_escape_err"
+exec /usr/bin/python3 -c '
 import os, socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 s.bind(("127.0.0.1", int(os.environ["GROVE_PORT"]))); s.listen(8)
@@ -213,6 +216,13 @@ open("res", "w").write(bind(int(os.environ["GROVE_PORT"])) + " " + bind(int(os.e
 	b, err := os.ReadFile(filepath.Join(h.sessionWT("p"), "res"))
 	is.NoErr(err)
 	is.Equal(string(b), "ok 13") // GROVE_PORT bound; another port refused (EACCES)
+	b, err = os.ReadFile(filepath.Join(h.sessionWT("p"), "svc_ok"))
+	is.NoErr(err)
+	is.Equal(string(b), "ok\n")
+	b, _ = os.ReadFile(filepath.Join(h.sessionWT("p"), "svc_escape_err"))
+	is.True(strings.Contains(string(b), "Permission denied")) // the service's write outside was refused
+	_, err = os.Stat(filepath.Join(h.repo, "svc-escape.txt"))
+	is.True(os.IsNotExist(err))
 	ws, err := h.store().TaskWorkspace(context.Background(), id)
 	is.NoErr(err)
 	is.Equal(ws.Branch, "grove/session/p/work")
