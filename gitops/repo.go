@@ -251,6 +251,9 @@ func CheckBranchName(ctx context.Context, name string) error {
 	if name == "" || name == "HEAD" || name == "@" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, "\x00\n") {
 		return bad
 	}
+	if plainBranchName(name) {
+		return nil // valid under every rule of check-ref-format: no git process
+	}
 	out, err := run(ctx, os.TempDir(), "check-ref-format", "--branch", name)
 	if err != nil {
 		if exitCode(err) == 128 || exitCode(err) == 1 {
@@ -262,6 +265,26 @@ func CheckBranchName(ctx context.Context, name string) error {
 		return bad
 	}
 	return nil
+}
+
+// plainBranchName reports whether name is made only of '/'-separated
+// non-empty components of ASCII letters, digits, '_' and '-' (not leading
+// with '-'), like grove's own grove/<id>/work: a subset of what
+// check-ref-format accepts (no '.', '@', control or special character can
+// break a rule), so it needs no git process. Anything else goes to git.
+func plainBranchName(name string) bool {
+	for _, comp := range strings.Split(name, "/") {
+		if comp == "" || comp[0] == '-' || comp == "HEAD" {
+			return false
+		}
+		for i := 0; i < len(comp); i++ {
+			c := comp[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validRefName is a cheap filter for full ref names we look up or set:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -152,6 +153,30 @@ func TestCheckBranchName(t *testing.T) {
 		is.True(errors.Is(err, grove.ErrBadRequest))
 		is.True(strings.HasPrefix(ue.Msg, "invalid branch name: "))
 	}
+}
+
+// plainBranchName skips git only for names git accepts unchanged: checked
+// against git check-ref-format --branch itself on every name built from
+// a small alphabet that includes each special case.
+func TestPlainBranchNameAgreesWithGit(t *testing.T) {
+	is := is.New(t)
+	parts := []string{"", "a", "A9", "-x", "x-", "_", "HEAD", "x.lock", ".x", "a..b", "@", "x y", "ü", "grove", "t0123abcd", "work"}
+	plain := 0
+	for _, a := range parts {
+		for _, b := range parts {
+			for _, name := range []string{a, a + "/" + b, a + "//" + b, a + "/" + b + "/"} {
+				if !plainBranchName(name) {
+					continue
+				}
+				plain++
+				out, err := exec.Command("git", "check-ref-format", "--branch", name).Output()
+				is.NoErr(err)                                  // git accepts what the fast path accepts
+				is.Equal(strings.TrimSpace(string(out)), name) // unchanged
+			}
+		}
+	}
+	is.True(plain > 50) // the fast path covers the common names
+	is.True(plainBranchName("grove/t0123abcd/work"))
 }
 
 func TestRefs(t *testing.T) {

@@ -178,13 +178,37 @@ func (d *Deps) workspacePolicy(ctx context.Context, repo *gitops.Repo, ws grove.
 		}
 		p.makeDirs = append(p.makeDirs, filepath.Join(home, ".cache"))
 	}
-	box, err := repo.BoxSettings(ctx) // grove.allowWrite: the repository's, set on this box
+	box, err := d.boxSettings(ctx, repo) // grove.allowWrite: the repository's, set on this box
 	if err != nil {
 		return policy{}, fmt.Errorf("sandbox: %w", err)
 	}
 	p.write = append(p.write, d.Sandbox.AllowWrite...)
 	p.write = append(p.write, box.AllowWrite...)
 	return p, nil
+}
+
+// boxEntry caches a repository's box-only settings while its git config
+// file is unchanged (the same rule as settingsAt's cache).
+type boxEntry struct {
+	s      grove.Settings
+	config fileStamp
+}
+
+// boxSettings returns repo.BoxSettings, read again only when the
+// repository's config file changed (grove repo set rewrites it): a git
+// process less per agent start.
+func (d *Deps) boxSettings(ctx context.Context, repo *gitops.Repo) (grove.Settings, error) {
+	ck := repo.CommonDir + "\x00box"
+	cfg := stamp(filepath.Join(repo.CommonDir, "config"))
+	if v, ok := d.settings.Load(ck); ok && v.(boxEntry).config == cfg {
+		return v.(boxEntry).s, nil
+	}
+	s, err := repo.BoxSettings(ctx)
+	if err != nil {
+		return s, err
+	}
+	d.settings.Store(ck, boxEntry{s: s, config: cfg})
+	return s, nil
 }
 
 // serviceSandbox builds the sandbox of a session's service run in dir:
