@@ -191,7 +191,7 @@ func (d *Deps) workspacePolicy(ctx context.Context, repo *gitops.Repo, ws grove.
 // file is unchanged (the same rule as settingsAt's cache).
 type boxEntry struct {
 	s      grove.Settings
-	config fileStamp
+	config string // the repository's config file, as read
 }
 
 // boxSettings returns repo.BoxSettings, read again only when the
@@ -199,7 +199,7 @@ type boxEntry struct {
 // process less per agent start.
 func (d *Deps) boxSettings(ctx context.Context, repo *gitops.Repo) (grove.Settings, error) {
 	ck := repo.CommonDir + "\x00box"
-	cfg := stamp(filepath.Join(repo.CommonDir, "config"))
+	cfg := configText(repo)
 	if v, ok := d.settings.Load(ck); ok && v.(boxEntry).config == cfg {
 		return v.(boxEntry).s, nil
 	}
