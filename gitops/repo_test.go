@@ -59,14 +59,27 @@ func TestOpenResolvesMainWorktree(t *testing.T) {
 	sub, err := Open(ctx, filepath.Join(r.Root, "src"))
 	is.NoErr(err)
 	is.Equal(*sub, *r)
+	// OpenAtHead reads the main worktree's HEAD in the same call, as Head
+	// does; detached too.
+	_, head, err := OpenAtHead(ctx, filepath.Join(r.Root, "src"))
+	is.NoErr(err)
+	branch, commit, err := r.Head(ctx)
+	is.NoErr(err)
+	is.Equal(head, MainHead{Known: true, Branch: branch, Commit: commit})
+	git(t, r.Root, "checkout", "-q", "--detach")
+	_, head, err = OpenAtHead(ctx, r.Root)
+	is.NoErr(err)
+	is.Equal(head, MainHead{Known: true, Commit: commit})
+	git(t, r.Root, "checkout", "-q", "main")
 
 	linked := filepath.Join(t.TempDir(), "linked")
 	git(t, r.Root, "worktree", "add", "-q", "-b", "other", linked)
 	write(t, filepath.Join(linked, "deep", "x"), "x")
 	for _, p := range []string{linked, filepath.Join(linked, "deep"), filepath.Join(linked, "src")} {
-		got, err := Open(ctx, p)
+		got, head, err := OpenAtHead(ctx, p)
 		is.NoErr(err)
-		is.Equal(*got, *r) // linked worktree resolves to the main one
+		is.Equal(*got, *r)   // linked worktree resolves to the main one
+		is.True(!head.Known) // its HEAD is not the main worktree's
 	}
 
 	// Separate git dir: main worktree found through worktree list.
