@@ -223,6 +223,7 @@ open("res", "w").write(bind(int(os.environ["GROVE_PORT"])) + " " + bind(int(os.e
 	is.True(strings.Contains(string(b), "Permission denied")) // the service's write outside was refused
 	_, err = os.Stat(filepath.Join(h.repo, "svc-escape.txt"))
 	is.True(os.IsNotExist(err))
+	is.True(strings.Contains(h.mustGrove("session", "show", "p"), "sandbox   on (Landlock ABI")) // said in show
 	ws, err := h.store().TaskWorkspace(context.Background(), id)
 	is.NoErr(err)
 	is.Equal(ws.Branch, "grove/session/p/work")
