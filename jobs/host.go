@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
 	"github.com/grove-dev/grove/store"
 )
 
@@ -177,7 +178,7 @@ func (d *Deps) resolveRemoteBase(ctx context.Context, task grove.Task) (grove.Ta
 	if err != nil {
 		return task, err
 	}
-	name, commit, target, err := resolveBase(ctx, repo, task.BaseRef)
+	name, commit, target, err := resolveBase(ctx, repo, gitops.MainHead{}, task.BaseRef)
 	if err != nil {
 		return task, err
 	}

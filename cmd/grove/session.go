@@ -12,6 +12,7 @@ import (
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/jobs"
+	"github.com/grove-dev/grove/jobs/supervise"
 	"github.com/grove-dev/grove/store"
 )
 
@@ -328,9 +329,11 @@ func (a *app) settleSession(ctx context.Context, key, what string, done func(s g
 // sessionView is what `grove session show --json` prints.
 type sessionView struct {
 	grove.Session
-	Worktree string             `json:"worktree,omitempty"`
-	Service  *grove.Run         `json:"service_run,omitempty"`
-	Pending  []grove.FileChange `json:"pending"` // worktree vs the session's base
+	Worktree string     `json:"worktree,omitempty"`
+	Service  *grove.Run `json:"service_run,omitempty"`
+	// ServiceSandbox is the policy the service's newest run applied.
+	ServiceSandbox *supervise.Applied `json:"service_sandbox,omitempty"`
+	Pending        []grove.FileChange `json:"pending"` // worktree vs the session's base
 	// PendingError says why Pending could not be read ("" when it was).
 	PendingError string        `json:"pending_error,omitempty"`
 	Events       []grove.Event `json:"events"`
@@ -395,6 +398,9 @@ session_pending event.`,
 			_ = a.st.Read(ctx, func(tx *storeTxCLI) error {
 				if r, err := tx.ServiceRun(ctx, s.ID); err == nil {
 					v.Service = &r
+					if ap, ok, err := supervise.ReadApplied(r.Dir); err == nil && ok {
+						v.ServiceSandbox = &ap
+					}
 				}
 				return nil
 			})
@@ -442,6 +448,7 @@ func (a *app) printSessionView(v sessionView) error {
 			run += fmt.Sprintf(", exited with code %d (%s)", *r.ExitCode, r.Reason)
 		}
 		fmt.Fprintf(w, "run       %s (log %s/log)\n", run, r.Dir)
+		fmt.Fprintf(w, "sandbox   %s\n", serviceSandboxLine(v.ServiceSandbox))
 	}
 	fmt.Fprintf(w, "activity  %s, %s ago\n", orDash(v.Activity), age(time.Since(v.LastUsedAt)))
 	switch {
@@ -460,6 +467,19 @@ func (a *app) printSessionView(v sessionView) error {
 		fmt.Fprintf(w, "  %s  %-16s %s\n", e.At.Local().Format("15:04:05"), e.Kind, e.Message)
 	}
 	return nil
+}
+
+// serviceSandboxLine says how the service's run was confined.
+func serviceSandboxLine(ap *supervise.Applied) string {
+	switch {
+	case ap == nil:
+		return "not recorded (a run by an older grove ran unconfined)"
+	case ap.Mode == supervise.SandboxOff:
+		return "off: the service ran unconfined (grove serve --sandbox off)"
+	case !ap.Landlock:
+		return fmt.Sprintf("%s, NOT enforced: the service ran unconfined (kernel Landlock ABI %d)", ap.Mode, ap.ABI)
+	}
+	return fmt.Sprintf("on (Landlock ABI %d, %s): it may write %s", ap.ABI, ap.Mode, strings.Join(ap.Write, ", "))
 }
 
 func (a *app) sessionDiffCmd() *cobra.Command {
