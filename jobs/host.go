@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -21,17 +22,21 @@ import (
 // task's worktree (create, setup, agent, diff, apply, close) goes to a
 // queue of the task's host, `<queue>_<host>`, that only that host's
 // daemon works. Jobs bound to no task (pool refills, session operations)
-// go to the inserting process's host. The maintenance queue stays shared:
-// River's leader inserts the periodic jobs and any daemon may work one,
-// each on its own host's worktrees only (store.HostScoped). On SQLite,
-// one box, queues keep their plain names.
+// go to the inserting process's host, maintenance included: on
+// PostgreSQL each daemon schedules its own periodic jobs
+// (scheduler.RunLocal, not River's leader-only periodic jobs) into its
+// host's maintenance queue, and its reaper, evictor and LRU cap walk only
+// its host's worktrees (store.HostScoped). A unique job is unique per
+// host. On SQLite, one box, queues keep their plain names.
 
 // hostBound are the queues that have one instance per host on PostgreSQL.
-var hostBound = map[string]bool{QueueGit: true, QueueAgent: true, QueueCleanup: true}
+var hostBound = map[string]bool{QueueGit: true, QueueAgent: true, QueueCleanup: true, QueueMaintenance: true}
 
 // HostQueue is the name of queue base on host: base and the host name
 // folded to what River allows in a queue name (lower-case letters and
-// digits separated by '-' or '_', at most 64 characters).
+// digits separated by '-' or '_', at most 64 characters). A name that
+// folding changes (web.1, Web-1) or cuts gets a hash of the exact name
+// appended, so distinct hosts never share a queue.
 func HostQueue(base, host string) string {
 	var b strings.Builder
 	dash := false
@@ -47,11 +52,18 @@ func HostQueue(base, host string) string {
 		}
 	}
 	h := b.String()
-	if h == "" {
-		h = "none"
-	}
-	if max := 64 - len(base) - 1; len(h) > max {
-		h = strings.TrimRight(h[:max], "-")
+	if max := 64 - len(base) - 1; h != host || len(h) > max {
+		sum := fnv.New32a()
+		sum.Write([]byte(host))
+		tag := fmt.Sprintf("%08x", sum.Sum32())
+		if cut := max - len(tag) - 1; len(h) > cut {
+			h = strings.TrimRight(h[:cut], "-")
+		}
+		if h == "" {
+			h = tag
+		} else {
+			h += "-" + tag
+		}
 	}
 	return base + "_" + h
 }
@@ -68,6 +80,9 @@ func (r *hostRouter) InsertMany(ctx context.Context, many []*rivertype.JobInsert
 	for _, p := range many {
 		if hostBound[p.Queue] {
 			p.Queue = HostQueue(p.Queue, r.host)
+			if p.UniqueKey != nil { // unique per host: one host's pass never hides another's
+				p.UniqueKey = append(append([]byte(nil), p.UniqueKey...), "@"+r.host...)
+			}
 		}
 	}
 	return doInner(ctx)

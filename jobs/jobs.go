@@ -226,7 +226,7 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 		Queues:       serveQueues(d.Store, cfg),
 		Middleware:   middleware(d.Store),
 		Workers:      workers,
-		PeriodicJobs: cfg.Periodic,
+		PeriodicJobs: riverPeriodic(d.Store, cfg.Periodic),
 		// Inserts reach the queues through the (woken) listener, see
 		// wake.go, and a finished job frees a slot with a fetch of its
 		// own; the fetch poll is only a fallback, kept slow because each
@@ -248,6 +248,16 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	return c, nil
+}
+
+// riverPeriodic are the periodic jobs River's leader runs: all of them on
+// SQLite; none on PostgreSQL, where each daemon runs its own on its host
+// (scheduler.RunLocal, see host.go).
+func riverPeriodic(st *store.Store, pjs []*river.PeriodicJob) []*river.PeriodicJob {
+	if st.Postgres() {
+		return nil
+	}
+	return pjs
 }
 
 // serveQueues are the daemon's queues: git, agent, cleanup and

@@ -1,9 +1,11 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -97,9 +99,68 @@ func Jobs(js ...Job) ([]*river.PeriodicJob, error) {
 			return nil, fmt.Errorf("periodic job %s: %w", j.Name, err)
 		}
 		args := j.Args
-		out = append(out, river.NewPeriodicJob(sched, func() (river.JobArgs, *river.InsertOpts) {
+		pj := river.NewPeriodicJob(sched, func() (river.JobArgs, *river.InsertOpts) {
 			return args(), nil
-		}, &river.PeriodicJobOpts{ID: j.Name, RunOnStart: !j.SkipOnStart}))
+		}, &river.PeriodicJobOpts{ID: j.Name, RunOnStart: !j.SkipOnStart})
+		built.Store(pj, local{job: j, sched: sched})
+		out = append(out, pj)
 	}
 	return out, nil
+}
+
+// built remembers the Job behind each PeriodicJob that Jobs returned, for
+// RunLocal (River's PeriodicJob does not expose its schedule).
+var built sync.Map // *river.PeriodicJob -> local
+
+type local struct {
+	job   Job
+	sched cron.Schedule
+}
+
+// RunLocal runs periodic jobs built by Jobs in this process, on their
+// schedules, until ctx ends: each run calls insert with the job's args
+// (at once first, unless SkipOnStart). It is for daemons that share a
+// PostgreSQL database, where River runs periodic jobs on its elected
+// leader only, but each host must run its own maintenance. An insert's
+// error goes to onErr and the schedule goes on. A job not built by Jobs
+// is an error before anything runs.
+func RunLocal(ctx context.Context, pjs []*river.PeriodicJob, insert func(context.Context, river.JobArgs) error, onErr func(name string, err error)) error {
+	var ls []local
+	for _, pj := range pjs {
+		v, ok := built.Load(pj)
+		if !ok {
+			return errors.New("periodic job not built by scheduler.Jobs")
+		}
+		ls = append(ls, v.(local))
+	}
+	next := make([]time.Time, len(ls))
+	now := time.Now()
+	for i, l := range ls {
+		next[i] = l.sched.Next(now)
+		if !l.job.SkipOnStart {
+			next[i] = now
+		}
+	}
+	for len(ls) > 0 {
+		first := 0
+		for i := range next {
+			if next[i].Before(next[first]) {
+				first = i
+			}
+		}
+		t := time.NewTimer(time.Until(next[first]))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		l := ls[first]
+		if err := insert(ctx, l.job.Args()); err != nil && ctx.Err() == nil {
+			onErr(l.job.Name, err)
+		}
+		next[first] = l.sched.Next(time.Now())
+	}
+	<-ctx.Done()
+	return nil
 }

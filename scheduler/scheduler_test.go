@@ -128,3 +128,46 @@ func TestRunOnStart(t *testing.T) {
 		t.Fatal("periodic job did not run on start")
 	}
 }
+
+// RunLocal runs jobs built by Jobs in this process: a RunOnStart job at
+// once and then on its schedule, a SkipOnStart one only on its schedule;
+// a job from elsewhere is refused.
+func TestRunLocal(t *testing.T) {
+	pjs, err := Jobs(
+		Job{Name: "now", Spec: "@every 1s", Args: func() river.JobArgs { return pingArgs{} }},
+		Job{Name: "later", Spec: "@every 1h", Args: func() river.JobArgs { return pingArgs{} }, SkipOnStart: true},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runs := make(chan struct{}, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- RunLocal(ctx, pjs, func(context.Context, river.JobArgs) error { runs <- struct{}{}; return nil },
+			func(name string, err error) { t.Errorf("%s: %v", name, err) })
+	}()
+	for i := range 2 { // at start, then a second later
+		select {
+		case <-runs:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("run %d never came", i+1)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The hourly SkipOnStart job alone does not run at start.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	ran := false
+	if err := RunLocal(ctx2, pjs[1:], func(context.Context, river.JobArgs) error { ran = true; return nil }, nil); err != nil || ran {
+		t.Errorf("SkipOnStart job: err %v, ran %v", err, ran)
+	}
+	other := river.NewPeriodicJob(river.PeriodicInterval(time.Hour), func() (river.JobArgs, *river.InsertOpts) { return pingArgs{}, nil }, nil)
+	if err := RunLocal(context.Background(), []*river.PeriodicJob{other}, nil, nil); err == nil {
+		t.Error("a periodic job not built by Jobs was accepted")
+	}
+}

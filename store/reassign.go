@@ -21,7 +21,9 @@ type Reassigned struct {
 // repository at the same path on host to (PostgreSQL). A task moves only
 // if it has not started: it is queued and its first job (jobKind, on
 // queue fromQueue) has not been fetched; that job moves to toQueue in the
-// same transaction, so exactly one host ever works it. Session tasks stay
+// same transaction, so exactly one host ever works it. Its base commit is
+// cleared: to resolves the base ref in its own repository when the task
+// starts (jobs.resolveRemoteBase). Session tasks stay
 // (their session's worktree is on from). Every task considered is
 // reported, moved or not and why.
 func (s *Store) Reassign(ctx context.Context, from, to, jobKind, fromQueue, toQueue string) ([]Reassigned, error) {
@@ -82,11 +84,13 @@ func (t *Tx) reassign(ctx context.Context, r *Reassigned, from, to, jobKind, fro
 		r.Reason = "already started on " + from
 		return nil
 	}
-	if _, err := t.q.ExecContext(ctx, `UPDATE task SET repo_id = ?, updated_at = ? WHERE id = ? AND state = 'queued'`,
+	// The base commit was resolved on from; to resolves the base ref again
+	// in its own repository (the commit may not be there).
+	if _, err := t.q.ExecContext(ctx, `UPDATE task SET repo_id = ?, base_commit = '', updated_at = ? WHERE id = ? AND state = 'queued'`,
 		repoID, ms(t.now), r.TaskID); err != nil {
 		return fmt.Errorf("move task %s: %w", r.TaskID, err)
 	}
-	if err := t.AddEvent(ctx, r.TaskID, "", "reassigned", fmt.Sprintf("from host %s to %s", from, to)); err != nil {
+	if err := t.AddEvent(ctx, r.TaskID, "", "reassigned", fmt.Sprintf("from host %s to %s (base resolved again there)", from, to)); err != nil {
 		return err
 	}
 	r.Moved = true

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/riverqueue/river"
+
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/jobs"
+	"github.com/grove-dev/grove/scheduler"
 	"github.com/grove-dev/grove/store"
 )
 
@@ -72,4 +78,16 @@ func (a *app) recordHost() error {
 		return fmt.Errorf("record host: %w", err)
 	}
 	return nil
+}
+
+// runLocalPeriodic runs the daemon's periodic jobs in this process, into
+// its host's queues (PostgreSQL: see scheduler.RunLocal and jobs/host.go).
+func runLocalPeriodic(ctx context.Context, client *jobs.Client, periodic []*river.PeriodicJob, log *slog.Logger) {
+	err := scheduler.RunLocal(ctx, periodic, func(ctx context.Context, args river.JobArgs) error {
+		_, err := client.Insert(ctx, args, nil)
+		return err
+	}, func(name string, err error) { log.Warn("periodic job not queued", "job", name, "err", err) })
+	if err != nil {
+		log.Error("no periodic maintenance on this host", "err", err)
+	}
 }

@@ -80,6 +80,13 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	agentA, agentB := a.writeAgent("agent.sh", body), b.writeAgent("agent.sh", body)
 	a.startDaemon("--host", "box-a")
 	b.startDaemon("--host", "box-b")
+	// Each host runs its own maintenance (not only River's leader).
+	a.until(30*time.Second, "both hosts ran evict_idle on their own queue", func() bool {
+		var n int
+		err := a.store().DB().QueryRow(`SELECT COUNT(DISTINCT queue) FROM river_job WHERE kind = 'evict_idle'
+			AND state = 'completed' AND queue IN ('maintenance_box-a', 'maintenance_box-b')`).Scan(&n)
+		return err == nil && n == 2
+	})
 
 	idA := a.mustGrove("submit", "--repo", a.repo, "--apply", "auto", "--env", "COUNTER="+counter,
 		"--env", "GATE="+gate, "--env", "WAIT=1", "--", agentA)
@@ -189,6 +196,13 @@ func TestPostgresReassign(t *testing.T) {
 	is.NoErr(err)
 	is.True(strings.HasPrefix(ws.Path, b.home)) // it ran on box-b's disk
 	is.Equal(strings.TrimSpace(a.git("show", "main:f-"+id+".txt")), id)
+	evs, err := a.store().Events(context.Background(), id, 0)
+	is.NoErr(err)
+	kinds := ""
+	for _, e := range evs {
+		kinds += e.Kind + " "
+	}
+	is.True(strings.Contains(kinds, "reassigned resolved ")) // box-b resolved the base in its repository
 	out = a.mustGrove("reassign", "--from", "box-a", "--to", "box-b")
 	is.True(strings.Contains(out, "0 of 0 queued task(s) moved"))
 	b.stopDaemon(syscall.SIGTERM)

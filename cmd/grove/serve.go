@@ -233,6 +233,10 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	}()
 	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
 	go jobs.Heartbeat(wakeCtx, deps)             // the host row grove doctor reads
+	// Each host its own maintenance (River's periodic jobs are the leader's only).
+	if a.st.Postgres() {
+		go runLocalPeriodic(wakeCtx, client, periodic, log) // database.go
+	}
 	// A pool pass now: the pool's trust in its entries does not survive a
 	// restart, and --warm may have changed.
 	if _, err := client.Insert(runCtx, jobs.PoolFillArgs{}, nil); err != nil {

@@ -144,7 +144,13 @@ func start() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "grove-pg-")
+	// Under root, /tmp itself: $TMPDIR may be a 0700 directory of root's
+	// that nobody cannot enter, and the socket path must stay short.
+	tmp := ""
+	if os.Geteuid() == 0 {
+		tmp = "/tmp"
+	}
+	dir, err := os.MkdirTemp(tmp, "grove-pg-")
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +163,7 @@ func start() (*server, error) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}
+		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)} // and no supplementary groups
 		if err := os.Chown(dir, uid, gid); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("give %s to nobody: %w", dir, err)
