@@ -325,7 +325,9 @@ func (i *Intents) Cancel(ctx context.Context, id string, runDir string) error {
 	if err != nil {
 		return err
 	}
-	if task.State == grove.StateRunning {
+	// Another host's agent is not here to signal: its daemon forwards the
+	// recorded cancel (PostgreSQL).
+	if task.State == grove.StateRunning && (!i.Store.Postgres() || task.Host == i.Store.Host()) {
 		if err := SignalRun(runDir, syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("signal agent of task %s: %w", id, err)
 		}

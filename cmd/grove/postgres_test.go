@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -206,4 +207,77 @@ func TestPostgresReassign(t *testing.T) {
 	out = a.mustGrove("reassign", "--from", "box-a", "--to", "box-b")
 	is.True(strings.Contains(out, "0 of 0 queued task(s) moved"))
 	b.stopDaemon(syscall.SIGTERM)
+}
+
+// Concurrent submitters on two hosts sharing one PostgreSQL: every submit
+// is accepted and every task runs on its host and is applied once. 2×3
+// per host by default; the issue's 20 submitters × 50 (1000 tasks, 10
+// submitters per host) with GROVE_TORTURE=full (make torture).
+func TestPostgresTortureSubmitters(t *testing.T) {
+	is := is.New(t)
+	perHost, each := 2, 3
+	if os.Getenv("GROVE_TORTURE") == "full" {
+		perHost, each = 10, 50
+	} else if testing.Short() {
+		t.Skip("skipped in -short mode")
+	}
+	a := newPGHarness(t)
+	b := newHarness(t)
+	b.database = a.database
+	b.env = append(b.env, "GROVE_DATABASE="+a.database)
+	a.env = append(a.env, "GROVE_HOST=box-a")
+	b.env = append(b.env, "GROVE_HOST=box-b")
+	hs := []*harness{a, b}
+	for _, h := range hs {
+		h.writeAgent("agent.sh", `echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"`+"\n")
+		h.startDaemon("--max-agents", "4")
+	}
+	var mu sync.Mutex
+	ids := map[*harness][]string{}
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		for range perHost {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range each {
+					out, errOut, err := h.grove("submit", "--repo", h.repo, "--apply", "auto", "--", filepath.Join(h.work, "agent.sh"))
+					if err != nil {
+						t.Errorf("submit: %v: %s", err, errOut)
+						return
+					}
+					mu.Lock()
+					ids[h] = append(ids[h], strings.TrimSpace(out))
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	is.Equal(len(ids[a])+len(ids[b]), 2*perHost*each) // every submit accepted
+	limit := time.Duration(perHost*each) * 3 * time.Second
+	for _, h := range hs {
+		h.until(limit, "every task of "+h.home+" applied", func() bool {
+			tasks, err := h.store().ListTasks(context.Background(), store.TaskFilter{States: []grove.TaskState{grove.StateApplied}, Host: hostOf(h)})
+			return err == nil && len(tasks) == len(ids[h])
+		})
+		log := h.git("log", "--format=%s", "main")
+		for _, id := range ids[h] {
+			is.Equal(strings.Count(log, "task "+id), 1) // applied once, on its host's repository
+		}
+	}
+	for _, h := range hs {
+		h.stopDaemon(syscall.SIGTERM)
+	}
+}
+
+// hostOf is the GROVE_HOST a harness's processes run as.
+func hostOf(h *harness) string {
+	host := ""
+	for _, kv := range h.env {
+		if v, ok := strings.CutPrefix(kv, "GROVE_HOST="); ok {
+			host = v
+		}
+	}
+	return host
 }
