@@ -76,18 +76,24 @@ func rebind(q string) string {
 }
 
 // pgArgs converts arguments to what the SQLite spelling expects of them:
-// a bool is stored as 0 or 1.
+// a bool is stored as 0 or 1. The caller's slice is left alone.
 func pgArgs(args []any) []any {
+	var out []any
 	for i, a := range args {
 		if v, ok := a.(bool); ok {
+			if out == nil {
+				out = append([]any(nil), args...)
+			}
+			out[i] = int64(0)
 			if v {
-				args[i] = int64(1)
-			} else {
-				args[i] = int64(0)
+				out[i] = int64(1)
 			}
 		}
 	}
-	return args
+	if out == nil {
+		return args
+	}
+	return out
 }
 
 // pgQuerier runs the store's SQLite-spelled statements on PostgreSQL.
