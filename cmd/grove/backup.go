@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/jobs"
+)
+
+func (a *app) backupCmd() *cobra.Command {
+	var (
+		opt    jobs.BackupOptions
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "backup --to REMOTE",
+		Short: "Push snapshots, kept changes and at-risk worktrees off this box",
+		Long: `backup copies the work grove keeps on this disk to another place, as git:
+every registered repository's refs/grove/* (snapshots of closed worktrees,
+kept changes, trash tips) and a fresh snapshot of each worktree the at-risk
+gate keeps (uncommitted, untracked, not-reproducible ignored files, nested
+repositories; the worktree is not touched) are pushed to REMOTE (any git
+URL or path you can push to) under refs/grove-backup/BOX/REPO-KEY/. Only
+new or moved refs are sent, with the objects the remote lacks; nothing
+outside that namespace is touched, and a ref deleted here stays there.
+grove restore --from REMOTE ID brings a task back on any box. grove serve
+--backup-every runs it on a schedule; grove doctor shows the last good one.`,
+		Example: `  grove backup --to /mnt/nas/grove.git
+  grove backup --to ssh://backup.example.com/srv/grove.git --dry-run
+  grove backup --to git@host:grove.git --json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if opt.Remote == "" {
+				return grove.Userf(grove.ErrUsage, "e.g. grove backup --to /mnt/nas/grove.git", "--to REMOTE is required")
+			}
+			ctx := c.Context()
+			if err := a.open(ctx); err != nil {
+				return err
+			}
+			deps, err := jobs.NewDeps(a.st, a.home, nil)
+			if err != nil {
+				return err
+			}
+			rep, err := jobs.Backup(ctx, deps, opt)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := a.printJSON(rep); err != nil {
+					return err
+				}
+			} else if err := a.printBackup(rep); err != nil {
+				return err
+			}
+			return rep.Err()
+		},
+	}
+	c.Flags().StringVar(&opt.Remote, "to", "", "git URL or path of the repository to push to")
+	c.Flags().BoolVar(&opt.DryRun, "dry-run", false, "say what would be sent and how much; send nothing")
+	c.Flags().StringVar(&opt.Box, "box", "", "this machine's name in the backup (default $GROVE_BOX or the host name)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+// printBackup prints a backup report, a line per repository and per
+// at-risk worktree.
+func (a *app) printBackup(rep jobs.BackupReport) error {
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	verb := "sent"
+	if rep.DryRun {
+		verb = "would send"
+	}
+	for _, r := range rep.Repos {
+		switch {
+		case r.Error != "":
+			fmt.Fprintf(tw, "%s\tFAILED\t%s\n", r.Repo, r.Error)
+		case r.Plan != nil:
+			fmt.Fprintf(tw, "%s\t%s %d refs (%s)\t%d up to date, %d kept there only\n", r.Repo, verb, len(r.Plan.Refs),
+				humanBytes(uint64(r.Plan.Bytes)), r.Plan.Unchanged, r.Plan.KeptRemote)
+		}
+		for _, l := range r.Live {
+			if l.Error != "" {
+				fmt.Fprintf(tw, "  %s\tNOT SNAPSHOTTED\t%s\n", l.Path, l.Error)
+			} else {
+				fmt.Fprintf(tw, "  %s\tsnapshot %s\tat risk: %s\n", l.Path, l.ID, strings.Join(l.Reasons, ", "))
+			}
+		}
+	}
+	fmt.Fprintf(tw, "%s %d refs (%s) to %s as box %s in %d ms\n", verb, rep.Refs, humanBytes(uint64(rep.Bytes)), rep.Remote, rep.Box, rep.TookMS)
+	return tw.Flush()
+}
+
+// fromBackup are grove restore's flags for restoring from a backup.
+type fromBackup struct {
+	source string // --from
+	repo   string // --repo
+	box    string // --box
+}
+
+func (f *fromBackup) flags(c *cobra.Command) {
+	c.Flags().StringVar(&f.source, "from", "", "restore from a backup (grove backup --to REMOTE): its git URL or path; ID need not be known here")
+	c.Flags().StringVar(&f.repo, "repo", ".", "with --from: any path inside a clone of the backed-up repository")
+	c.Flags().StringVar(&f.box, "box", "", "with --from: the box whose backup to use, when several hold ID")
+}
+
+// restoreFromBackup is grove restore --from.
+func (a *app) restoreFromBackup(ctx context.Context, f fromBackup, id, path string) error {
+	if err := a.open(ctx); err != nil {
+		return err
+	}
+	deps, err := jobs.NewDeps(a.st, a.home, nil)
+	if err != nil {
+		return err
+	}
+	r, err := jobs.RestoreFromBackup(ctx, deps, f.repo, f.source, id, f.box, path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "%s restored at %s (branch %s, %s from %s)\n", r.ID, r.Path, r.Branch, r.From.Kind, r.From.Name)
+	for _, n := range r.Notes {
+		fmt.Fprintf(a.stdout, "  note: %s\n", n)
+	}
+	return nil
+}

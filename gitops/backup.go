@@ -1,0 +1,372 @@
+package gitops
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/grove-dev/grove"
+)
+
+// Backups are pushes. Each repository's grove refs go to one remote under
+// a namespace of their own:
+//
+//	refs/grove-backup/<box>/<repo-key>/refs/grove/...   every local refs/grove/* ref, same name below
+//	refs/grove-backup/<box>/<repo-key>/live/<id>        a snapshot of an at-risk worktree taken for the backup
+//	refs/grove-backup/<box>/<repo-key>/stash/<commit>   every stash entry (refs/stash and its reflog)
+//
+// <box> names the machine (its host name unless told otherwise) and
+// <repo-key> the repository on it (RepoKey: its directory name and a hash
+// of its path), so several boxes and repositories share one remote and
+// nothing outside refs/grove-backup/<box>/<repo-key>/ is ever written.
+// A backup pushes only refs that are new or moved, with explicit refspecs
+// (never --mirror, never --prune): a ref deleted here (retention, a
+// purge) stays on the remote. Moved refs are forced: a snapshot retaken
+// under the same name replaces the remote's copy.
+const BackupRefsRoot = "refs/grove-backup/"
+
+// backupLivePart is the namespace part holding live snapshots.
+const backupLivePart = "live/"
+
+// backupLocalPart is the namespace part holding copies of refs/grove/*.
+const backupLocalPart = "refs/grove/"
+
+// backupStashPart is the namespace part holding stash entries, by commit.
+const backupStashPart = "stash/"
+
+// backupChunk is how many refspecs one push names at most (argv size).
+const backupChunk = 500
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// SafeName turns s (a host name, a directory name) into one ref name
+// component: runs of other characters than letters, digits, '.', '_' and
+// '-' become '-', leading dots and a ".lock" suffix are dropped; "" for
+// nothing left.
+func SafeName(s string) string {
+	s = unsafeName.ReplaceAllString(s, "-")
+	s = strings.TrimLeft(s, ".-")
+	s = strings.TrimSuffix(s, ".lock")
+	s = strings.ReplaceAll(s, "..", "-")
+	return strings.TrimRight(s, ".")
+}
+
+// RepoKey is the name of the repository whose main worktree is root in
+// a backup namespace: its directory's name and 8 hex digits of the
+// SHA-256 of its absolute path ("app-1a2b3c4d").
+func RepoKey(root string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(root)))
+	name := SafeName(filepath.Base(root))
+	if name == "" {
+		name = "repo"
+	}
+	return name + "-" + hex.EncodeToString(sum[:4])
+}
+
+// BackupNamespace is the namespace ("refs/grove-backup/<box>/<key>/") of
+// repository key on box; both must be SafeName components.
+func BackupNamespace(box, key string) (string, error) {
+	if box == "" || SafeName(box) != box || key == "" || SafeName(key) != key {
+		return "", fmt.Errorf("backup namespace: invalid box %q or repository key %q", box, key)
+	}
+	return BackupRefsRoot + box + "/" + key + "/", nil
+}
+
+// NormalizeRemote makes a remote that is a local path absolute (git runs
+// in the repository, where a relative path would mean something else);
+// URLs (scheme://, user@host:path) are returned as they are. An empty
+// remote, or one starting with '-', is an error.
+func NormalizeRemote(remote string) (string, error) {
+	if remote == "" || strings.HasPrefix(remote, "-") {
+		return "", grove.Userf(grove.ErrUsage, "give a git URL or the path of a repository, e.g. --to /mnt/backup/grove.git", "bad remote %q", remote)
+	}
+	if isURL(remote) {
+		return remote, nil
+	}
+	abs, err := filepath.Abs(remote)
+	if err != nil {
+		return "", fmt.Errorf("remote %s: %w", remote, err)
+	}
+	return abs, nil
+}
+
+// isURL reports whether git reads remote as a URL rather than a path:
+// scheme://..., or scp-like host:path with the colon before any slash.
+func isURL(remote string) bool {
+	if strings.Contains(remote, "://") {
+		return true
+	}
+	i := strings.IndexByte(remote, ':')
+	return i > 0 && !strings.Contains(remote[:i], "/")
+}
+
+// RemoteRefs lists the refs of remote under prefix (a "refs/.../" prefix):
+// full name → object id. It is also how backups find out whether the
+// remote is a git repository they can reach: a failure is a
+// *grove.UserError saying which (see remoteError).
+func RemoteRefs(ctx context.Context, dir, remote, prefix string) (map[string]string, error) {
+	if !strings.HasPrefix(prefix, "refs/") || !strings.HasSuffix(prefix, "/") {
+		return nil, fmt.Errorf("list remote refs: invalid prefix %q", prefix)
+	}
+	out, err := run(ctx, dir, "-c", "protocol.file.allow=always", "ls-remote", "--refs", "--end-of-options", remote, prefix+"*")
+	if err != nil {
+		return nil, remoteError(remote, err)
+	}
+	refs := map[string]string{}
+	for _, l := range lines(out) {
+		sha, name, ok := strings.Cut(l, "\t")
+		if !ok {
+			return nil, fmt.Errorf("list refs of %s: unexpected line %q", remote, l)
+		}
+		if strings.HasPrefix(name, prefix) {
+			refs[name] = sha
+		}
+	}
+	return refs, nil
+}
+
+// remoteError turns a failed ls-remote, push or fetch on remote into one
+// line with a hint: not a git repository, or not reachable.
+func remoteError(remote string, err error) error {
+	s := stderrOf(err)
+	if s == "" {
+		return fmt.Errorf("remote %s: %w", remote, err)
+	}
+	line := strings.TrimPrefix(firstLine(s), "fatal: ")
+	for _, m := range []string{"does not appear to be a git repository", "not a git repository", "repository not found", "Repository not found"} {
+		if strings.Contains(s, m) {
+			return grove.Userf(grove.ErrBadRequest, "give a git URL or the path of a repository; make one with: git init --bare DIR",
+				"%s is not a git repository", remote)
+		}
+	}
+	for _, m := range []string{"Could not resolve", "Connection refused", "unable to access", "Could not read from remote",
+		"No such file or directory", "timed out", "Permission denied", "No route to host", "Network is unreachable"} {
+		if strings.Contains(s, m) {
+			return grove.Userf(grove.ErrBadRequest, "check the address, the network and your ssh access to it",
+				"cannot reach backup remote %s: %s", remote, line)
+		}
+	}
+	return grove.Userf(grove.ErrBadRequest, "run the git command by hand to see more: "+strings.Join(geArgs(err), " "),
+		"backup remote %s refused: %s", remote, line)
+}
+
+// geArgs are the git arguments of the *GitError in err's chain.
+func geArgs(err error) []string {
+	var ge *GitError
+	if errors.As(err, &ge) {
+		return append([]string{"git"}, ge.Args...)
+	}
+	return nil
+}
+
+// SnapshotCommit is SnapshotWith without the ref: it records the worktree
+// at wtPath as a snapshot commit (same layout, same options) and returns
+// it, unreferenced (push it, or point a ref at it, before a gc prunes it).
+func (r *Repo) SnapshotCommit(ctx context.Context, wtPath string, opt SnapshotOptions) (string, error) {
+	wt, err := absPath(wtPath)
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: %w", wtPath, err)
+	}
+	if exists(wt) {
+		if err := r.KeepSubmoduleCommits(ctx, wt); err != nil {
+			return "", fmt.Errorf("snapshot %s: %w", wt, err)
+		}
+	}
+	snap, err := r.snapshotTree(ctx, wt, opt)
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: %w", wt, err)
+	}
+	commit, err := snap.commit(ctx)
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s: %w", wt, err)
+	}
+	return commit, nil
+}
+
+// BackupRef is one remote ref a backup writes.
+type BackupRef struct {
+	Name string `json:"name"`          // full remote ref name, inside the namespace
+	From string `json:"from"`          // the local ref, or "live <id>" for a live snapshot
+	New  string `json:"new"`           // the object it is set to
+	Old  string `json:"old,omitempty"` // what the remote had ("" for a new ref)
+}
+
+// BackupPlan is what a backup of one repository sends.
+type BackupPlan struct {
+	Remote    string      `json:"remote"`
+	Namespace string      `json:"namespace"`
+	Refs      []BackupRef `json:"refs"`      // new or moved refs, sorted by name
+	Unchanged int         `json:"unchanged"` // refs the remote already has as they are
+	// KeptRemote counts refs of the namespace no longer here (deleted by
+	// retention, or live snapshots of worktrees gone): kept on the remote.
+	KeptRemote int `json:"kept_remote"`
+	// Objects and Bytes estimate what the push sends: the objects the new
+	// refs reach and the remote's refs of the namespace do not, and their
+	// size on this disk (compressed; the pack sent may be smaller).
+	Objects int   `json:"objects"`
+	Bytes   int64 `json:"bytes"`
+}
+
+// PlanBackup compares the local refs/grove/* refs and the live snapshots
+// (id → snapshot commit, from SnapshotCommit) with what remote holds
+// under ns (BackupNamespace) and returns what a backup would send. A live
+// snapshot whose tree is the one the remote already has for that id is
+// left out (unchanged). It writes nothing, here or there.
+func (r *Repo) PlanBackup(ctx context.Context, remote, ns string, live map[string]string) (BackupPlan, error) {
+	plan := BackupPlan{Remote: remote, Namespace: ns, Refs: []BackupRef{}}
+	if !strings.HasPrefix(ns, BackupRefsRoot) || !validRefName(ns+"x") || !strings.HasSuffix(ns, "/") {
+		return plan, fmt.Errorf("plan backup: invalid namespace %q", ns)
+	}
+	have, err := RemoteRefs(ctx, r.Root, remote, ns)
+	if err != nil {
+		return plan, err
+	}
+	local, err := r.RefsUnder(ctx, backupLocalPart)
+	if err != nil {
+		return plan, fmt.Errorf("plan backup: %w", err)
+	}
+	want := map[string]BackupRef{}
+	for name, sha := range local {
+		want[ns+name] = BackupRef{Name: ns + name, From: name, New: sha}
+	}
+	stashes, err := r.stashCommits(ctx)
+	if err != nil {
+		return plan, fmt.Errorf("plan backup: %w", err)
+	}
+	for _, sha := range stashes {
+		name := ns + backupStashPart + sha
+		want[name] = BackupRef{Name: name, From: "stash " + sha, New: sha}
+	}
+	for id, sha := range live {
+		name := ns + backupLivePart + id
+		if !validRefName(name) || checkRev(sha) != nil {
+			return plan, fmt.Errorf("plan backup: invalid live snapshot %q at %q", id, sha)
+		}
+		want[name] = BackupRef{Name: name, From: "live " + id, New: sha}
+	}
+	for name, ref := range want {
+		old, ok := have[name]
+		ref.Old = old
+		switch {
+		case ok && old == ref.New:
+			plan.Unchanged++
+			continue
+		case ok && strings.HasPrefix(ref.From, "live ") && r.sameTree(ctx, old, ref.New):
+			plan.Unchanged++
+			continue
+		}
+		plan.Refs = append(plan.Refs, ref)
+	}
+	for name := range have {
+		if _, ok := want[name]; !ok {
+			plan.KeptRemote++
+		}
+	}
+	sort.Slice(plan.Refs, func(i, j int) bool { return plan.Refs[i].Name < plan.Refs[j].Name })
+	if len(plan.Refs) > 0 {
+		var olds []string
+		for _, sha := range have {
+			olds = append(olds, sha)
+		}
+		if plan.Objects, plan.Bytes, err = r.objectsToSend(ctx, plan.Refs, olds); err != nil {
+			return plan, fmt.Errorf("plan backup: %w", err)
+		}
+	}
+	return plan, nil
+}
+
+// sameTree reports whether commits a and b (both here) have the same
+// tree; false when either is missing.
+func (r *Repo) sameTree(ctx context.Context, a, b string) bool {
+	if checkRev(a) != nil || checkRev(b) != nil {
+		return false
+	}
+	out, err := run(ctx, r.Root, "rev-parse", "--verify", "--quiet", "--end-of-options", a+"^{tree}", b+"^{tree}")
+	l := lines(out)
+	return err == nil && len(l) == 2 && l[0] == l[1]
+}
+
+// objectsToSend counts the objects refs reach that none of olds (the
+// remote's tips; those missing here are ignored) reach, and their size
+// on disk.
+func (r *Repo) objectsToSend(ctx context.Context, refs []BackupRef, olds []string) (int, int64, error) {
+	var in strings.Builder
+	for _, ref := range refs {
+		in.WriteString(ref.New + "\n")
+	}
+	for _, o := range olds {
+		if r.hasObject(ctx, o) {
+			in.WriteString("^" + o + "\n")
+		}
+	}
+	out, err := runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "rev-list", "--objects", "--disk-usage", "--stdin")
+	if err != nil {
+		return 0, 0, err
+	}
+	bytes, err := strconv.ParseInt(trim(out), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("unexpected rev-list --disk-usage output %q", out)
+	}
+	out, err = runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "rev-list", "--objects", "--count", "--stdin")
+	if err != nil {
+		return 0, 0, err
+	}
+	n, err := strconv.Atoi(trim(out))
+	if err != nil {
+		return 0, 0, fmt.Errorf("unexpected rev-list --count output %q", out)
+	}
+	return n, bytes, nil
+}
+
+// hasObject reports whether the object sha is in this repository.
+func (r *Repo) hasObject(ctx context.Context, sha string) bool {
+	if checkRev(sha) != nil {
+		return false
+	}
+	_, err := run(ctx, r.Root, "cat-file", "-e", "--end-of-options", sha)
+	return err == nil
+}
+
+// PushBackup sends plan (from PlanBackup) to its remote: each ref of
+// plan.Refs set to its object, forced, with explicit refspecs, a few
+// hundred per push; nothing else on the remote changes. A remote that
+// cannot be reached or is no repository gives a *grove.UserError.
+func (r *Repo) PushBackup(ctx context.Context, plan BackupPlan) error {
+	for start := 0; start < len(plan.Refs); start += backupChunk {
+		end := min(start+backupChunk, len(plan.Refs))
+		args := []string{"-c", "protocol.file.allow=always", "-c", "push.followTags=false", "-c", "push.recurseSubmodules=no",
+			"push", "--quiet", "--no-verify", "--porcelain", "--end-of-options", plan.Remote}
+		for _, ref := range plan.Refs[start:end] {
+			if !strings.HasPrefix(ref.Name, plan.Namespace) || !validRefName(ref.Name) || checkRev(ref.New) != nil {
+				return fmt.Errorf("push backup: invalid ref %q at %q", ref.Name, ref.New)
+			}
+			args = append(args, "+"+ref.New+":"+ref.Name)
+		}
+		grove.Failpoint("backup.before-push")
+		if _, err := run(ctx, r.Root, args...); err != nil {
+			return fmt.Errorf("push backup of %s: %w", r.Root, remoteError(plan.Remote, err))
+		}
+	}
+	return nil
+}
+
+// stashCommits are the commits of every stash entry (refs/stash and its
+// reflog), newest first; none without a stash.
+func (r *Repo) stashCommits(ctx context.Context) ([]string, error) {
+	out, err := run(ctx, r.Root, "for-each-ref", "--format=%(refname)", "refs/stash")
+	if err != nil || trim(out) == "" {
+		return nil, err
+	}
+	out, err = run(ctx, r.Root, "reflog", "show", "--format=%H", "refs/stash", "--")
+	if err != nil {
+		return nil, err
+	}
+	return lines(out), nil
+}

@@ -1,0 +1,165 @@
+package gitops
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/grove-dev/grove"
+)
+
+// What a backed-up ref of an id holds.
+const (
+	BackupSnapshot = "snapshot" // refs/grove/snapshots/<id>: a forced close's snapshot
+	BackupLive     = "live"     // live/<id>: a snapshot an at-risk worktree got at backup time
+	BackupChange   = "change"   // refs/grove/tasks/<id>: the task's change (a commit)
+)
+
+// BackupEntry is one ref of a backup that holds an id.
+type BackupEntry struct {
+	Name string `json:"name"` // the full ref name in the backup
+	SHA  string `json:"sha"`
+	Box  string `json:"box"`
+	Repo string `json:"repo"` // the repository key (RepoKey)
+	Kind string `json:"kind"` // BackupSnapshot, BackupLive or BackupChange
+}
+
+// backupKinds maps the part of a backed-up ref after its namespace, minus
+// the id, to its kind.
+var backupKinds = map[string]string{
+	backupLocalPart + "snapshots/": BackupSnapshot,
+	backupLivePart:                 BackupLive,
+	backupLocalPart + "tasks/":     BackupChange,
+}
+
+// BackupEntries picks, out of refs (full name → object, as RemoteRefs
+// lists them under BackupRefsRoot), the ones that hold id, of any box and
+// repository, sorted by name.
+func BackupEntries(refs map[string]string, id string) []BackupEntry {
+	var out []BackupEntry
+	for name, sha := range refs {
+		rest, ok := strings.CutPrefix(name, BackupRefsRoot)
+		if !ok {
+			continue
+		}
+		f := strings.SplitN(rest, "/", 3)
+		if len(f) != 3 {
+			continue
+		}
+		for part, kind := range backupKinds {
+			if f[2] == part+id {
+				out = append(out, BackupEntry{Name: name, SHA: sha, Box: f[0], Repo: f[1], Kind: kind})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// RestoredRef is where FetchBackup puts a fetched entry of id here.
+func RestoredRef(kind, id string) string { return "refs/grove/restored/" + kind + "/" + id }
+
+// FetchBackup fetches the entries (from BackupEntries, all of one id) from
+// source (a remote, or a bundle file) into refs/grove/restored/<kind>/<id>
+// and returns the one to restore: the newest snapshot (forced close or
+// live, by commit time), else the change. Entries of several boxes or
+// repositories are ambiguous: a *grove.UserError naming them.
+func (r *Repo) FetchBackup(ctx context.Context, source, id string, entries []BackupEntry) (BackupEntry, string, error) {
+	if len(entries) == 0 {
+		return BackupEntry{}, "", fmt.Errorf("fetch backup of %s: nothing to fetch", id)
+	}
+	for _, e := range entries[1:] {
+		if e.Box != entries[0].Box || e.Repo != entries[0].Repo {
+			return BackupEntry{}, "", grove.Userf(grove.ErrConflict, "restore from a remote holding one of them, or ask the lead for --box",
+				"%s is backed up from two places: %s/%s and %s/%s", id, entries[0].Box, entries[0].Repo, e.Box, e.Repo)
+		}
+	}
+	args := []string{"-c", "protocol.file.allow=always", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+		"--no-recurse-submodules", "--end-of-options", source}
+	for _, e := range entries {
+		local := RestoredRef(e.Kind, id)
+		if !validRefName(local) || !validRefName(e.Name) {
+			return BackupEntry{}, "", fmt.Errorf("fetch backup of %s: invalid ref %q", id, e.Name)
+		}
+		args = append(args, "+"+e.Name+":"+local)
+	}
+	if _, err := run(ctx, r.Root, args...); err != nil {
+		return BackupEntry{}, "", fmt.Errorf("fetch backup of %s: %w", id, remoteError(source, err))
+	}
+	best, bestTime := -1, int64(-1)
+	for i, e := range entries {
+		if e.Kind == BackupChange {
+			continue
+		}
+		t, err := r.commitTime(ctx, RestoredRef(e.Kind, id))
+		if err != nil {
+			return BackupEntry{}, "", fmt.Errorf("fetch backup of %s: %w", id, err)
+		}
+		if t > bestTime || (t == bestTime && e.Kind == BackupSnapshot) {
+			best, bestTime = i, t
+		}
+	}
+	if best < 0 {
+		best = 0 // only the change
+	}
+	return entries[best], RestoredRef(entries[best].Kind, id), nil
+}
+
+// commitTime is the committer time (Unix seconds) of the commit ref names.
+func (r *Repo) commitTime(ctx context.Context, ref string) (int64, error) {
+	out, err := run(ctx, r.Root, "log", "-1", "--format=%ct", "--end-of-options", ref)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(trim(out), 10, 64)
+}
+
+// RestoreStashes brings back, into the worktree at wt, the stash entries
+// made on branch that the backup namespace ns of source holds (refs,
+// from RemoteRefs, list them): fetched under refs/grove/restored/stash/
+// and stored with `git stash store`, oldest first, so `git stash list`
+// shows them as they were (refs/stash is shared by the repository's
+// worktrees). It returns how many it stored.
+func (r *Repo) RestoreStashes(ctx context.Context, source, ns string, refs map[string]string, branch, wt string) (int, error) {
+	var args []string
+	for name, sha := range refs {
+		if strings.HasPrefix(name, ns+backupStashPart) && checkRev(sha) == nil && validRefName(name) {
+			args = append(args, "+"+name+":refs/grove/restored/stash/"+sha)
+		}
+	}
+	if len(args) == 0 {
+		return 0, nil
+	}
+	sort.Strings(args)
+	fetch := append([]string{"-c", "protocol.file.allow=always", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+		"--no-recurse-submodules", "--end-of-options", source}, args...)
+	if _, err := run(ctx, r.Root, fetch...); err != nil {
+		return 0, fmt.Errorf("fetch stashes: %w", remoteError(source, err))
+	}
+	out, err := run(ctx, r.Root, "for-each-ref", "--sort=committerdate", "--format=%(objectname)%00%(subject)", "refs/grove/restored/stash/")
+	if err != nil {
+		return 0, fmt.Errorf("list stashes: %w", err)
+	}
+	have, err := r.stashCommits(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list stashes: %w", err)
+	}
+	n := 0
+	for _, l := range lines(out) {
+		sha, subject, ok := strings.Cut(l, "\x00")
+		if !ok || !(strings.HasPrefix(subject, "WIP on "+branch+": ") || strings.HasPrefix(subject, "On "+branch+": ")) {
+			continue
+		}
+		if slices.Contains(have, sha) {
+			continue // already there (restored before)
+		}
+		if _, err := run(ctx, wt, "stash", "store", "-m", subject, "--end-of-options", sha); err != nil {
+			return n, fmt.Errorf("store stash %s: %w", shortSHA(sha), err)
+		}
+		n++
+	}
+	return n, nil
+}

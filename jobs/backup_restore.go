@@ -1,0 +1,94 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
+)
+
+// RestoredBackup is what RestoreFromBackup brought back.
+type RestoredBackup struct {
+	ID     string             `json:"id"`
+	Path   string             `json:"path"`
+	Branch string             `json:"branch"`
+	From   gitops.BackupEntry `json:"from"` // the backed-up ref restored
+	Ref    string             `json:"ref"`  // where it was fetched to here
+	Notes  []string           `json:"notes,omitempty"`
+}
+
+// RestoreFromBackup brings task (or session-<id>, ws-<id>) id back from a
+// backup into a new worktree of the repository at repoDir (any clone of
+// the one backed up): it finds the id's refs on source (a remote that
+// grove backup --to wrote), fetches them (Repo.FetchBackup: the newest
+// snapshot wins, else the change) and restores a snapshot bit-exact
+// (gitops.RestoreWith) or checks the change out, at path ("" =
+// <repository>-<id> next to the repository) on branch grove/<id>/work
+// (-restored if taken). box, when set, picks one box's backup. An id the
+// source does not hold, a path that exists and is not empty, and a
+// source that is no repository or cannot be reached are
+// *grove.UserErrors.
+func RestoreFromBackup(ctx context.Context, d *Deps, repoDir, source, id, box, path string) (RestoredBackup, error) {
+	out := RestoredBackup{ID: id}
+	if id == "" || strings.ContainsAny(id, "/ \t\n") || strings.HasPrefix(id, "-") {
+		return out, grove.Userf(grove.ErrUsage, "give a task id as grove ls shows it", "bad id %q", id)
+	}
+	repo, err := d.Repo(ctx, repoDir)
+	if err != nil {
+		return out, err
+	}
+	src, err := gitops.NormalizeRemote(source)
+	if err != nil {
+		return out, err
+	}
+	refs, err := gitops.RemoteRefs(ctx, repo.Root, src, gitops.BackupRefsRoot)
+	if err != nil {
+		return out, err
+	}
+	entries := gitops.BackupEntries(refs, id)
+	if box != "" {
+		kept := entries[:0]
+		for _, e := range entries {
+			if e.Box == box {
+				kept = append(kept, e)
+			}
+		}
+		entries = kept
+	}
+	if len(entries) == 0 {
+		return out, grove.Userf(grove.ErrNotFound, "check the id (grove ls on the box it ran on) and the backup's address",
+			"%s holds no backup of %s", src, id)
+	}
+	if path == "" {
+		path = repo.Root + "-" + id
+	}
+	if out.Path, err = filepath.Abs(path); err != nil {
+		return out, fmt.Errorf("restore %s: %w", id, err)
+	}
+	if ents, err := os.ReadDir(out.Path); err == nil && len(ents) > 0 {
+		return out, grove.Userf(grove.ErrConflict, "pick another place with --path DIR", "%s already exists and is not empty", out.Path)
+	}
+	if out.From, out.Ref, err = repo.FetchBackup(ctx, src, id, entries); err != nil {
+		return out, err
+	}
+	if out.Branch, err = freeBranch(ctx, repo, TaskBranch(id)); err != nil {
+		return out, err
+	}
+	if out.From.Kind == gitops.BackupChange {
+		err = repo.CreateWorktree(ctx, out.Path, out.Branch, out.Ref)
+	} else {
+		out.Notes, err = repo.RestoreWith(ctx, out.Ref, out.Path, out.Branch)
+	}
+	if err != nil {
+		return out, err
+	}
+	msg := fmt.Sprintf("%s restored from %s (%s) at %s on %s", id, src, out.From.Name, out.Path, out.Branch)
+	if err := d.Store.AddEvent(ctx, "", "", "backup_restored", msg); err != nil {
+		d.Logger.Warn("record restore event", "err", err)
+	}
+	return out, nil
+}
