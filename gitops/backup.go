@@ -288,7 +288,7 @@ func (r *Repo) sameTree(ctx context.Context, a, b string) bool {
 	if checkRev(a) != nil || checkRev(b) != nil {
 		return false
 	}
-	out, err := run(ctx, r.Root, "rev-parse", "--verify", "--quiet", "--end-of-options", a+"^{tree}", b+"^{tree}")
+	out, err := run(ctx, r.Root, "rev-parse", a+"^{tree}", b+"^{tree}") // both checked: hex ids
 	l := lines(out)
 	return err == nil && len(l) == 2 && l[0] == l[1]
 }

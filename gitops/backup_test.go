@@ -53,8 +53,9 @@ func TestBackupPushIsIncrementalAndScoped(t *testing.T) {
 
 	// Nothing changed: nothing to send, even with a new live snapshot
 	// commit of the same worktree.
-	live2, err := r.SnapshotCommit(ctx, wt, SnapshotOptions{})
-	is.NoErr(err)
+	// (another commit of the same tree, as a later run's would be)
+	live2 := git(t, r.Root, "commit-tree", "-m", "later", "-p", "HEAD", live+"^{tree}")
+	is.True(live2 != live)
 	plan, err = r.PlanBackup(ctx, remote, ns, map[string]string{"t1": live2})
 	is.NoErr(err)
 	is.Equal(len(plan.Refs), 0)

@@ -86,6 +86,14 @@ func RestoreFromBackup(ctx context.Context, d *Deps, repoDir, source, id, box, p
 	if err != nil {
 		return out, err
 	}
+	ns := gitops.BackupRefsRoot + out.From.Box + "/" + out.From.Repo + "/"
+	n, err := repo.RestoreStashes(ctx, src, ns, refs, TaskBranch(id), out.Path)
+	if err != nil {
+		return out, fmt.Errorf("restore %s: worktree restored at %s, but its stash entries not: %w", id, out.Path, err)
+	}
+	if n > 0 {
+		out.Notes = append(out.Notes, fmt.Sprintf("%d stash entr%s made on %s restored (git stash list)", n, map[bool]string{true: "y", false: "ies"}[n == 1], TaskBranch(id)))
+	}
 	msg := fmt.Sprintf("%s restored from %s (%s) at %s on %s", id, src, out.From.Name, out.Path, out.Branch)
 	if err := d.Store.AddEvent(ctx, "", "", "backup_restored", msg); err != nil {
 		d.Logger.Warn("record restore event", "err", err)

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/grove-dev/grove/jobs"
+)
+
+// gitIn runs git in dir with the harness's environment.
+func (h *harness) gitIn(dir string, args ...string) string {
+	h.t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir, cmd.Env = dir, h.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		h.t.Fatalf("git %v in %s: %v\n%s", args, dir, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// groveEnv runs the CLI with extra environment.
+func (h *harness) groveEnv(env []string, args ...string) (string, string, error) {
+	cmd := exec.Command("grove", args...)
+	cmd.Dir, cmd.Env = h.work, append(append([]string{}, h.env...), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+// diffR is `diff -r` of two trees without .git entries at any depth;
+// "" when they are identical.
+func diffR(t *testing.T, a, b string) string {
+	t.Helper()
+	out, err := exec.Command("diff", "-r", "--no-dereference", "-x", ".git", a, b).CombinedOutput()
+	if err != nil {
+		return string(out) + err.Error()
+	}
+	return ""
+}
+
+// Issue 16, "Done when": an at-risk worktree (untracked file, stash,
+// nested repository with a commit) and a force-closed task are backed up
+// to a bare repository; the source home and repository are deleted; on a
+// fresh home with a fresh clone, grove restore --from brings both back
+// diff -r identical, the stash and the nested repository's history too. A
+// second backup sends nothing new.
+func TestBackupRestoreOnAnotherBox(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon("--reap-every", "off")
+	remote := filepath.Join(h.work, "backup.git")
+	h.gitIn(h.work, "init", "-q", "--bare", remote)
+	h.git("push", "-q", remote, "main") // the repository's own remote, for the fresh clone
+
+	agent := h.writeAgent("agent.sh", "echo agent-work > work.txt\n")
+	live := h.mustGrove("submit", "--repo", h.repo, "--", agent)
+	closed := h.mustGrove("submit", "--repo", h.repo, "--", agent)
+	h.mustGrove("wait", live, closed)
+
+	// The at-risk worktree: work after the agent, a stash, a nested repo.
+	wt := h.worktreeOf(live)
+	is.NoErr(os.WriteFile(filepath.Join(wt, "untracked.txt"), []byte("only on this disk\n"), 0o644))
+	is.NoErr(os.WriteFile(filepath.Join(wt, "README.md"), []byte("# repo\nstashed edit\n"), 0o644))
+	h.gitIn(wt, "stash", "push", "-q", "-m", "half-done")
+	nested := filepath.Join(wt, "scratch")
+	h.gitIn(h.work, "init", "-q", "-b", "main", nested)
+	is.NoErr(os.WriteFile(filepath.Join(nested, "n.txt"), []byte("nested\n"), 0o644))
+	h.gitIn(nested, "add", "-A")
+	h.gitIn(nested, "commit", "-q", "-m", "nested commit")
+	is.NoErr(os.WriteFile(filepath.Join(wt, "script.sh"), []byte("#!/bin/sh\n"), 0o755))
+	wantStatus := h.gitIn(wt, "status", "--porcelain")
+	keepLive := filepath.Join(h.work, "want-live")
+	is.NoErr(exec.Command("cp", "-a", wt, keepLive).Run())
+
+	// The force-closed task: uncommitted work, then close --force.
+	cwt := h.worktreeOf(closed)
+	is.NoErr(os.WriteFile(filepath.Join(cwt, "draft.txt"), []byte("draft\n"), 0o644))
+	keepClosed := filepath.Join(h.work, "want-closed")
+	is.NoErr(exec.Command("cp", "-a", cwt, keepClosed).Run())
+	h.mustGrove("close", "--force", closed)
+	h.until(20*time.Second, "forced close", func() bool { return h.closed(closed) })
+
+	// Dry run: says what it would send, sends nothing.
+	out := h.mustGrove("backup", "--to", remote, "--dry-run", "--box", "box1")
+	is.True(strings.Contains(out, "would send"))
+	is.Equal(h.gitIn(remote, "for-each-ref", "refs/grove-backup/"), "")
+
+	var rep jobs.BackupReport
+	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--to", remote, "--box", "box1", "--json")), &rep))
+	is.True(rep.OK)
+	is.True(rep.Refs >= 4) // snapshot, task refs, live snapshot, stash
+	is.Equal(len(rep.Repos), 1)
+	is.Equal(len(rep.Repos[0].Live), 1)
+	is.Equal(rep.Repos[0].Live[0].ID, live)
+	is.True(strings.Contains(strings.Join(rep.Repos[0].Live[0].Reasons, ","), "untracked"))
+	is.Equal(h.gitIn(remote, "rev-parse", "main"), h.git("rev-parse", "main")[:40]) // the remote's other refs: untouched
+	// Second run: nothing changed, nothing sent.
+	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--to", remote, "--box", "box1", "--json")), &rep))
+	is.True(rep.OK)
+	if rep.Refs != 0 {
+		b, _ := json.Marshal(rep)
+		t.Fatalf("second backup sent %d refs: %s", rep.Refs, b)
+	}
+	is.Equal(rep.Bytes, int64(0))
+
+	// The box dies: its home, repository and worktrees are gone.
+	h.stopDaemon(15)
+	if h.st != nil {
+		h.st.Close()
+		h.st = nil
+	}
+	is.NoErr(os.RemoveAll(h.home))
+	is.NoErr(os.RemoveAll(h.repo))
+
+	clone := filepath.Join(h.work, "clone")
+	h.gitIn(h.work, "clone", "-q", remote, clone)
+	fresh := []string{"GROVE_HOME=" + filepath.Join(h.work, "home2")}
+	for _, c := range []struct{ id, want string }{{live, keepLive}, {closed, keepClosed}} {
+		dst := filepath.Join(h.work, "restored-"+c.id)
+		out, errOut, err := h.groveEnv(fresh, "restore", "--from", remote, c.id, "--repo", clone, "--path", dst)
+		if err != nil {
+			t.Fatalf("restore --from %s: %v\n%s", c.id, err, errOut)
+		}
+		t.Logf("%s", out)
+		is.Equal(diffR(t, c.want, dst), "")
+	}
+	dst := filepath.Join(h.work, "restored-"+live)
+	is.Equal(h.gitIn(dst, "stash", "list"), "stash@{0}: On grove/"+live+"/work: half-done")
+	is.Equal(h.gitIn(filepath.Join(dst, "scratch"), "log", "--format=%s"), "nested commit")
+	is.Equal(h.gitIn(dst, "status", "--porcelain"), wantStatus)
+
+	// Unknown id, non-git remote, unreachable remote: one line, a hint.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"restore", "--from", remote, "tnosuch", "--repo", clone}, "holds no backup of tnosuch"},
+		{[]string{"backup", "--to", h.work}, "is not a git repository"},
+		{[]string{"backup", "--to", "http://127.0.0.1:1/x.git"}, "cannot reach backup remote"},
+	} {
+		_, errOut, err := h.groveEnv(fresh, c.args...)
+		is.True(err != nil)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		is.Equal(len(lines), 2)
+		is.True(strings.Contains(lines[0], c.want))
+		is.True(strings.HasPrefix(lines[1], "hint: "))
+	}
+}
