@@ -228,6 +228,13 @@ func (r *Repo) PlanBackup(ctx context.Context, remote, ns string, live map[strin
 	if err != nil {
 		return plan, err
 	}
+	return r.planAgainst(ctx, plan, have, live)
+}
+
+// planAgainst fills plan (Remote and Namespace set) with what the
+// backup holding have (full name → object, in plan.Namespace) lacks.
+func (r *Repo) planAgainst(ctx context.Context, plan BackupPlan, have, live map[string]string) (BackupPlan, error) {
+	ns := plan.Namespace
 	local, err := r.RefsUnder(ctx, backupLocalPart)
 	if err != nil {
 		return plan, fmt.Errorf("plan backup: %w", err)
@@ -271,15 +278,40 @@ func (r *Repo) PlanBackup(ctx context.Context, remote, ns string, live map[strin
 	}
 	sort.Slice(plan.Refs, func(i, j int) bool { return plan.Refs[i].Name < plan.Refs[j].Name })
 	if len(plan.Refs) > 0 {
-		var olds []string
-		for _, sha := range have {
-			olds = append(olds, sha)
-		}
-		if plan.Objects, plan.Bytes, err = r.objectsToSend(ctx, plan.Refs, olds); err != nil {
+		var err error
+		if plan.Objects, plan.Bytes, err = r.objectsToSend(ctx, plan.Refs, r.present(ctx, have)); err != nil {
 			return plan, fmt.Errorf("plan backup: %w", err)
 		}
 	}
 	return plan, nil
+}
+
+// present are the distinct objects of refs that this repository has
+// (one cat-file --batch-check for them all); none on an error.
+func (r *Repo) present(ctx context.Context, refs map[string]string) []string {
+	seen := map[string]bool{}
+	var in strings.Builder
+	for _, sha := range refs {
+		if !seen[sha] && checkRev(sha) == nil {
+			seen[sha] = true
+			in.WriteString(sha + "\n")
+		}
+	}
+	if in.Len() == 0 {
+		return nil
+	}
+	out, err := runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "cat-file", "--batch-check=%(objectname) %(objecttype)")
+	if err != nil {
+		return nil
+	}
+	var have []string
+	for _, l := range lines(out) {
+		if sha, typ, ok := strings.Cut(l, " "); ok && typ != "missing" && seen[sha] {
+			have = append(have, sha)
+		}
+	}
+	sort.Strings(have)
+	return have
 }
 
 // sameTree reports whether commits a and b (both here) have the same
@@ -294,17 +326,14 @@ func (r *Repo) sameTree(ctx context.Context, a, b string) bool {
 }
 
 // objectsToSend counts the objects refs reach that none of olds (the
-// remote's tips; those missing here are ignored) reach, and their size
-// on disk.
+// remote's tips, all present here) reach, and their size on disk.
 func (r *Repo) objectsToSend(ctx context.Context, refs []BackupRef, olds []string) (int, int64, error) {
 	var in strings.Builder
 	for _, ref := range refs {
 		in.WriteString(ref.New + "\n")
 	}
 	for _, o := range olds {
-		if r.hasObject(ctx, o) {
-			in.WriteString("^" + o + "\n")
-		}
+		in.WriteString("^" + o + "\n")
 	}
 	out, err := runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "rev-list", "--objects", "--disk-usage", "--stdin")
 	if err != nil {

@@ -63,7 +63,8 @@ func BackupEntries(refs map[string]string, id string) []BackupEntry {
 func RestoredRef(kind, id string) string { return "refs/grove/restored/" + kind + "/" + id }
 
 // FetchBackup fetches the entries (from BackupEntries, all of one id) from
-// source (a remote, or a bundle file) into refs/grove/restored/<kind>/<id>
+// source (a remote; "" when their objects are here already, e.g.
+// unbundled) into refs/grove/restored/<kind>/<id>
 // and returns the one to restore: the newest snapshot (forced close or
 // live, by commit time), else the change. Entries of several boxes or
 // repositories are ambiguous: a *grove.UserError naming them.
@@ -77,17 +78,16 @@ func (r *Repo) FetchBackup(ctx context.Context, source, id string, entries []Bac
 				"%s is backed up from two places: %s/%s and %s/%s", id, entries[0].Box, entries[0].Repo, e.Box, e.Repo)
 		}
 	}
-	args := []string{"-c", "protocol.file.allow=always", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-		"--no-recurse-submodules", "--end-of-options", source}
+	var specs []string
 	for _, e := range entries {
 		local := RestoredRef(e.Kind, id)
 		if !validRefName(local) || !validRefName(e.Name) {
 			return BackupEntry{}, "", fmt.Errorf("fetch backup of %s: invalid ref %q", id, e.Name)
 		}
-		args = append(args, "+"+e.Name+":"+local)
+		specs = append(specs, "+"+e.Name+":"+local)
 	}
-	if _, err := run(ctx, r.Root, args...); err != nil {
-		return BackupEntry{}, "", fmt.Errorf("fetch backup of %s: %w", id, remoteError(source, err))
+	if err := r.fetchOrSet(ctx, source, specs, entriesRefs(entries)); err != nil {
+		return BackupEntry{}, "", fmt.Errorf("fetch backup of %s: %w", id, err)
 	}
 	best, bestTime := -1, int64(-1)
 	for i, e := range entries {
@@ -118,7 +118,8 @@ func (r *Repo) commitTime(ctx context.Context, ref string) (int64, error) {
 }
 
 // RestoreStashes brings back, into the worktree at wt, the stash entries
-// made on branch that the backup namespace ns of source holds (refs,
+// made on branch that the backup namespace ns of source ("": objects
+// here already) holds (refs,
 // from RemoteRefs, list them): fetched under refs/grove/restored/stash/
 // and stored with `git stash store`, oldest first, so `git stash list`
 // shows them as they were (refs/stash is shared by the repository's
@@ -134,10 +135,8 @@ func (r *Repo) RestoreStashes(ctx context.Context, source, ns string, refs map[s
 		return 0, nil
 	}
 	sort.Strings(args)
-	fetch := append([]string{"-c", "protocol.file.allow=always", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-		"--no-recurse-submodules", "--end-of-options", source}, args...)
-	if _, err := run(ctx, r.Root, fetch...); err != nil {
-		return 0, fmt.Errorf("fetch stashes: %w", remoteError(source, err))
+	if err := r.fetchOrSet(ctx, source, args, refs); err != nil {
+		return 0, fmt.Errorf("fetch stashes: %w", err)
 	}
 	out, err := run(ctx, r.Root, "for-each-ref", "--sort=committerdate", "--format=%(objectname)%00%(subject)", "refs/grove/restored/stash/")
 	if err != nil {
@@ -162,4 +161,38 @@ func (r *Repo) RestoreStashes(ctx context.Context, source, ns string, refs map[s
 		n++
 	}
 	return n, nil
+}
+
+// fetchOrSet fetches refspecs ("+<remote ref>:<local ref>") from source,
+// or, when source is "" (the objects are here already), sets each local
+// ref to the object refs (remote name → object) names for its remote ref.
+func (r *Repo) fetchOrSet(ctx context.Context, source string, refspecs []string, refs map[string]string) error {
+	if source != "" {
+		args := append([]string{"-c", "protocol.file.allow=always", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+			"--no-recurse-submodules", "--end-of-options", source}, refspecs...)
+		if _, err := run(ctx, r.Root, args...); err != nil {
+			return remoteError(source, err)
+		}
+		return nil
+	}
+	for _, rs := range refspecs {
+		from, to, ok := strings.Cut(strings.TrimPrefix(rs, "+"), ":")
+		sha := refs[from]
+		if !ok || sha == "" {
+			return fmt.Errorf("no object for %s", from)
+		}
+		if err := r.SetRef(ctx, to, sha); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// entriesRefs maps the entries' names to their objects.
+func entriesRefs(entries []BackupEntry) map[string]string {
+	m := map[string]string{}
+	for _, e := range entries {
+		m[e.Name] = e.SHA
+	}
+	return m
 }

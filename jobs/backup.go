@@ -22,6 +22,12 @@ type BackupOptions struct {
 	// Box names this machine in the remote's namespace (gitops.SafeName);
 	// "" is BoxName().
 	Box string
+	// Bundle, instead of Remote, is a directory to write incremental
+	// bundles and their manifest to (see BundleManifest).
+	Bundle string
+	// Upload is a command (argv, no shell; "{}" stands for the file, else
+	// it is appended) run on each new bundle file, then on the manifest.
+	Upload []string
 	// DryRun says what would be sent and how much, and sends nothing
 	// (live snapshots are still taken: objects only, no ref).
 	DryRun bool
@@ -49,7 +55,8 @@ type BackupRepo struct {
 // repository.
 type BackupReport struct {
 	At     time.Time    `json:"at"`
-	Remote string       `json:"remote"`
+	Remote string       `json:"remote"`           // the remote, or the bundle directory
+	Bundle bool         `json:"bundle,omitempty"` // Remote is a bundle directory
 	Box    string       `json:"box"`
 	DryRun bool         `json:"dry_run"`
 	OK     bool         `json:"ok"` // every repository sent, every at-risk worktree snapshotted
@@ -57,6 +64,8 @@ type BackupReport struct {
 	Refs   int          `json:"refs"`    // refs sent (or to send)
 	Bytes  int64        `json:"bytes"`   // their objects' size, estimated (gitops.BackupPlan)
 	TookMS int64        `json:"took_ms"` // wall time
+	// UploadError: --upload failed (the bundles stay; the next run retries).
+	UploadError string `json:"upload_error,omitempty"`
 }
 
 // Err is nil when the run was OK, else one error naming what failed.
@@ -74,6 +83,9 @@ func (r BackupReport) Err() error {
 				parts = append(parts, l.Path+": "+l.Error)
 			}
 		}
+	}
+	if r.UploadError != "" {
+		parts = append(parts, r.UploadError)
 	}
 	if len(parts) == 0 {
 		parts = []string{"failed"}
@@ -113,11 +125,13 @@ func Backup(ctx context.Context, d *Deps, opt BackupOptions) (BackupReport, erro
 	} else if gitops.SafeName(rep.Box) != rep.Box {
 		return rep, grove.Userf(grove.ErrUsage, "use letters, digits, '.', '_' and '-', e.g. --box laptop", "bad box name %q", rep.Box)
 	}
-	remote, err := gitops.NormalizeRemote(opt.Remote)
-	if err != nil {
-		return rep, err
+	if (opt.Remote == "") == (opt.Bundle == "") {
+		return rep, grove.Userf(grove.ErrUsage, "e.g. grove backup --to /mnt/nas/grove.git, or --bundle /mnt/nas/grove-bundles",
+			"give one of --to REMOTE and --bundle DIR")
 	}
-	rep.Remote = remote
+	if len(opt.Upload) > 0 && opt.Bundle == "" {
+		return rep, grove.Userf(grove.ErrUsage, "use --upload with --bundle DIR", "--upload needs --bundle")
+	}
 	repos, err := d.Store.Repos(ctx)
 	if err != nil {
 		return rep, err
@@ -126,17 +140,41 @@ func Backup(ctx context.Context, d *Deps, opt BackupOptions) (BackupReport, erro
 	if err != nil {
 		return rep, err
 	}
-	// One look at the remote first: one that is no repository or cannot
-	// be reached fails the run at once, with its hint.
-	if _, err := gitops.RemoteRefs(ctx, os.TempDir(), remote, gitops.BackupRefsRoot+rep.Box+"/"); err != nil {
-		rep.TookMS = time.Since(start).Milliseconds()
-		d.recordBackup(ctx, rep, err)
-		return rep, err
+	var manifest *BundleManifest
+	if opt.Bundle != "" {
+		dir, err := bundleDir(opt.Bundle)
+		if err != nil {
+			return rep, err
+		}
+		rep.Remote, rep.Bundle = dir, true
+		unlock, err := lockBundleDir(dir)
+		if err != nil {
+			return rep, err
+		}
+		defer unlock()
+		m, err := readManifest(dir)
+		if err != nil {
+			return rep, err
+		}
+		manifest = &m
+	} else {
+		remote, err := gitops.NormalizeRemote(opt.Remote)
+		if err != nil {
+			return rep, err
+		}
+		rep.Remote = remote
+		// One look at the remote first: one that is no repository or
+		// cannot be reached fails the run at once, with its hint.
+		if _, err := gitops.RemoteRefs(ctx, os.TempDir(), remote, gitops.BackupRefsRoot+rep.Box+"/"); err != nil {
+			rep.TookMS = time.Since(start).Milliseconds()
+			d.recordBackup(ctx, rep, err)
+			return rep, err
+		}
 	}
 	rep.OK = true
 	for _, rr := range repos {
 		br := BackupRepo{Repo: rr.Path, Key: gitops.RepoKey(rr.Path), Live: []BackupLive{}}
-		if err := d.backupRepo(ctx, rr, wss, &rep, &br); err != nil {
+		if err := d.backupRepo(ctx, rr, wss, &rep, &br, manifest); err != nil {
 			br.Error = firstLineOf(err.Error())
 			rep.OK = false
 		}
@@ -147,14 +185,21 @@ func Backup(ctx context.Context, d *Deps, opt BackupOptions) (BackupReport, erro
 		}
 		rep.Repos = append(rep.Repos, br)
 	}
+	if manifest != nil && !rep.DryRun {
+		if err := uploadBundles(ctx, rep.Remote, opt.Upload, manifest); err != nil {
+			rep.OK = false
+			rep.UploadError = firstLineOf(err.Error())
+		}
+	}
 	rep.TookMS = time.Since(start).Milliseconds()
 	d.recordBackup(ctx, rep, rep.Err())
 	return rep, nil
 }
 
 // backupRepo snapshots repository rr's at-risk worktrees (of wss), plans
-// and (unless a dry run) pushes; it fills br and adds to rep's totals.
-func (d *Deps) backupRepo(ctx context.Context, rr grove.Repo, wss []grove.Workspace, rep *BackupReport, br *BackupRepo) error {
+// and (unless a dry run) pushes, or writes a bundle into the directory
+// of manifest m; it fills br and adds to rep's totals.
+func (d *Deps) backupRepo(ctx context.Context, rr grove.Repo, wss []grove.Workspace, rep *BackupReport, br *BackupRepo, m *BundleManifest) error {
 	ns, err := gitops.BackupNamespace(rep.Box, br.Key)
 	if err != nil {
 		return err
@@ -178,6 +223,16 @@ func (d *Deps) backupRepo(ctx context.Context, rr grove.Repo, wss []grove.Worksp
 		br.Live = append(br.Live, l)
 	}
 	grove.Failpoint("backup.after-snapshots")
+	if m != nil {
+		plan, err := d.bundleRepo(ctx, repo, rr.Path, ns, live, rep, m)
+		br.Plan = &plan
+		if err != nil {
+			return err
+		}
+		rep.Refs += len(plan.Refs)
+		rep.Bytes += plan.Bytes
+		return nil
+	}
 	plan, err := repo.PlanBackup(ctx, rep.Remote, ns, live)
 	if err != nil {
 		return err

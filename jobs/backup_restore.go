@@ -24,7 +24,8 @@ type RestoredBackup struct {
 // RestoreFromBackup brings task (or session-<id>, ws-<id>) id back from a
 // backup into a new worktree of the repository at repoDir (any clone of
 // the one backed up): it finds the id's refs on source (a remote that
-// grove backup --to wrote), fetches them (Repo.FetchBackup: the newest
+// grove backup --to wrote, or a directory grove backup --bundle wrote:
+// its bundles are checked and unbundled first), fetches them (Repo.FetchBackup: the newest
 // snapshot wins, else the change) and restores a snapshot bit-exact
 // (gitops.RestoreWith) or checks the change out, at path ("" =
 // <repository>-<id> next to the repository) on branch grove/<id>/work
@@ -41,27 +42,31 @@ func RestoreFromBackup(ctx context.Context, d *Deps, repoDir, source, id, box, p
 	if err != nil {
 		return out, err
 	}
-	src, err := gitops.NormalizeRemote(source)
-	if err != nil {
-		return out, err
-	}
-	refs, err := gitops.RemoteRefs(ctx, repo.Root, src, gitops.BackupRefsRoot)
-	if err != nil {
-		return out, err
-	}
-	entries := gitops.BackupEntries(refs, id)
-	if box != "" {
-		kept := entries[:0]
-		for _, e := range entries {
-			if e.Box == box {
-				kept = append(kept, e)
-			}
+	var (
+		src     string // "" for a bundle directory: the objects are unbundled here
+		refs    map[string]string
+		entries []gitops.BackupEntry
+	)
+	if isBundleDir(source) {
+		// Checked before unbundling anything: a path that is in the way.
+		if err := restorePathFree(path, repo.Root+"-"+id); err != nil {
+			return out, err
 		}
-		entries = kept
+		if entries, refs, err = unbundleFor(ctx, repo, source, id, box); err != nil {
+			return out, err
+		}
+	} else {
+		if src, err = gitops.NormalizeRemote(source); err != nil {
+			return out, err
+		}
+		if refs, err = gitops.RemoteRefs(ctx, repo.Root, src, gitops.BackupRefsRoot); err != nil {
+			return out, err
+		}
+		entries = filterBox(gitops.BackupEntries(refs, id), box)
 	}
 	if len(entries) == 0 {
 		return out, grove.Userf(grove.ErrNotFound, "check the id (grove ls on the box it ran on) and the backup's address",
-			"%s holds no backup of %s", src, id)
+			"%s holds no backup of %s", source, id)
 	}
 	if path == "" {
 		path = repo.Root + "-" + id
@@ -69,8 +74,8 @@ func RestoreFromBackup(ctx context.Context, d *Deps, repoDir, source, id, box, p
 	if out.Path, err = filepath.Abs(path); err != nil {
 		return out, fmt.Errorf("restore %s: %w", id, err)
 	}
-	if ents, err := os.ReadDir(out.Path); err == nil && len(ents) > 0 {
-		return out, grove.Userf(grove.ErrConflict, "pick another place with --path DIR", "%s already exists and is not empty", out.Path)
+	if err := restorePathFree(out.Path, ""); err != nil {
+		return out, err
 	}
 	if out.From, out.Ref, err = repo.FetchBackup(ctx, src, id, entries); err != nil {
 		return out, err
@@ -94,9 +99,21 @@ func RestoreFromBackup(ctx context.Context, d *Deps, repoDir, source, id, box, p
 	if n > 0 {
 		out.Notes = append(out.Notes, fmt.Sprintf("%d stash entr%s made on %s restored (git stash list)", n, map[bool]string{true: "y", false: "ies"}[n == 1], TaskBranch(id)))
 	}
-	msg := fmt.Sprintf("%s restored from %s (%s) at %s on %s", id, src, out.From.Name, out.Path, out.Branch)
+	msg := fmt.Sprintf("%s restored from %s (%s) at %s on %s", id, source, out.From.Name, out.Path, out.Branch)
 	if err := d.Store.AddEvent(ctx, "", "", "backup_restored", msg); err != nil {
 		d.Logger.Warn("record restore event", "err", err)
 	}
 	return out, nil
+}
+
+// restorePathFree refuses a restore path (path, else def) that exists and
+// is not empty.
+func restorePathFree(path, def string) error {
+	if path == "" {
+		path = def
+	}
+	if ents, err := os.ReadDir(path); err == nil && len(ents) > 0 {
+		return grove.Userf(grove.ErrConflict, "pick another place with --path DIR", "%s already exists and is not empty", path)
+	}
+	return nil
 }

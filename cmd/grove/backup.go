@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/jobs"
 )
 
@@ -16,9 +15,10 @@ func (a *app) backupCmd() *cobra.Command {
 	var (
 		opt    jobs.BackupOptions
 		asJSON bool
+		upload string
 	)
 	c := &cobra.Command{
-		Use:   "backup --to REMOTE",
+		Use:   "backup --to REMOTE | --bundle DIR",
 		Short: "Push snapshots, kept changes and at-risk worktrees off this box",
 		Long: `backup copies the work grove keeps on this disk to another place, as git:
 every registered repository's refs/grove/* (snapshots of closed worktrees,
@@ -28,16 +28,18 @@ repositories; the worktree is not touched) are pushed to REMOTE (any git
 URL or path you can push to) under refs/grove-backup/BOX/REPO-KEY/. Only
 new or moved refs are sent, with the objects the remote lacks; nothing
 outside that namespace is touched, and a ref deleted here stays there.
-grove restore --from REMOTE ID brings a task back on any box. grove serve
+With --bundle DIR it writes the same refs as incremental git bundle files
+instead, plus DIR/manifest.json (each bundle's refs, prerequisites, size
+and SHA-256), for object stores; --upload runs a command on each new file.
+grove restore --from REMOTE|DIR ID brings a task back on any box. grove serve
 --backup-every runs it on a schedule; grove doctor shows the last good one.`,
 		Example: `  grove backup --to /mnt/nas/grove.git
   grove backup --to ssh://backup.example.com/srv/grove.git --dry-run
-  grove backup --to git@host:grove.git --json`,
+  grove backup --to git@host:grove.git --json
+  grove backup --bundle /var/backups/grove --upload 'rclone copy {} s3:grove/'`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if opt.Remote == "" {
-				return grove.Userf(grove.ErrUsage, "e.g. grove backup --to /mnt/nas/grove.git", "--to REMOTE is required")
-			}
+			opt.Upload = strings.Fields(upload)
 			ctx := c.Context()
 			if err := a.open(ctx); err != nil {
 				return err
@@ -61,6 +63,8 @@ grove restore --from REMOTE ID brings a task back on any box. grove serve
 		},
 	}
 	c.Flags().StringVar(&opt.Remote, "to", "", "git URL or path of the repository to push to")
+	c.Flags().StringVar(&opt.Bundle, "bundle", "", "write incremental bundles and a manifest into this directory instead of pushing")
+	c.Flags().StringVar(&upload, "upload", "", "with --bundle: a command run on each new file (split at spaces, no shell; {} is the file, else it is appended)")
 	c.Flags().BoolVar(&opt.DryRun, "dry-run", false, "say what would be sent and how much; send nothing")
 	c.Flags().StringVar(&opt.Box, "box", "", "this machine's name in the backup (default $GROVE_BOX or the host name)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -90,6 +94,9 @@ func (a *app) printBackup(rep jobs.BackupReport) error {
 				fmt.Fprintf(tw, "  %s\tsnapshot %s\tat risk: %s\n", l.Path, l.ID, strings.Join(l.Reasons, ", "))
 			}
 		}
+	}
+	if rep.UploadError != "" {
+		fmt.Fprintf(tw, "upload\tFAILED\t%s\n", rep.UploadError)
 	}
 	fmt.Fprintf(tw, "%s %d refs (%s) to %s as box %s in %d ms\n", verb, rep.Refs, humanBytes(uint64(rep.Bytes)), rep.Remote, rep.Box, rep.TookMS)
 	return tw.Flush()

@@ -112,6 +112,42 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 	}
 	is.Equal(rep.Bytes, int64(0))
 
+	// Bundles of the same, uploaded with a command (argv, no shell).
+	bundles, uploaded := filepath.Join(h.work, "bundles"), filepath.Join(h.work, "uploaded")
+	is.NoErr(os.MkdirAll(uploaded, 0o755))
+	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--bundle", bundles, "--box", "box1", "--json",
+		"--upload", "cp {} "+uploaded+"/")), &rep))
+	is.True(rep.OK)
+	is.True(rep.Refs >= 4)
+	var m jobs.BundleManifest
+	b, err := os.ReadFile(filepath.Join(uploaded, jobs.ManifestName))
+	is.NoErr(err)
+	is.NoErr(json.Unmarshal(b, &m))
+	is.Equal(len(m.Bundles), 1)
+	is.True(m.Bundles[0].Uploaded)
+	// A second bundle run writes nothing: nothing changed.
+	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--bundle", bundles, "--box", "box1", "--json")), &rep))
+	is.Equal(rep.Refs, 0)
+	// A change: the next bundle is incremental (prerequisites: the first).
+	is.NoErr(os.WriteFile(filepath.Join(wt, "later.txt"), []byte("later\n"), 0o644))
+	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--bundle", bundles, "--box", "box1", "--json",
+		"--upload", "cp {} "+uploaded+"/")), &rep))
+	is.Equal(rep.Refs, 1)
+	b, err = os.ReadFile(filepath.Join(bundles, jobs.ManifestName))
+	is.NoErr(err)
+	is.NoErr(json.Unmarshal(b, &m))
+	is.Equal(len(m.Bundles), 2)
+	is.True(len(m.Bundles[1].Prerequisites) > 0)
+	is.True(m.Bundles[1].Size < m.Bundles[0].Size)
+	for _, bd := range m.Bundles {
+		_, err := os.Stat(filepath.Join(uploaded, bd.File))
+		is.NoErr(err) // uploaded
+	}
+	is.NoErr(os.WriteFile(filepath.Join(keepLive, "later.txt"), []byte("later\n"), 0o644))
+	wantStatus = h.gitIn(wt, "status", "--porcelain")
+	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--to", remote, "--box", "box1", "--json")), &rep))
+	is.Equal(rep.Refs, 1) // the live snapshot, again
+
 	// The box dies: its home, repository and worktrees are gone.
 	h.stopDaemon(15)
 	if h.st != nil {
@@ -124,7 +160,7 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 	clone := filepath.Join(h.work, "clone")
 	h.gitIn(h.work, "clone", "-q", remote, clone)
 	fresh := []string{"GROVE_HOME=" + filepath.Join(h.work, "home2")}
-	for _, c := range []struct{ id, want string }{{live, keepLive}, {closed, keepClosed}} {
+	for _, c := range []struct{ id, want string }{{closed, keepClosed}, {live, keepLive}} {
 		dst := filepath.Join(h.work, "restored-"+c.id)
 		out, errOut, err := h.groveEnv(fresh, "restore", "--from", remote, c.id, "--repo", clone, "--path", dst)
 		if err != nil {
@@ -137,6 +173,23 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 	is.Equal(h.gitIn(dst, "stash", "list"), "stash@{0}: On grove/"+live+"/work: half-done")
 	is.Equal(h.gitIn(filepath.Join(dst, "scratch"), "log", "--format=%s"), "nested commit")
 	is.Equal(h.gitIn(dst, "status", "--porcelain"), wantStatus)
+
+	// From the uploaded bundles, on yet another box: every bundle
+	// verifies (in a clone holding the earlier ones), and restores the same.
+	clone3 := filepath.Join(h.work, "clone3")
+	h.gitIn(h.work, "clone", "-q", remote, clone3)
+	fresh3 := []string{"GROVE_HOME=" + filepath.Join(h.work, "home3")}
+	dst3 := filepath.Join(h.work, "restored3")
+	out, errOut, err := h.groveEnv(fresh3, "restore", "--from", uploaded, live, "--repo", clone3, "--path", dst3)
+	if err != nil {
+		t.Fatalf("restore --from DIR: %v\n%s", err, errOut)
+	}
+	t.Logf("%s", out)
+	is.Equal(diffR(t, keepLive, dst3), "")
+	is.Equal(h.gitIn(dst3, "stash", "list"), "stash@{0}: On grove/"+live+"/work: half-done")
+	for _, bd := range m.Bundles {
+		h.gitIn(clone3, "bundle", "verify", "--quiet", filepath.Join(uploaded, bd.File))
+	}
 
 	// Unknown id, non-git remote, unreachable remote: one line, a hint.
 	for _, c := range []struct {
