@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
 )
@@ -403,5 +406,53 @@ func writeJSONAtomic(path string, v any) error {
 	if err := os.Rename(f.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	return nil
+}
+
+// BackupArgs is one scheduled backup (grove serve --backup-every), on the
+// maintenance queue.
+type BackupArgs struct {
+	Remote string `json:"remote"`
+	Box    string `json:"box,omitempty"`
+}
+
+// Kind is stable: it is stored in river_job rows.
+func (BackupArgs) Kind() string { return "backup" }
+
+// InsertOpts: one run at a time; a run already waiting or running makes
+// another insert a no-op.
+func (BackupArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{
+		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
+			rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable},
+	}}
+}
+
+// BackupWorker runs Backup. A failed run is recorded (state file, event,
+// log) and the job still succeeds: the next scheduled run tries again.
+type BackupWorker struct {
+	river.WorkerDefaults[BackupArgs]
+	d *Deps
+}
+
+// AddBackupWorker registers the backup worker (for ServeConfig.ExtraWork).
+func AddBackupWorker(workers *river.Workers, d *Deps) {
+	river.AddWorker(workers, &BackupWorker{d: d})
+}
+
+// Timeout allows a first backup of large repositories.
+func (w *BackupWorker) Timeout(*river.Job[BackupArgs]) time.Duration { return 2 * time.Hour }
+
+// Work runs one backup and logs its outcome.
+func (w *BackupWorker) Work(ctx context.Context, job *river.Job[BackupArgs]) error {
+	rep, err := Backup(ctx, w.d, BackupOptions{Remote: job.Args.Remote, Box: job.Args.Box})
+	if err == nil {
+		err = rep.Err()
+	}
+	if err != nil {
+		w.d.Logger.Error("backup failed", "remote", job.Args.Remote, "err", err, "hint", grove.HintOf(err))
+		return nil
+	}
+	w.d.Logger.Info("backup", "remote", rep.Remote, "refs", rep.Refs, "bytes", rep.Bytes, "took", time.Duration(rep.TookMS)*time.Millisecond)
 	return nil
 }

@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/spf13/cobra"
 
+	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/gitops"
 	"github.com/grove-dev/grove/jobs"
+	"github.com/grove-dev/grove/scheduler"
 )
 
 func (a *app) backupCmd() *cobra.Command {
@@ -133,4 +138,80 @@ func (a *app) restoreFromBackup(ctx context.Context, f fromBackup, id, path stri
 		fmt.Fprintf(a.stdout, "  note: %s\n", n)
 	}
 	return nil
+}
+
+// backupSchedule is grove serve's scheduled backup.
+type backupSchedule struct {
+	every string // a duration or a cron spec; applies with to
+	to    string // the remote; "" means no scheduled backup
+	box   string
+}
+
+func (b *backupSchedule) flags(c *cobra.Command) {
+	c.Flags().StringVar(&b.every, "backup-every", "1h",
+		`with --backup-to: how often to back up (a duration, a cron spec like "@hourly", or "off")`)
+	c.Flags().StringVar(&b.to, "backup-to", "", "back up to this git URL or path on a schedule (see grove backup; grove doctor shows the last one)")
+	c.Flags().StringVar(&b.box, "backup-box", "", "this machine's name in the backup (default $GROVE_BOX or the host name)")
+}
+
+// job is the periodic backup job (Spec off without --backup-to).
+func (b backupSchedule) job() (scheduler.Job, error) {
+	j := scheduler.Job{Name: "backup", Spec: scheduler.Off, Args: func() river.JobArgs { return jobs.BackupArgs{} }}
+	if b.to == "" {
+		return j, nil
+	}
+	every, err := scheduler.FlagSpec(b.every)
+	if err != nil {
+		return j, err
+	}
+	remote, err := gitops.NormalizeRemote(b.to)
+	if err != nil {
+		return j, err
+	}
+	if b.box != "" && gitops.SafeName(b.box) != b.box {
+		return j, grove.Userf(grove.ErrUsage, "use letters, digits, '.', '_' and '-'", "bad --backup-box %q", b.box)
+	}
+	args := jobs.BackupArgs{Remote: remote, Box: b.box}
+	j.Spec = every
+	j.Args = func() river.JobArgs { return args }
+	return j, nil
+}
+
+// backupProblem is the doctor line of home's backup state: status,
+// message, hint.
+func backupProblem(home string, now time.Time) (status, msg, hint string) {
+	st, err := jobs.ReadBackupState(home)
+	if err != nil {
+		return checkProblem, err.Error(), "delete " + jobs.BackupStatePath(home) + "; the next backup writes it again"
+	}
+	good := "no backup has succeeded yet"
+	if s := st.LastSuccess; s != nil {
+		good = fmt.Sprintf("last good backup %s ago (%s, %d refs to %s)", age(now.Sub(s.At)), s.At.Local().Format(time.DateTime), s.Refs, s.Remote)
+	}
+	switch r := st.LastRun; {
+	case r == nil:
+		return checkInfo, "no backup yet: the work grove keeps lives on this disk only",
+			"grove backup --to REMOTE, or grove serve --backup-every 1h --backup-to REMOTE"
+	case !r.OK:
+		return checkProblem, fmt.Sprintf("the last backup (%s ago, to %s) FAILED: %s; %s", age(now.Sub(r.At)), r.Remote, r.Error, good),
+			"fix it and run grove backup --to " + r.Remote + "; until then the work grove keeps lives on this disk only"
+	}
+	return checkOK, good, ""
+}
+
+// checkBackup is doctor's backup line.
+func checkBackup(rep *doctorReport, home string) {
+	status, msg, hint := backupProblem(home, time.Now())
+	rep.add("backup", status, hint, "%s", msg)
+}
+
+// printBackupWarning says, under grove ls --at-risk, that the last backup
+// failed: those worktrees then exist on this disk only.
+func (a *app) printBackupWarning() error {
+	status, msg, hint := backupProblem(a.home, time.Now())
+	if status != checkProblem {
+		return nil
+	}
+	_, err := fmt.Fprintf(a.stdout, "\nBACKUP: %s\n  hint: %s\n", msg, hint)
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +208,31 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 		is.True(strings.Contains(lines[0], c.want))
 		is.True(strings.HasPrefix(lines[1], "hint: "))
 	}
+}
+
+// Issue 16: a scheduled backup (grove serve --backup-every --backup-to)
+// whose remote cannot be reached is loud in doctor and ls --at-risk;
+// a good backup afterwards makes doctor show its age.
+func TestBackupScheduledFailureIsLoud(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon("--reap-every", "off", "--backup-every", "1h", "--backup-to", "http://127.0.0.1:1/x.git")
+	h.until(20*time.Second, "the scheduled backup's failure", func() bool {
+		st, err := jobs.ReadBackupState(h.home)
+		return err == nil && st.LastRun != nil && !st.LastRun.OK
+	})
+	out, _, err := h.grove("doctor")
+	is.True(err != nil) // exit 1: a problem
+	is.True(regexp.MustCompile(`(?m)^PROBLEM +backup +the last backup`).MatchString(out))
+	is.True(strings.Contains(out, "FAILED: cannot reach backup remote http://127.0.0.1:1/x.git"))
+	is.True(strings.Contains(out, "no backup has succeeded yet"))
+	out = h.mustGrove("ls", "--at-risk")
+	is.True(strings.Contains(out, "BACKUP: the last backup"))
+
+	remote := filepath.Join(h.work, "backup.git")
+	h.gitIn(h.work, "init", "-q", "--bare", remote)
+	h.mustGrove("backup", "--to", remote)
+	out = h.mustGrove("doctor")
+	is.True(regexp.MustCompile(`(?m)^ok +backup +last good backup [0-9]+s ago`).MatchString(out))
+	is.True(!strings.Contains(h.mustGrove("ls", "--at-risk"), "BACKUP"))
 }

@@ -41,7 +41,8 @@ adopts them.`,
 		Example: `  grove serve
   grove serve --max-agents 8 --home /tmp/grove
   grove serve --reap-every '*/30 * * * *' --reap-grace 4h
-  grove serve --reap-every off`,
+  grove serve --reap-every off
+  grove serve --backup-every 1h --backup-to /mnt/nas/grove.git`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
@@ -208,7 +209,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
 		ErrorLogger: riverLogger(log),
 		Periodic:    periodic,
-		ExtraWork:   func(w *river.Workers) { jobs.AddReapWorker(w, deps, maint.reapGrace) }})
+		ExtraWork:   func(w *river.Workers) { jobs.AddReapWorker(w, deps, maint.reapGrace); jobs.AddBackupWorker(w, deps) }})
 	if err != nil {
 		return err
 	}
