@@ -138,8 +138,8 @@ func (a *app) doctor(ctx context.Context, home string) doctorReport {
 	checkSupervisors(ctx, &rep, home, st)
 	checkSessions(ctx, &rep, st) // session_doctor.go
 	checkDisk(&rep, home)
-	checkTrash(&rep, home)  // trash.go
-	checkBackup(&rep, home) // backup.go
+	checkTrash(&rep, home) // trash.go
+	checkBackup(&rep, home)
 	return rep
 }
 
