@@ -38,6 +38,99 @@ const backupLivePart = "live/"
 // backupLocalPart is the namespace part holding copies of refs/grove/*.
 const backupLocalPart = "refs/grove/"
 
+// The catalog: git sends, for a push or a bundle, the objects its tips
+// reach minus those reachable from the remote's tips, but it marks as
+// already there only the trees of the remote's commits that are parents
+// of what it sends ("edges"). Snapshots are siblings (each one's parent
+// is a worktree's HEAD, not the previous snapshot), so without help
+// every new snapshot would send every file again. Each backup that sends
+// anything therefore also sends
+//
+//	<ns>catalog        a parentless commit whose tree holds the tree of
+//	                   every backed-up ref (entries named by tree id)
+//	<ns>catalog-edge   the same tree, its parent the previous catalog
+//
+// The previous catalog is then an edge, its tree (every file backed up
+// before) counts as on the remote, and only new files are sent. This box
+// keeps the last catalog it sent to a target at
+// refs/grove/backup/<hash of target and namespace> (not itself backed up).
+const (
+	catalogPart     = "catalog"
+	catalogEdgePart = "catalog-edge"
+	// CatalogRefPrefix holds the last catalog sent to each target.
+	CatalogRefPrefix = "refs/grove/backup/"
+)
+
+// catalogRef is where this box keeps the catalog last sent to target
+// under namespace ns.
+func catalogRef(target, ns string) string {
+	sum := sha256.Sum256([]byte(target + "\x00" + ns))
+	return CatalogRefPrefix + hex.EncodeToString(sum[:8])
+}
+
+// catalog makes the catalog commits for plan (want: every ref the
+// backup holds after it, have: what the target has) and returns them as
+// refs to send.
+func (r *Repo) catalog(ctx context.Context, plan BackupPlan, want map[string]BackupRef, have map[string]string) ([]BackupRef, error) {
+	var in strings.Builder
+	for _, ref := range want {
+		in.WriteString(ref.New + "^{tree}\n")
+	}
+	out, err := runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "cat-file", "--batch-check=%(objectname) %(objecttype)")
+	if err != nil {
+		return nil, err
+	}
+	trees := map[string]bool{}
+	for _, l := range lines(out) {
+		if sha, typ, _ := strings.Cut(l, " "); typ == "tree" {
+			trees[sha] = true
+		}
+	}
+	var mk strings.Builder
+	for t := range trees {
+		fmt.Fprintf(&mk, "040000 tree %s\t%s\x00", t, t)
+	}
+	out, err = runGit(ctx, r.Root, nil, strings.NewReader(mk.String()), "mktree", "-z", "--missing")
+	if err != nil {
+		return nil, err
+	}
+	tree := trim(out)
+	id, err := identityArgs(ctx, r.Root)
+	if err != nil {
+		return nil, err
+	}
+	msg := "grove backup catalog of " + r.Root
+	out, err = run(ctx, r.Root, append(id, "commit-tree", "--no-gpg-sign", "-m", msg, tree)...)
+	if err != nil {
+		return nil, err
+	}
+	cat := trim(out)
+	args := append(id, "commit-tree", "--no-gpg-sign", "-m", msg)
+	prev := have[plan.Namespace+catalogPart]
+	if len(r.present(ctx, map[string]string{"": prev})) == 1 {
+		args = append(args, "-p", prev)
+	}
+	out, err = run(ctx, r.Root, append(args, tree)...)
+	if err != nil {
+		return nil, err
+	}
+	return []BackupRef{
+		{Name: plan.Namespace + catalogPart, From: "catalog", New: cat, Old: prev},
+		{Name: plan.Namespace + catalogEdgePart, From: "catalog", New: trim(out), Old: have[plan.Namespace+catalogEdgePart]},
+	}, nil
+}
+
+// KeepCatalog records, after plan was sent, its catalog as the last one
+// sent to its target (so the next backup can build on it).
+func (r *Repo) KeepCatalog(ctx context.Context, plan BackupPlan) error {
+	for _, ref := range plan.Refs {
+		if ref.Name == plan.Namespace+catalogPart {
+			return r.SetRef(ctx, catalogRef(plan.Remote, plan.Namespace), ref.New)
+		}
+	}
+	return nil
+}
+
 // backupStashPart is the namespace part holding stash entries, by commit.
 const backupStashPart = "stash/"
 
@@ -241,6 +334,9 @@ func (r *Repo) planAgainst(ctx context.Context, plan BackupPlan, have, live map[
 	}
 	want := map[string]BackupRef{}
 	for name, sha := range local {
+		if strings.HasPrefix(name, CatalogRefPrefix) {
+			continue // this box's own bookkeeping
+		}
 		want[ns+name] = BackupRef{Name: ns + name, From: name, New: sha}
 	}
 	stashes, err := r.stashCommits(ctx)
@@ -272,9 +368,16 @@ func (r *Repo) planAgainst(ctx context.Context, plan BackupPlan, have, live map[
 		plan.Refs = append(plan.Refs, ref)
 	}
 	for name := range have {
-		if _, ok := want[name]; !ok {
+		if _, ok := want[name]; !ok && name != ns+catalogPart && name != ns+catalogEdgePart {
 			plan.KeptRemote++
 		}
+	}
+	if len(plan.Refs) > 0 {
+		cat, err := r.catalog(ctx, plan, want, have)
+		if err != nil {
+			return plan, fmt.Errorf("plan backup: %w", err)
+		}
+		plan.Refs = append(plan.Refs, cat...)
 	}
 	sort.Slice(plan.Refs, func(i, j int) bool { return plan.Refs[i].Name < plan.Refs[j].Name })
 	if len(plan.Refs) > 0 {
@@ -335,21 +438,35 @@ func (r *Repo) objectsToSend(ctx context.Context, refs []BackupRef, olds []strin
 	for _, o := range olds {
 		in.WriteString("^" + o + "\n")
 	}
-	out, err := runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "rev-list", "--objects", "--disk-usage", "--stdin")
+	// The objects a push sends: those of --objects-edge (what git's
+	// pack-objects walks for a push), edges ("-<sha>") left out.
+	out, err := runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "rev-list", "--objects-edge", "--stdin")
 	if err != nil {
 		return 0, 0, err
 	}
-	bytes, err := strconv.ParseInt(trim(out), 10, 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("unexpected rev-list --disk-usage output %q", out)
+	var objs strings.Builder
+	n := 0
+	for _, l := range lines(out) {
+		if !strings.HasPrefix(l, "-") {
+			sha, _, _ := strings.Cut(l, " ")
+			objs.WriteString(sha + "\n")
+			n++
+		}
 	}
-	out, err = runGit(ctx, r.Root, nil, strings.NewReader(in.String()), "rev-list", "--objects", "--count", "--stdin")
+	if n == 0 {
+		return 0, 0, nil
+	}
+	out, err = runGit(ctx, r.Root, nil, strings.NewReader(objs.String()), "cat-file", "--batch-check=%(objectsize:disk)")
 	if err != nil {
 		return 0, 0, err
 	}
-	n, err := strconv.Atoi(trim(out))
-	if err != nil {
-		return 0, 0, fmt.Errorf("unexpected rev-list --count output %q", out)
+	var bytes int64
+	for _, l := range lines(out) {
+		v, err := strconv.ParseInt(l, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("unexpected cat-file output %q", l)
+		}
+		bytes += v
 	}
 	return n, bytes, nil
 }
@@ -371,6 +488,7 @@ func (r *Repo) PushBackup(ctx context.Context, plan BackupPlan) error {
 	for start := 0; start < len(plan.Refs); start += backupChunk {
 		end := min(start+backupChunk, len(plan.Refs))
 		args := []string{"-c", "protocol.file.allow=always", "-c", "push.followTags=false", "-c", "push.recurseSubmodules=no",
+			"-c", "pack.useSparse=false", // see the catalog: the sparse walk would not see the old files under new names
 			"push", "--quiet", "--no-verify", "--porcelain", "--end-of-options", plan.Remote}
 		for _, ref := range plan.Refs[start:end] {
 			if !strings.HasPrefix(ref.Name, plan.Namespace) || !validRefName(ref.Name) || checkRev(ref.New) != nil {
@@ -382,6 +500,9 @@ func (r *Repo) PushBackup(ctx context.Context, plan BackupPlan) error {
 		if _, err := run(ctx, r.Root, args...); err != nil {
 			return fmt.Errorf("push backup of %s: %w", r.Root, remoteError(plan.Remote, err))
 		}
+	}
+	if err := r.KeepCatalog(ctx, plan); err != nil {
+		return fmt.Errorf("push backup of %s: %w", r.Root, err)
 	}
 	return nil
 }

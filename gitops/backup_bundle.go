@@ -60,7 +60,7 @@ func (r *Repo) WriteBundle(ctx context.Context, plan BackupPlan, have map[string
 		revs.WriteString("^" + p + "\n")
 	}
 	part := path + ".part"
-	if _, err := runGit(ctx, tmp, nil, strings.NewReader(revs.String()), "bundle", "create", "--quiet", part, "--stdin"); err != nil {
+	if _, err := runGit(ctx, tmp, nil, strings.NewReader(revs.String()), "-c", "pack.useSparse=false", "bundle", "create", "--quiet", part, "--stdin"); err != nil {
 		os.Remove(part)
 		return nil, fmt.Errorf("write bundle %s: %w", path, err)
 	}
@@ -75,6 +75,9 @@ func (r *Repo) WriteBundle(ctx context.Context, plan BackupPlan, have map[string
 	grove.Failpoint("backup.bundle-before-rename")
 	if err := os.Rename(part, path); err != nil {
 		os.Remove(part)
+		return nil, fmt.Errorf("write bundle %s: %w", path, err)
+	}
+	if err := r.KeepCatalog(ctx, plan); err != nil {
 		return nil, fmt.Errorf("write bundle %s: %w", path, err)
 	}
 	return prereq, nil

@@ -1,9 +1,12 @@
 package gitops
 
 import (
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,6 +34,11 @@ func TestBackupPushIsIncrementalAndScoped(t *testing.T) {
 	wt := filepath.Join(t.TempDir(), "wt")
 	is.NoErr(r.CreateWorktree(ctx, wt, "grove/t1/work", "main"))
 	write(t, filepath.Join(wt, "notes.txt"), "untracked work\n")
+	var big strings.Builder
+	for i := 0; big.Len() < 256<<10; i++ {
+		fmt.Fprintf(&big, "%x\n", sha256.Sum256([]byte(strconv.Itoa(i)))) // does not compress
+	}
+	write(t, filepath.Join(wt, "big.txt"), big.String())
 	_, err := r.Snapshot(ctx, wt, SnapshotsPrefix+"t1", false)
 	is.NoErr(err)
 	git(t, r.Root, "update-ref", "refs/grove/tasks/t2", "HEAD")
@@ -41,7 +49,7 @@ func TestBackupPushIsIncrementalAndScoped(t *testing.T) {
 	is.NoErr(err)
 	plan, err := r.PlanBackup(ctx, remote, ns, map[string]string{"t1": live})
 	is.NoErr(err)
-	is.Equal(len(plan.Refs), 3) // snapshot, task ref, live snapshot
+	is.Equal(len(plan.Refs), 5) // snapshot, task ref, live snapshot, catalog, catalog-edge
 	is.True(plan.Objects > 0 && plan.Bytes > 0)
 	is.NoErr(r.PushBackup(ctx, plan))
 	got, err := RemoteRefs(ctx, r.Root, remote, "refs/")
@@ -49,7 +57,7 @@ func TestBackupPushIsIncrementalAndScoped(t *testing.T) {
 	is.Equal(got["refs/heads/theirs"], theirs) // untouched
 	is.Equal(got[ns+"refs/grove/snapshots/t1"], git(t, r.Root, "rev-parse", SnapshotsPrefix+"t1"))
 	is.Equal(got[ns+"live/t1"], live)
-	is.Equal(len(got), 4)
+	is.Equal(len(got), 6)
 
 	// Nothing changed: nothing to send, even with a new live snapshot
 	// commit of the same worktree.
@@ -69,15 +77,19 @@ func TestBackupPushIsIncrementalAndScoped(t *testing.T) {
 	git(t, r.Root, "update-ref", "-d", "refs/grove/tasks/t2")
 	plan, err = r.PlanBackup(ctx, remote, ns, nil)
 	is.NoErr(err)
-	is.Equal(len(plan.Refs), 1)
-	is.Equal(plan.Refs[0].Name, ns+"refs/grove/snapshots/t3")
+	is.Equal(len(plan.Refs), 3)
+	is.Equal(plan.Refs[2].Name, ns+"refs/grove/snapshots/t3")
 	is.Equal(plan.KeptRemote, 2) // tasks/t2 and live/t1
 	t.Logf("second backup: %d objects, %d bytes", plan.Objects, plan.Bytes)
-	is.True(plan.Objects <= 8) // a commit, a few trees, the new blob: not the whole worktree again
+	is.True(plan.Objects <= 10) // a commit, a few trees, the new blob, the catalogs: not the whole worktree again
+	before := dirBytes(t, filepath.Join(remote, "objects"))
 	is.NoErr(r.PushBackup(ctx, plan))
+	grew := dirBytes(t, filepath.Join(remote, "objects")) - before
+	t.Logf("second backup: the remote grew by %d bytes", grew)
+	is.True(grew < 32<<10) // not big.txt again (a sibling snapshot: see the catalog)
 	got, err = RemoteRefs(ctx, r.Root, remote, "refs/")
 	is.NoErr(err)
-	is.Equal(len(got), 5)
+	is.Equal(len(got), 7)
 	is.True(got[ns+"refs/grove/tasks/t2"] != "")
 }
 

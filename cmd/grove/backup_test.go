@@ -133,7 +133,7 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 	is.NoErr(os.WriteFile(filepath.Join(wt, "later.txt"), []byte("later\n"), 0o644))
 	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--bundle", bundles, "--box", "box1", "--json",
 		"--upload", "cp {} "+uploaded+"/")), &rep))
-	is.Equal(rep.Refs, 1)
+	is.Equal(rep.Refs, 3) // the live snapshot, the catalog and its edge
 	b, err = os.ReadFile(filepath.Join(bundles, jobs.ManifestName))
 	is.NoErr(err)
 	is.NoErr(json.Unmarshal(b, &m))
@@ -147,7 +147,7 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 	is.NoErr(os.WriteFile(filepath.Join(keepLive, "later.txt"), []byte("later\n"), 0o644))
 	wantStatus = h.gitIn(wt, "status", "--porcelain")
 	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--to", remote, "--box", "box1", "--json")), &rep))
-	is.Equal(rep.Refs, 1) // the live snapshot, again
+	is.Equal(rep.Refs, 3) // the live snapshot again, the catalog and its edge
 
 	// The box dies: its home, repository and worktrees are gone.
 	h.stopDaemon(15)
