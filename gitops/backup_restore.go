@@ -74,7 +74,7 @@ func (r *Repo) FetchBackup(ctx context.Context, source, id string, entries []Bac
 	}
 	for _, e := range entries[1:] {
 		if e.Box != entries[0].Box || e.Repo != entries[0].Repo {
-			return BackupEntry{}, "", grove.Userf(grove.ErrConflict, "restore from a remote holding one of them, or ask the lead for --box",
+			return BackupEntry{}, "", grove.Userf(grove.ErrConflict, "choose one with --box BOX",
 				"%s is backed up from two places: %s/%s and %s/%s", id, entries[0].Box, entries[0].Repo, e.Box, e.Repo)
 		}
 	}
