@@ -145,6 +145,12 @@ func TestBackupRestoreInClone(t *testing.T) {
 	is.NoErr(err)
 	ns, err := BackupNamespace("box1", RepoKey(r.Root))
 	is.NoErr(err)
+	git(t, r.Root, "update-ref", "refs/grove/tasks/t9", "HEAD") // t9's change: older than its snapshot
+	write(t, filepath.Join(r.Root, "change.txt"), "a change\n")
+	git(t, r.Root, "add", "change.txt")
+	git(t, r.Root, "commit", "-q", "-m", "t8's change")
+	change := git(t, r.Root, "rev-parse", "HEAD")
+	git(t, r.Root, "update-ref", "refs/grove/tasks/t8", change) // t8: a change only
 	plan, err := r.PlanBackup(ctx, remote, ns, map[string]string{"t9": live})
 	is.NoErr(err)
 	is.NoErr(r.PushBackup(ctx, plan))
@@ -161,11 +167,16 @@ func TestBackupRestoreInClone(t *testing.T) {
 	refs, err := RemoteRefs(ctx, c.Root, remote, BackupRefsRoot)
 	is.NoErr(err)
 	entries := BackupEntries(refs, "t9")
-	is.Equal(len(entries), 1)
-	is.Equal(entries[0].Kind, BackupLive)
+	is.Equal(len(entries), 2) // its live snapshot and its change: the snapshot wins
 	e, ref, err := c.FetchBackup(ctx, remote, "t9", entries)
 	is.NoErr(err)
+	is.Equal(e.Kind, BackupLive)
 	is.Equal(e.SHA, live)
+	e8, ref8, err := c.FetchBackup(ctx, remote, "t8", BackupEntries(refs, "t8"))
+	is.NoErr(err)
+	is.Equal(e8.Kind, BackupChange)
+	is.Equal(git(t, c.Root, "rev-parse", ref8), change)
+	is.Equal(len(BackupEntries(refs, "t")), 0) // whole ids only
 	dst := filepath.Join(t.TempDir(), "restored")
 	_, err = c.RestoreWith(ctx, ref, dst, "grove/t9/work")
 	is.NoErr(err)
