@@ -256,6 +256,11 @@ func skipForBackup(state string) bool {
 	switch state {
 	case grove.WorkspacePool, grove.WorkspaceClaiming, grove.WorkspaceStale, grove.WorkspaceRemoved:
 		return true
+	case grove.WorkspaceRemoving:
+		// Being removed: into the trash (its tips kept under
+		// refs/grove/trash/, backed up) or kept by the gate (snapshotted
+		// by the next backup).
+		return true
 	}
 	return false
 }
@@ -281,6 +286,9 @@ func (d *Deps) liveSnapshot(ctx context.Context, repo *gitops.Repo, ws grove.Wor
 	}
 	commit, err := repo.SnapshotCommit(ctx, ws.Path, gitops.SnapshotOptions{KeepIgnored: gate.KeepIgnored})
 	if err != nil {
+		if _, serr := os.Lstat(ws.Path); errors.Is(serr, os.ErrNotExist) {
+			return l, false // removed meanwhile (a close): nothing left to take
+		}
 		l.Error = firstLineOf(err.Error())
 		return l, true
 	}
