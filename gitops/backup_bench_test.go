@@ -81,8 +81,33 @@ func benchBackup(b *testing.B) {
 		b.Logf("%-28s %4d refs sent, %4d unchanged, %5d objects, plan %8d B, remote grew %8d B, %v",
 			name, len(plan.Refs), plan.Unchanged, plan.Objects, plan.Bytes, grew, took.Round(time.Millisecond))
 	}
+	bundles := b.TempDir()
+	have := map[string]string{}
+	bundleStep := func(name string) {
+		start := time.Now()
+		plan, err := r.PlanBundle(ctx, ns, have, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		plan.Remote = bundles
+		size := int64(0)
+		if len(plan.Refs) > 0 {
+			file := filepath.Join(bundles, fmt.Sprintf("%d.bundle", len(have)))
+			if _, err := r.WriteBundle(ctx, plan, have, file); err != nil {
+				b.Fatal(err)
+			}
+			size = dirBytes(b, file)
+			for _, ref := range plan.Refs {
+				have[ref.Name] = ref.New
+			}
+		}
+		b.Logf("%-28s %4d refs, bundle %8d B, %v", "bundle "+name, len(plan.Refs), size, time.Since(start).Round(time.Millisecond))
+	}
 	step("first (100 snapshots)")
+	bundleStep("first (100 snapshots)")
 	step("second (nothing changed)")
+	bundleStep("second (nothing changed)")
 	snap(100)
 	step("third (1 new snapshot)")
+	bundleStep("third (1 new snapshot)")
 }
