@@ -230,6 +230,7 @@ func TestBackupScheduledFailureIsLoud(t *testing.T) {
 	is.True(strings.Contains(out, "no backup has succeeded yet"))
 	out = h.mustGrove("ls", "--at-risk")
 	is.True(strings.Contains(out, "BACKUP: the last backup"))
+	is.True(strings.Contains(h.mustGrove("events", "--json"), `"kind":"backup_failed"`))
 
 	remote := filepath.Join(h.work, "backup.git")
 	h.gitIn(h.work, "init", "-q", "--bare", remote)
@@ -237,6 +238,7 @@ func TestBackupScheduledFailureIsLoud(t *testing.T) {
 	out = h.mustGrove("doctor")
 	is.True(regexp.MustCompile(`(?m)^ok +backup +last good backup [0-9]+s ago`).MatchString(out))
 	is.True(!strings.Contains(h.mustGrove("ls", "--at-risk"), "BACKUP"))
+	is.True(strings.Contains(h.mustGrove("events", "--json"), `"kind":"backup"`))
 }
 
 // The backup's crash points: killed at each (SIGKILL), the next run
