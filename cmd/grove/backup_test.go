@@ -202,6 +202,8 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 		{[]string{"restore", "--from", remote, "tnosuch", "--repo", clone}, "holds no backup of tnosuch"},
 		{[]string{"backup", "--to", h.work}, "is not a git repository"},
 		{[]string{"backup", "--to", "http://127.0.0.1:1/x.git"}, "cannot reach backup remote"},
+		{[]string{"backup"}, "give one of --to REMOTE and --bundle DIR"},
+		{[]string{"restore", "--from", remote, closed, "--repo", clone, "--path", dst}, "already exists and is not empty"},
 	} {
 		_, errOut, err := h.groveEnv(fresh, c.args...)
 		is.True(err != nil)
