@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -40,6 +41,12 @@ type Settings struct {
 	// reproducible (deleted without a snapshot); nil: the gate's default
 	// list (gitops.DefaultKeepIgnored).
 	KeepIgnored []string `json:"keep_ignored"`
+	// AllowWrite are absolute paths every sandboxed agent of the
+	// repository may write besides its worktree. Box-only: it comes from
+	// git config grove.allowWrite (`grove repo set allow_write PATH`),
+	// never from .grove.toml, which an agent could commit to widen the
+	// sandbox of the tasks after it.
+	AllowWrite []string `json:"allow_write"`
 	// Sources names where each key's value came from ("default",
 	// ".grove.toml at <commit>", "git config grove.<key> (local)").
 	Sources map[string]string `json:"sources"`
@@ -54,10 +61,15 @@ const (
 	KeySetupInputs  = "setup_inputs"
 	KeySetupTimeout = "setup_timeout"
 	KeyKeepIgnored  = "keep_ignored"
+	KeyAllowWrite   = "allow_write"
 )
 
 // SettingKeys lists every key, in display order.
-var SettingKeys = []string{KeySetup, KeyCopy, KeySetupInputs, KeySetupTimeout, KeyKeepIgnored}
+var SettingKeys = []string{KeySetup, KeyCopy, KeySetupInputs, KeySetupTimeout, KeyKeepIgnored, KeyAllowWrite}
+
+// BoxOnly reports whether key may be set only on the box (git config),
+// not in the committed .grove.toml.
+func BoxOnly(key string) bool { return key == KeyAllowWrite }
 
 // fileSettings is the TOML shape of .grove.toml.
 type fileSettings struct {
@@ -66,6 +78,7 @@ type fileSettings struct {
 	SetupInputs  []string  `toml:"setup_inputs"`
 	SetupTimeout string    `toml:"setup_timeout"`
 	KeepIgnored  *[]string `toml:"keep_ignored"`
+	AllowWrite   []string  `toml:"allow_write"`
 }
 
 // ParseSettings decodes the content of a .grove.toml; source names it in
@@ -86,7 +99,11 @@ func ParseSettings(b []byte, source string) (Settings, error) {
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return s, Userf(ErrUsage, "known keys: "+strings.Join(SettingKeys, ", "), "%s: unknown key %s", source, strings.Join(keys, ", "))
+		return s, Userf(ErrUsage, "known keys: "+strings.Join(slices.DeleteFunc(slices.Clone(SettingKeys), BoxOnly), ", "), "%s: unknown key %s", source, strings.Join(keys, ", "))
+	}
+	if md.IsDefined(KeyAllowWrite) {
+		return s, Userf(ErrUsage, "remove it from "+SettingsFile+" and run `grove repo set allow_write PATH` on the box",
+			"%s: allow_write is a per-box setting (a committed one would let an agent widen the sandbox)", source)
 	}
 	set := func(key string) { s.Sources[key] = source }
 	if md.IsDefined(KeySetup) {
@@ -130,6 +147,8 @@ func (s *Settings) Set(key string, values []string, source string) error {
 		s.SetupInputs = values
 	case KeyKeepIgnored:
 		s.KeepIgnored = append([]string{}, values...)
+	case KeyAllowWrite:
+		s.AllowWrite = values
 	case KeySetupTimeout:
 		if len(values) != 1 {
 			return Userf(ErrUsage, "give one duration, e.g. 10m", "%s: %s takes one value, got %d", source, key, len(values))
@@ -156,6 +175,11 @@ func (s Settings) Validate(source string) error {
 			}
 		}
 	}
+	for _, p := range s.AllowWrite {
+		if !filepath.IsAbs(p) || filepath.Clean(p) == "/" {
+			return Userf(ErrUsage, "give an absolute path below /, e.g. /home/me/.cache/tool", "%s: allow_write entry %q is not an absolute path below /", source, p)
+		}
+	}
 	for _, l := range s.Setup {
 		if strings.TrimSpace(l) == "" {
 			return Userf(ErrUsage, "remove the empty line", "%s: setup has an empty command", source)
@@ -174,6 +198,8 @@ func (s Settings) list(key string) []string {
 		return s.SetupInputs
 	case KeyKeepIgnored:
 		return s.KeepIgnored
+	case KeyAllowWrite:
+		return s.AllowWrite
 	}
 	return nil
 }

@@ -16,6 +16,53 @@ type ApplyResult struct {
 	Conflicts []string // files that conflict; nothing was changed
 }
 
+// applyInputs resolves base and head to commits and the trees of base,
+// head and old (a commit), in one git process when all resolve; on any
+// failure it goes one by one, for an error that names the culprit.
+func (r *Repo) applyInputs(ctx context.Context, base, head, old string) (baseC, headC, baseTree, headTree, oldTree string, err error) {
+	// git 2.39's rev-parse knows --end-of-options only with --verify
+	// (otherwise it echoes it); checkRev has refused a leading '-'.
+	out, err := run(ctx, r.Root, "rev-parse", base+"^{commit}", head+"^{commit}", base+"^{tree}", head+"^{tree}", old+"^{tree}")
+	if t := lines(out); err == nil && len(t) == 5 && allObjectIDs(t) {
+		return t[0], t[1], t[2], t[3], t[4], nil
+	}
+	out, err = run(ctx, r.Root, "rev-parse", "--verify", "--end-of-options", base+"^{commit}")
+	if err != nil {
+		return "", "", "", "", "", fmt.Errorf("apply: resolve base %s: %w", base, err)
+	}
+	baseC = trim(out)
+	out, err = run(ctx, r.Root, "rev-parse", "--verify", "--end-of-options", head+"^{commit}")
+	if err != nil {
+		return "", "", "", "", "", fmt.Errorf("apply: resolve head %s: %w", head, err)
+	}
+	headC = trim(out)
+	// Full SHAs from here on.
+	out, err = run(ctx, r.Root, "rev-parse", baseC+"^{tree}", headC+"^{tree}", old+"^{tree}")
+	if err != nil {
+		return "", "", "", "", "", fmt.Errorf("apply: %w", err)
+	}
+	t := lines(out)
+	if len(t) != 3 || !allObjectIDs(t) {
+		return "", "", "", "", "", fmt.Errorf("apply: unexpected rev-parse output %q", out)
+	}
+	return baseC, headC, t[0], t[1], t[2], nil
+}
+
+// allObjectIDs reports whether every line is a full hexadecimal object id.
+func allObjectIDs(lines []string) bool {
+	for _, l := range lines {
+		if len(l) != 40 && len(l) != 64 {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if !(l[i] >= '0' && l[i] <= '9' || l[i] >= 'a' && l[i] <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Apply lands head's changes relative to base on targetBranch (short
 // name) as ONE new commit with message msg, without touching unrelated
 // work in the repository.
@@ -66,31 +113,11 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 	if old == "" {
 		return ApplyResult{}, grove.Userf(grove.ErrNotFound, "create it, or pick another target branch", "unknown target branch: %s", targetBranch)
 	}
-	out, err := run(ctx, r.Root, "rev-parse", "--verify", "--end-of-options", base+"^{commit}")
+	baseC, headC, baseTree, headTree, oldTree, err := r.applyInputs(ctx, base, head, old)
 	if err != nil {
-		return ApplyResult{}, fmt.Errorf("apply: resolve base %s: %w", base, err)
+		return ApplyResult{}, err
 	}
-	baseC := trim(out)
-	out, err = run(ctx, r.Root, "rev-parse", "--verify", "--end-of-options", head+"^{commit}")
-	if err != nil {
-		return ApplyResult{}, fmt.Errorf("apply: resolve head %s: %w", head, err)
-	}
-	headC := trim(out)
-	if baseC == headC {
-		return ApplyResult{Commit: old}, nil
-	}
-	// Full SHAs from here on. (git 2.39's rev-parse knows --end-of-options
-	// only with --verify; otherwise it echoes it.)
-	out, err = run(ctx, r.Root, "rev-parse", baseC+"^{tree}", headC+"^{tree}", old+"^{tree}")
-	if err != nil {
-		return ApplyResult{}, fmt.Errorf("apply: %w", err)
-	}
-	t := lines(out)
-	if len(t) != 3 {
-		return ApplyResult{}, fmt.Errorf("apply: unexpected rev-parse output %q", out)
-	}
-	baseTree, headTree, oldTree := t[0], t[1], t[2]
-	if headTree == baseTree {
+	if baseC == headC || headTree == baseTree {
 		return ApplyResult{Commit: old}, nil
 	}
 
@@ -114,7 +141,7 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 	if err != nil {
 		return ApplyResult{}, fmt.Errorf("apply to %s: %w", targetBranch, err)
 	}
-	out, err = run(ctx, r.Root, append(id, "commit-tree", "--no-gpg-sign", "-p", old, "-m", msg, tree)...)
+	out, err := run(ctx, r.Root, append(id, "commit-tree", "--no-gpg-sign", "-p", old, "-m", msg, tree)...)
 	if err != nil {
 		return ApplyResult{}, fmt.Errorf("apply to %s: %w", targetBranch, err)
 	}

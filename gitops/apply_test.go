@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/grove-dev/grove"
@@ -82,6 +83,14 @@ func TestApplyClean(t *testing.T) {
 	// Unknown target.
 	_, err = r.Apply(ctx, "nope", base, head, "x")
 	is.True(errors.Is(err, grove.ErrNotFound))
+	// An unresolvable base or head is named (the one-process lookup falls
+	// back to one lookup each), and nothing moves.
+	tip := git(t, r.Root, "rev-parse", "main")
+	_, err = r.Apply(ctx, "main", "0000000000000000000000000000000000000001", head, "x")
+	is.True(err != nil && strings.Contains(err.Error(), "resolve base 0000000000000000000000000000000000000001"))
+	_, err = r.Apply(ctx, "main", base, "no-such-rev", "x")
+	is.True(err != nil && strings.Contains(err.Error(), "resolve head no-such-rev"))
+	is.Equal(git(t, r.Root, "rev-parse", "main"), tip)
 }
 
 func TestApplyMergesWithMovedTarget(t *testing.T) {

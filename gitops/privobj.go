@@ -33,12 +33,12 @@ func (r *Repo) alternatesFile() string {
 }
 
 // AddAlternate creates the private object directory dir and lists it in
-// the shared store's alternates, under the repository lock. Idempotent.
+// the shared store's alternates, under the alternates lock. Idempotent.
 func (r *Repo) AddAlternate(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "pack"), 0o755); err != nil {
 		return fmt.Errorf("create private object dir: %w", err)
 	}
-	unlock, err := r.Lock(ctx)
+	unlock, err := r.lockAlternates(ctx)
 	if err != nil {
 		return fmt.Errorf("list alternate %s: %w", dir, err)
 	}
@@ -53,6 +53,23 @@ func (r *Repo) AddAlternate(ctx context.Context, dir string) error {
 		}
 	}
 	return r.writeAlternates(append(lines, dir))
+}
+
+// alternatesLock guards grove's read-modify-write of the alternates file
+// (its writes are atomic renames, so readers need no lock). It is not the
+// repository lock: an agent's start must not wait behind a worktree being
+// created or removed (a pool refill starts right when a task claims its
+// entry).
+const alternatesLock = "grove-alternates.lock"
+
+// lockAlternates takes the alternates lock (a flock on a descriptor of its
+// own: exclusive across goroutines and processes alike).
+func (r *Repo) lockAlternates(ctx context.Context) (unlock func(), err error) {
+	f, err := flockFile(ctx, filepath.Join(r.CommonDir, alternatesLock))
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }
 
 func (r *Repo) readAlternates() ([]string, error) {
@@ -130,7 +147,7 @@ func (r *Repo) SettleObjects(ctx context.Context, dir string) (rejected []string
 }
 
 func (r *Repo) unlistAlternate(ctx context.Context, dir string) error {
-	unlock, err := r.Lock(ctx)
+	unlock, err := r.lockAlternates(ctx)
 	if err != nil {
 		return fmt.Errorf("unlist alternate %s: %w", dir, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 )
@@ -67,4 +68,27 @@ func TestSettleObjects(t *testing.T) {
 	rejected, err = r.SettleObjects(ctx, priv)
 	is.NoErr(err)
 	is.Equal(len(rejected), 0)
+}
+
+// An agent's start lists its private store while a worktree is being
+// created or removed (the repository lock held): the alternates have a
+// lock of their own. Two concurrent listings both land.
+func TestAddAlternateDoesNotWaitForRepositoryLock(t *testing.T) {
+	is := is.New(t)
+	r := newRepo(t)
+	unlock, err := r.Lock(context.Background())
+	is.NoErr(err)
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a := filepath.Join(r.CommonDir, "worktrees", "a", "grove-objects")
+	b := filepath.Join(r.CommonDir, "worktrees", "b", "grove-objects")
+	errs := make(chan error, 2)
+	go func() { errs <- r.AddAlternate(ctx, a) }()
+	go func() { errs <- r.AddAlternate(ctx, b) }()
+	is.NoErr(<-errs)
+	is.NoErr(<-errs)
+	got, err := r.readAlternates()
+	is.NoErr(err)
+	is.Equal(len(got), 2)
 }

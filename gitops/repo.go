@@ -26,27 +26,51 @@ type Repo struct {
 // tree, a bare repository, and a repository with no commits. Other git
 // failures are returned wrapped.
 func Open(ctx context.Context, path string) (*Repo, error) {
+	r, _, err := OpenAtHead(ctx, path)
+	return r, err
+}
+
+// MainHead is the main worktree's HEAD as Open saw it.
+type MainHead struct {
+	Known  bool   // false: not read (opened from a linked worktree, or HEAD is unusual); call Head
+	Branch string // short name; "" when detached
+	Commit string
+}
+
+// OpenAtHead is Open that also returns the main worktree's HEAD, read in
+// the same git call when the path is inside the main worktree (what Head
+// would return right now; saves a git process on submit).
+func OpenAtHead(ctx context.Context, path string) (*Repo, MainHead, error) {
+	var head MainHead
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, fmt.Errorf("open repo %s: %w", path, err)
+		return nil, head, fmt.Errorf("open repo %s: %w", path, err)
 	}
 	st, err := os.Stat(abs)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, grove.Userf(grove.ErrBadRequest, "check the path, or pass --repo", "no such directory: %s", abs)
+			return nil, head, grove.Userf(grove.ErrBadRequest, "check the path, or pass --repo", "no such directory: %s", abs)
 		}
-		return nil, fmt.Errorf("open repo %s: %w", abs, err)
+		return nil, head, fmt.Errorf("open repo %s: %w", abs, err)
 	}
 	if !st.IsDir() {
-		return nil, grove.Userf(grove.ErrBadRequest, "pass the directory of a git work tree", "not a directory: %s", abs)
+		return nil, head, grove.Userf(grove.ErrBadRequest, "pass the directory of a git work tree", "not a directory: %s", abs)
 	}
 	// One git call in the common case: discovery plus a commit at HEAD
 	// (which proves the repository has commits). Anything unusual (no
 	// HEAD commit, not a repository) takes the precise path below.
 	hasHead := false
-	out, err := run(ctx, abs, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository", "--is-inside-work-tree", "HEAD^{commit}")
-	if l := lines(out); err == nil && len(l) == 4 && len(l[3]) >= 40 {
+	out, err := run(ctx, abs, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository", "--is-inside-work-tree", "HEAD^{commit}",
+		"--git-dir", "--symbolic-full-name", "HEAD")
+	if l := lines(out); err == nil && len(l) == 6 && len(l[3]) >= 40 {
 		out, hasHead = []byte(strings.Join(l[:3], "\n")), true
+		if l[4] == l[0] { // the git dir is the common dir: the main worktree
+			if b, ok := strings.CutPrefix(l[5], "refs/heads/"); ok {
+				head = MainHead{Known: true, Branch: b, Commit: l[3]}
+			} else if l[5] == "HEAD" {
+				head = MainHead{Known: true, Commit: l[3]}
+			}
+		}
 	} else {
 		out, err = run(ctx, abs, "rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository", "--is-inside-work-tree")
 	}
@@ -54,20 +78,20 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 		s := stderrOf(err)
 		switch {
 		case strings.Contains(s, "not a git repository"):
-			return nil, grove.Userf(grove.ErrBadRequest, "run grove inside a git work tree, or pass --repo", "not a git repository: %s", abs)
+			return nil, head, grove.Userf(grove.ErrBadRequest, "run grove inside a git work tree, or pass --repo", "not a git repository: %s", abs)
 		case strings.Contains(s, "dubious ownership"):
-			return nil, grove.Userf(grove.ErrBadRequest, "if you trust it: git config --global --add safe.directory "+abs,
+			return nil, head, grove.Userf(grove.ErrBadRequest, "if you trust it: git config --global --add safe.directory "+abs,
 				"repository is owned by someone else: %s", abs)
 		}
-		return nil, fmt.Errorf("open repo %s: %w", abs, err)
+		return nil, head, fmt.Errorf("open repo %s: %w", abs, err)
 	}
 	l := lines(out)
 	if len(l) != 3 {
-		return nil, fmt.Errorf("open repo %s: unexpected rev-parse output %q", abs, out)
+		return nil, head, fmt.Errorf("open repo %s: unexpected rev-parse output %q", abs, out)
 	}
 	common, bare := l[0], l[1] == "true"
 	if bare {
-		return nil, grove.Userf(grove.ErrBadRequest, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", abs)
+		return nil, head, grove.Userf(grove.ErrBadRequest, "grove needs a work tree; clone it or add one with git worktree add", "bare repository: %s", abs)
 	}
 	if c, err := filepath.EvalSymlinks(common); err == nil {
 		common = c
@@ -75,7 +99,7 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 	r := &Repo{CommonDir: common}
 	r.Root, err = mainWorktree(ctx, abs, common, l[2] == "true")
 	if err != nil {
-		return nil, err
+		return nil, head, err
 	}
 	if c, err := filepath.EvalSymlinks(r.Root); err == nil {
 		r.Root = c
@@ -85,12 +109,12 @@ func Open(ctx context.Context, path string) (*Repo, error) {
 		ok, err = r.hasCommits(ctx)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open repo %s: %w", abs, err)
+		return nil, head, fmt.Errorf("open repo %s: %w", abs, err)
 	}
 	if !ok {
-		return nil, grove.Userf(grove.ErrBadRequest, "make a first commit, then submit again", "repository has no commits: %s", r.Root)
+		return nil, head, grove.Userf(grove.ErrBadRequest, "make a first commit, then submit again", "repository has no commits: %s", r.Root)
 	}
-	return r, nil
+	return r, head, nil
 }
 
 // mainWorktree finds the main worktree of the repository whose common dir
@@ -251,6 +275,9 @@ func CheckBranchName(ctx context.Context, name string) error {
 	if name == "" || name == "HEAD" || name == "@" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, "\x00\n") {
 		return bad
 	}
+	if plainBranchName(name) {
+		return nil // valid under every rule of check-ref-format: no git process
+	}
 	out, err := run(ctx, os.TempDir(), "check-ref-format", "--branch", name)
 	if err != nil {
 		if exitCode(err) == 128 || exitCode(err) == 1 {
@@ -262,6 +289,26 @@ func CheckBranchName(ctx context.Context, name string) error {
 		return bad
 	}
 	return nil
+}
+
+// plainBranchName reports whether name is made only of '/'-separated
+// non-empty components of ASCII letters, digits, '_' and '-' (not leading
+// with '-'), like grove's own grove/<id>/work: a subset of what
+// check-ref-format accepts (no '.', '@', control or special character can
+// break a rule), so it needs no git process. Anything else goes to git.
+func plainBranchName(name string) bool {
+	for _, comp := range strings.Split(name, "/") {
+		if comp == "" || comp[0] == '-' || comp == "HEAD" {
+			return false
+		}
+		for i := 0; i < len(comp); i++ {
+			c := comp[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validRefName is a cheap filter for full ref names we look up or set:

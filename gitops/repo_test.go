@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -58,14 +59,27 @@ func TestOpenResolvesMainWorktree(t *testing.T) {
 	sub, err := Open(ctx, filepath.Join(r.Root, "src"))
 	is.NoErr(err)
 	is.Equal(*sub, *r)
+	// OpenAtHead reads the main worktree's HEAD in the same call, as Head
+	// does; detached too.
+	_, head, err := OpenAtHead(ctx, filepath.Join(r.Root, "src"))
+	is.NoErr(err)
+	branch, commit, err := r.Head(ctx)
+	is.NoErr(err)
+	is.Equal(head, MainHead{Known: true, Branch: branch, Commit: commit})
+	git(t, r.Root, "checkout", "-q", "--detach")
+	_, head, err = OpenAtHead(ctx, r.Root)
+	is.NoErr(err)
+	is.Equal(head, MainHead{Known: true, Commit: commit})
+	git(t, r.Root, "checkout", "-q", "main")
 
 	linked := filepath.Join(t.TempDir(), "linked")
 	git(t, r.Root, "worktree", "add", "-q", "-b", "other", linked)
 	write(t, filepath.Join(linked, "deep", "x"), "x")
 	for _, p := range []string{linked, filepath.Join(linked, "deep"), filepath.Join(linked, "src")} {
-		got, err := Open(ctx, p)
+		got, head, err := OpenAtHead(ctx, p)
 		is.NoErr(err)
-		is.Equal(*got, *r) // linked worktree resolves to the main one
+		is.Equal(*got, *r)   // linked worktree resolves to the main one
+		is.True(!head.Known) // its HEAD is not the main worktree's
 	}
 
 	// Separate git dir: main worktree found through worktree list.
@@ -152,6 +166,30 @@ func TestCheckBranchName(t *testing.T) {
 		is.True(errors.Is(err, grove.ErrBadRequest))
 		is.True(strings.HasPrefix(ue.Msg, "invalid branch name: "))
 	}
+}
+
+// plainBranchName skips git only for names git accepts unchanged: checked
+// against git check-ref-format --branch itself on every name built from
+// a small alphabet that includes each special case.
+func TestPlainBranchNameAgreesWithGit(t *testing.T) {
+	is := is.New(t)
+	parts := []string{"", "a", "A9", "-x", "x-", "_", "HEAD", "x.lock", ".x", "a..b", "@", "x y", "ü", "grove", "t0123abcd", "work"}
+	plain := 0
+	for _, a := range parts {
+		for _, b := range parts {
+			for _, name := range []string{a, a + "/" + b, a + "//" + b, a + "/" + b + "/"} {
+				if !plainBranchName(name) {
+					continue
+				}
+				plain++
+				out, err := exec.Command("git", "check-ref-format", "--branch", name).Output()
+				is.NoErr(err)                                  // git accepts what the fast path accepts
+				is.Equal(strings.TrimSpace(string(out)), name) // unchanged
+			}
+		}
+	}
+	is.True(plain > 50) // the fast path covers the common names
+	is.True(plainBranchName("grove/t0123abcd/work"))
 }
 
 func TestRefs(t *testing.T) {

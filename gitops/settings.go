@@ -42,13 +42,33 @@ func (r *Repo) ReadSettings(ctx context.Context, commit string) (grove.Settings,
 	default:
 		return s, fmt.Errorf("read %s at %s: %w", grove.SettingsFile, commit, err)
 	}
+	if err := r.applyConfig(ctx, &s); err != nil {
+		return s, err
+	}
+	return s, s.Validate("git config")
+}
+
+// BoxSettings returns the settings that come only from git config on this
+// box (grove.allowWrite): what a sandbox may widen, never read from a file
+// an agent could commit. One git process.
+func (r *Repo) BoxSettings(ctx context.Context) (grove.Settings, error) {
+	s, _ := grove.ParseSettings(nil, "")
+	if err := r.applyConfig(ctx, &s); err != nil {
+		return s, err
+	}
+	return s, s.Validate("git config")
+}
+
+// applyConfig overrides s with every git config key grove.<key> (any
+// scope; a narrower scope replaces a wider one).
+func (r *Repo) applyConfig(ctx context.Context, s *grove.Settings) error {
 	out, err := run(ctx, r.Root, "config", "--show-scope", "--get-regexp", `^grove\.`)
 	var ge *GitError
 	if errors.As(err, &ge) && ge.ExitCode == 1 {
-		return s, nil // no override
+		return nil // no override
 	}
 	if err != nil {
-		return s, fmt.Errorf("read git config grove.*: %w", err)
+		return fmt.Errorf("read git config grove.*: %w", err)
 	}
 	over := map[string][]string{}
 	scope := map[string]string{}
@@ -73,10 +93,10 @@ func (r *Repo) ReadSettings(ctx context.Context, commit string) (grove.Settings,
 	}
 	for _, key := range order {
 		if err := s.Set(key, over[key], fmt.Sprintf("git config %s (%s)", configKey(key), scope[key])); err != nil {
-			return s, err
+			return err
 		}
 	}
-	return s, s.Validate("git config")
+	return nil
 }
 
 // SetSetting overrides key for this repository on this box (git config

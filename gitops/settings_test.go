@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,4 +106,36 @@ func writeCommit(t *testing.T, dir, name, content string) {
 	write(t, filepath.Join(dir, name), content)
 	git(t, dir, "add", name)
 	git(t, dir, "commit", "-q", "-m", "write "+name)
+}
+
+// allow_write widens the sandbox, so it is box-only: git config (grove
+// repo set) sets it, a committed .grove.toml naming it is refused, and a
+// relative path or "/" is refused.
+func TestAllowWriteIsBoxOnly(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	r := newRepo(t)
+	s, err := r.BoxSettings(ctx)
+	is.NoErr(err)
+	is.Equal(len(s.AllowWrite), 0)
+	is.NoErr(r.SetSetting(ctx, grove.KeyAllowWrite, []string{"/srv/cache", "/opt/tool/state"}))
+	s, err = r.BoxSettings(ctx)
+	is.NoErr(err)
+	is.Equal(s.AllowWrite, []string{"/srv/cache", "/opt/tool/state"})
+	is.Equal(s.Sources[grove.KeyAllowWrite], "git config grove.allowwrite (local)")
+	for _, bad := range []string{"relative/dir", "/", ""} {
+		err := r.SetSetting(ctx, grove.KeyAllowWrite, []string{bad})
+		var ue *grove.UserError
+		is.True(errors.As(err, &ue)) // refused with a hint
+	}
+	s, err = r.BoxSettings(ctx)
+	is.NoErr(err)
+	is.Equal(len(s.AllowWrite), 2) // a refused value changed nothing
+
+	writeCommit(t, r.Root, grove.SettingsFile, "allow_write = [\"/\"]\n")
+	head, err := r.ResolveCommit(ctx, "HEAD")
+	is.NoErr(err)
+	_, err = r.ReadSettings(ctx, head)
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), "per-box setting"))
 }

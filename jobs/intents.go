@@ -60,11 +60,11 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 	if req.Session != "" {
 		return i.submitToSession(ctx, req)
 	}
-	repo, err := gitops.Open(ctx, req.RepoDir)
+	repo, head, err := gitops.OpenAtHead(ctx, req.RepoDir)
 	if err != nil {
 		return task, false, err
 	}
-	base, commit, target, err := resolveBase(ctx, repo, req.Base)
+	base, commit, target, err := resolveBase(ctx, repo, head, req.Base)
 	if err != nil {
 		return task, false, err
 	}
@@ -147,11 +147,11 @@ func (i *Intents) StartSession(ctx context.Context, req SessionRequest) error {
 	if req.MaxRestarts == 0 {
 		req.MaxRestarts = 5
 	}
-	repo, err := gitops.Open(ctx, req.RepoDir)
+	repo, head, err := gitops.OpenAtHead(ctx, req.RepoDir)
 	if err != nil {
 		return err
 	}
-	base, commit, target, err := resolveBase(ctx, repo, req.Base)
+	base, commit, target, err := resolveBase(ctx, repo, head, req.Base)
 	if err != nil {
 		return err
 	}
@@ -209,8 +209,14 @@ func validSessionKey(ctx context.Context, key string) error {
 // HEAD when detached) to a commit, and picks the target branch: the base
 // itself when it is a local branch, else the main checkout's branch, else
 // the repository's default branch.
-func resolveBase(ctx context.Context, repo *gitops.Repo, base string) (name, commit, target string, err error) {
-	if base == "" { // the common case, in one git call
+//
+// head is the main worktree's HEAD if the caller read it already (see
+// gitops.OpenAtHead).
+func resolveBase(ctx context.Context, repo *gitops.Repo, head gitops.MainHead, base string) (name, commit, target string, err error) {
+	if base == "" && head.Known && head.Branch != "" { // the common case: no git call
+		return head.Branch, head.Commit, head.Branch, nil
+	}
+	if base == "" { // in one git call
 		if branch, commit, err := repo.Head(ctx); err == nil && branch != "" {
 			return branch, commit, branch, nil
 		}

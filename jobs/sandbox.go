@@ -41,6 +41,17 @@ const privateObjects = "grove-objects"
 // npm's cache, the agent CLIs' own state.
 var defaultWritable = []string{".cache", "go/pkg/mod", ".npm", ".claude", ".codex"}
 
+// deviceFiles are the device files every confined process may write.
+var deviceFiles = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev/pts"}
+
+// sandboxMode is the daemon's effective sandbox mode.
+func (d *Deps) sandboxMode() string {
+	if d.Sandbox.Mode == "" {
+		return DefaultSandboxMode()
+	}
+	return d.Sandbox.Mode
+}
+
 // oldTaskBranch is the branch layout of tasks submitted before each task's
 // branch got a directory of its own.
 func oldTaskBranch(taskID string) string { return "grove/" + taskID }
@@ -92,10 +103,7 @@ func (d *Deps) migrateBranch(ctx context.Context, repo *gitops.Repo, ws grove.Wo
 func (d *Deps) sandboxFor(ctx context.Context, task grove.Task, ws grove.Workspace, dir string, port int) (*supervise.Sandbox, []string, error) {
 	tmp := filepath.Join(dir, "tmp")
 	env := []string{"TMPDIR=" + tmp}
-	mode := d.Sandbox.Mode
-	if mode == "" {
-		mode = DefaultSandboxMode()
-	}
+	mode := d.sandboxMode()
 	if mode == supervise.SandboxOff {
 		if err := os.MkdirAll(tmp, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("create run tmp: %w", err)
@@ -106,41 +114,29 @@ func (d *Deps) sandboxFor(ctx context.Context, task grove.Task, ws grove.Workspa
 	if err != nil {
 		return nil, nil, err
 	}
-	if ws, err = d.migrateBranch(ctx, repo, ws); err != nil {
+	p, err := d.workspacePolicy(ctx, repo, ws, tmp, agentHome(task))
+	if err != nil {
 		return nil, nil, err
 	}
-	admin, err := gitops.GitDirOf(ws.Path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("sandbox: %w", err)
-	}
-	objects := filepath.Join(admin, privateObjects)
+	objects := filepath.Join(p.admin, privateObjects)
 	if err := repo.AddAlternate(ctx, objects); err != nil {
 		return nil, nil, err
 	}
 	grove.Failpoint("sandbox.after-alternate")
 	env = append(env, "GIT_OBJECT_DIRECTORY="+objects,
 		"GIT_ALTERNATE_OBJECT_DIRECTORIES="+filepath.Join(repo.CommonDir, "objects"))
-	refDir := filepath.Dir(filepath.Join(repo.CommonDir, "refs", "heads", ws.Branch))
-	logDir := filepath.Dir(filepath.Join(repo.CommonDir, "logs", "refs", "heads", ws.Branch))
-	write := []string{ws.Path, admin, refDir, logDir, tmp}
-	makeDirs := []string{tmp, refDir, logDir}
-	if home := agentHome(task); home != "" {
-		for _, p := range defaultWritable {
-			write = append(write, filepath.Join(home, p))
-		}
-		makeDirs = append(makeDirs, filepath.Join(home, ".cache"))
-	}
+	write := p.write
 	// Caches the agent's environment points elsewhere (--pass-env GOCACHE).
 	for _, k := range []string{"GOCACHE", "GOMODCACHE"} {
 		if v := task.Options.Environ[k]; filepath.IsAbs(v) {
 			write = append(write, v)
 		}
 	}
-	write = append(write, d.Sandbox.AllowWrite...)
 	write = append(write, task.Options.AllowWrite...)
+	makeDirs, admin := p.makeDirs, p.admin
 	o := task.Options
 	sb := &supervise.Sandbox{Mode: mode, Write: write, MakeDirs: makeDirs,
-		WriteFiles: []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev/pts"},
+		WriteFiles: deviceFiles,
 		Net:        o.Net,
 		Limits: supervise.Limits{OpenFiles: o.MaxOpenFiles, FileSize: o.MaxFileSize, CPU: o.MaxCPU,
 			Memory: o.MaxMemory, Procs: o.MaxProcs},
@@ -149,6 +145,94 @@ func (d *Deps) sandboxFor(ctx context.Context, task grove.Task, ws grove.Workspa
 		sb.BindPorts = []int{port}
 	}
 	return sb, env, nil
+}
+
+// policy is what every confined process of a workspace may write, and
+// the directories to create before it starts.
+type policy struct {
+	write, makeDirs []string
+	admin           string // the worktree's git admin dir
+}
+
+// workspacePolicy is the writable set of a workspace's confined processes
+// (a task's agent, a session's service): the worktree, its admin dir, its
+// own branch's ref and reflog directories, the private tmp, the default
+// toolchain caches below home, the daemon's --allow-write and the
+// repository's box-only allow_write. It migrates the branch to a
+// directory of its own first.
+func (d *Deps) workspacePolicy(ctx context.Context, repo *gitops.Repo, ws grove.Workspace, tmp, home string) (policy, error) {
+	ws, err := d.migrateBranch(ctx, repo, ws)
+	if err != nil {
+		return policy{}, err
+	}
+	admin, err := gitops.GitDirOf(ws.Path)
+	if err != nil {
+		return policy{}, fmt.Errorf("sandbox: %w", err)
+	}
+	refDir := filepath.Dir(filepath.Join(repo.CommonDir, "refs", "heads", ws.Branch))
+	logDir := filepath.Dir(filepath.Join(repo.CommonDir, "logs", "refs", "heads", ws.Branch))
+	p := policy{write: []string{ws.Path, admin, refDir, logDir, tmp}, makeDirs: []string{tmp, refDir, logDir}, admin: admin}
+	if home != "" {
+		for _, dir := range defaultWritable {
+			p.write = append(p.write, filepath.Join(home, dir))
+		}
+		p.makeDirs = append(p.makeDirs, filepath.Join(home, ".cache"))
+	}
+	box, err := d.boxSettings(ctx, repo) // grove.allowWrite: the repository's, set on this box
+	if err != nil {
+		return policy{}, fmt.Errorf("sandbox: %w", err)
+	}
+	p.write = append(p.write, d.Sandbox.AllowWrite...)
+	p.write = append(p.write, box.AllowWrite...)
+	return p, nil
+}
+
+// boxEntry caches a repository's box-only settings while its git config
+// file is unchanged (the same rule as settingsAt's cache).
+type boxEntry struct {
+	s      grove.Settings
+	config string // the repository's config file, as read
+}
+
+// boxSettings returns repo.BoxSettings, read again only when the
+// repository's config file changed (grove repo set rewrites it): a git
+// process less per agent start.
+func (d *Deps) boxSettings(ctx context.Context, repo *gitops.Repo) (grove.Settings, error) {
+	ck := repo.CommonDir + "\x00box"
+	cfg := configText(repo)
+	if v, ok := d.settings.Load(ck); ok && v.(boxEntry).config == cfg {
+		return v.(boxEntry).s, nil
+	}
+	s, err := repo.BoxSettings(ctx)
+	if err != nil {
+		return s, err
+	}
+	d.settings.Store(ck, boxEntry{s: s, config: cfg})
+	return s, nil
+}
+
+// serviceSandbox builds the sandbox of a session's service run in dir:
+// the workspace's policy (workspacePolicy), the network open (it serves
+// its port), no limits. The service commits nothing: it gets no private
+// object store, so a `git commit` from it is refused. With the sandbox off
+// it returns only the TMPDIR.
+func (d *Deps) serviceSandbox(ctx context.Context, repoPath string, ws grove.Workspace, dir string) (*supervise.Sandbox, []string, error) {
+	tmp := filepath.Join(dir, "tmp")
+	env := []string{"TMPDIR=" + tmp}
+	mode := d.sandboxMode()
+	if mode == supervise.SandboxOff {
+		return &supervise.Sandbox{Mode: mode, MakeDirs: []string{tmp}}, env, nil
+	}
+	repo, err := d.Repo(ctx, repoPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := d.workspacePolicy(ctx, repo, ws, tmp, os.Getenv("HOME"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return &supervise.Sandbox{Mode: mode, Write: p.write, MakeDirs: p.makeDirs,
+		WriteFiles: deviceFiles}, env, nil
 }
 
 // agentHome is the HOME the agent gets.

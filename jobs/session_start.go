@@ -231,7 +231,16 @@ func (d *Deps) startService(ctx context.Context, sess grove.Session, ws grove.Wo
 		dir := filepath.Join(d.Home, "runs", fmt.Sprintf("s-%s-svc-%d", sess.ID, n))
 		env := AgentEnv(grove.Task{ID: "", Path: ""}, ws, port)
 		env = append(env, "GROVE_SESSION="+sess.ID)
-		started, err := supervise.Start(d.Exe, dir, supervise.Spec{WorkDir: ws.Path, Argv: sess.Serve, Env: env, Grace: d.Grace})
+		repoRow, err := d.Store.Repo(ctx, sess.RepoID)
+		if err != nil {
+			return startResult{}, err
+		}
+		sb, sbEnv, err := d.serviceSandbox(ctx, repoRow.Path, ws, dir)
+		if err != nil {
+			return startResult{}, err
+		}
+		env = append(env, sbEnv...)
+		started, err := supervise.Start(d.Exe, dir, supervise.Spec{WorkDir: ws.Path, Argv: sess.Serve, Env: env, Grace: d.Grace, Sandbox: sb})
 		if err != nil {
 			return startResult{}, err
 		}

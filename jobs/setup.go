@@ -297,7 +297,15 @@ func (d *Deps) handOffAgentTx(ctx context.Context, client *Client, tx *store.Tx,
 type settingsEntry struct {
 	s      grove.Settings
 	ids    map[string]string
-	config fileStamp
+	config string // the repository's config file, as read
+}
+
+// configText is the content of repo's config file ("" if unreadable): the
+// key of the settings caches. Content, not mtime: git rewrites the file on
+// every branch rename (a pool claim renames one), without changing it.
+func configText(repo *gitops.Repo) string {
+	b, _ := os.ReadFile(filepath.Join(repo.CommonDir, "config"))
+	return string(b)
 }
 
 // settingsAt returns the settings for a worktree of repo at commit and the
@@ -306,7 +314,7 @@ type settingsEntry struct {
 // files' stamps are read each time (a few stats).
 func (d *Deps) settingsAt(ctx context.Context, repo *gitops.Repo, commit string) (grove.Settings, string, error) {
 	ck := repo.CommonDir + "\x00" + commit
-	cfg := stamp(filepath.Join(repo.CommonDir, "config"))
+	cfg := configText(repo)
 	if v, ok := d.settings.Load(ck); ok && v.(settingsEntry).config == cfg {
 		e := v.(settingsEntry)
 		return e.s, setupKey(repo, e.s, e.ids), nil

@@ -41,7 +41,10 @@ func (a *app) repoCmd() *cobra.Command {
 			"  setup_inputs = [\"package-lock.json\"]  files whose change means setup must run again\n" +
 			"  setup_timeout = \"10m\"           bound of each setup command\n" +
 			"  keep_ignored = [\"node_modules\"]  ignored paths the at-risk gate may delete without a snapshot\n" +
-			"Each can be overridden on this box (git config --local grove.<key> without underscores).",
+			"Each can be overridden on this box (git config --local grove.<key> without underscores).\n" +
+			"One key is set only on this box, never in .grove.toml (an agent could commit it):\n" +
+			"  allow_write                     absolute paths every sandboxed agent of the repository may write\n" +
+			"                                  (grove repo set allow_write /srv/cache /home/me/.tool)",
 	}
 	c.AddCommand(a.repoShowCmd(), a.repoSetCmd(), a.repoUnsetCmd())
 	return c

@@ -39,6 +39,7 @@ try update_ref_sibling git update-ref "refs/heads/$SIBLING_BRANCH" HEAD
 try tag git tag x
 try pack_refs git pack-refs --all
 try connect /usr/bin/python3 -c "import socket; socket.create_connection(('127.0.0.1', $LISTEN))"
+echo box > "$BOXDIR/allowed" && echo ok > "$GROVE_WORKTREE/box_ok"
 env > "$GROVE_WORKTREE/envdump"
 echo tmp > "$TMPDIR/t" && echo ok > "$GROVE_WORKTREE/tmp_ok"
 go build -o /dev/null ./... 2> "$GROVE_WORKTREE/build_err" && echo ok > "$GROVE_WORKTREE/build_ok"
@@ -96,8 +97,13 @@ func TestSandboxEscapesRefused(t *testing.T) {
 	is.Equal(sv.Workspace.Branch, "grove/"+sib+"/work") // each task's branch in its own directory
 	sibTip := strings.TrimSpace(h.git("rev-parse", "refs/heads/"+sv.Workspace.Branch))
 
+	// A path the repository's box-only setting allows (grove repo set).
+	boxDir := filepath.Join(h.work, "boxallowed")
+	is.NoErr(os.MkdirAll(boxDir, 0o755))
+	h.mustGrove("repo", "set", "--repo", h.repo, "allow_write", boxDir)
+
 	agent := h.writeAgent("escape.sh", escapeAgent)
-	id := h.mustGrove("submit", "--repo", h.repo, "--net", "none", "--pass-env", "GOCACHE",
+	id := h.mustGrove("submit", "--repo", h.repo, "--net", "none", "--pass-env", "GOCACHE", "--env", "BOXDIR="+boxDir,
 		"--env", "REPO="+h.repo, "--env", "SIBLING="+sv.Workspace.Path, "--env", "SIBLING_BRANCH="+sv.Workspace.Branch,
 		"--env", "GH="+h.home, "--env", fmt.Sprintf("LISTEN=%d", ln.Addr().(*net.TCPAddr).Port), "--", agent)
 	out, errOut, err := h.grove("wait", id)
@@ -139,6 +145,7 @@ func TestSandboxEscapesRefused(t *testing.T) {
 	is.Equal(read("tmp_ok"), "ok")
 	is.Equal(read("build_ok"), "ok")
 	is.Equal(read("commit_ok"), "ok")
+	is.Equal(read("box_ok"), "ok") // grove repo set allow_write
 	env := read("envdump")
 	is.True(!strings.Contains(env, "DAEMON_SECRET"))
 	is.True(strings.Contains(env, "LC_TIME=C.UTF-8"))
@@ -184,7 +191,10 @@ func TestSandboxSessionPort(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
 	h.strictSandbox()
-	svc := h.writeAgent("svc.sh", `exec /usr/bin/python3 -c '
+	// The service is confined too: its worktree yes, the main checkout no.
+	svc := h.writeAgent("svc.sh", `echo ok > "$GROVE_WORKTREE/svc_ok"
+(echo escape > "`+h.repo+`/svc-escape.txt") 2> "$GROVE_WORKTREE/svc_escape_err"
+exec /usr/bin/python3 -c '
 import os, socket, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 s.bind(("127.0.0.1", int(os.environ["GROVE_PORT"]))); s.listen(8)
@@ -206,6 +216,13 @@ open("res", "w").write(bind(int(os.environ["GROVE_PORT"])) + " " + bind(int(os.e
 	b, err := os.ReadFile(filepath.Join(h.sessionWT("p"), "res"))
 	is.NoErr(err)
 	is.Equal(string(b), "ok 13") // GROVE_PORT bound; another port refused (EACCES)
+	b, err = os.ReadFile(filepath.Join(h.sessionWT("p"), "svc_ok"))
+	is.NoErr(err)
+	is.Equal(string(b), "ok\n")
+	b, _ = os.ReadFile(filepath.Join(h.sessionWT("p"), "svc_escape_err"))
+	is.True(strings.Contains(string(b), "Permission denied")) // the service's write outside was refused
+	_, err = os.Stat(filepath.Join(h.repo, "svc-escape.txt"))
+	is.True(os.IsNotExist(err))
 	ws, err := h.store().TaskWorkspace(context.Background(), id)
 	is.NoErr(err)
 	is.Equal(ws.Branch, "grove/session/p/work")
