@@ -464,3 +464,43 @@ func (w *BackupWorker) Work(ctx context.Context, job *river.Job[BackupArgs]) err
 	w.d.Logger.Info("backup", "remote", rep.Remote, "refs", rep.Refs, "bytes", rep.Bytes, "took", time.Duration(rep.TookMS)*time.Millisecond)
 	return nil
 }
+
+// BackupSchedule is $GROVE_HOME/backup/schedule.json: the scheduled
+// backup of the daemon that last started on this home (none: no file),
+// so that doctor can tell a backup that is overdue.
+type BackupSchedule struct {
+	Spec   string    `json:"spec"` // a cron spec (scheduler.Parse)
+	Remote string    `json:"remote"`
+	Since  time.Time `json:"since"` // when the daemon started with it
+}
+
+// BackupSchedulePath is where BackupSchedule lives under home.
+func BackupSchedulePath(home string) string { return filepath.Join(home, "backup", "schedule.json") }
+
+// WriteBackupSchedule records s (nil: no scheduled backup, the file is
+// removed).
+func WriteBackupSchedule(home string, s *BackupSchedule) error {
+	if s == nil {
+		if err := os.Remove(BackupSchedulePath(home)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove backup schedule: %w", err)
+		}
+		return nil
+	}
+	return writeJSONAtomic(BackupSchedulePath(home), s)
+}
+
+// ReadBackupSchedule reads home's backup schedule; nil when there is none.
+func ReadBackupSchedule(home string) (*BackupSchedule, error) {
+	b, err := os.ReadFile(BackupSchedulePath(home))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read backup schedule: %w", err)
+	}
+	var s BackupSchedule
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("read backup schedule %s: %w", BackupSchedulePath(home), err)
+	}
+	return &s, nil
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -154,6 +155,18 @@ func (b *backupSchedule) flags(c *cobra.Command) {
 	c.Flags().StringVar(&b.box, "backup-box", "", "this machine's name in the backup (default $GROVE_BOX or the host name)")
 }
 
+// record writes the schedule for doctor (jobs.BackupSchedule), or
+// removes it without --backup-to; a failure is logged.
+func (b backupSchedule) record(home string, log *slog.Logger) {
+	var s *jobs.BackupSchedule
+	if j, err := b.job(); err == nil && j.Spec != scheduler.Off {
+		s = &jobs.BackupSchedule{Spec: j.Spec, Remote: j.Args().(jobs.BackupArgs).Remote, Since: time.Now().UTC()}
+	}
+	if err := jobs.WriteBackupSchedule(home, s); err != nil {
+		log.Warn("backup schedule not recorded: doctor cannot tell an overdue backup", "err", err)
+	}
+}
+
 // job is the periodic backup job (Spec off without --backup-to).
 func (b backupSchedule) job() (scheduler.Job, error) {
 	j := scheduler.Job{Name: "backup", Spec: scheduler.Off, Args: func() river.JobArgs { return jobs.BackupArgs{} }}
@@ -188,13 +201,28 @@ func backupProblem(home string, now time.Time) (status, msg, hint string) {
 	if s := st.LastSuccess; s != nil {
 		good = fmt.Sprintf("last good backup %s ago (%s, %d refs to %s)", age(now.Sub(s.At)), s.At.Local().Format(time.DateTime), s.Refs, s.Remote)
 	}
-	switch r := st.LastRun; {
-	case r == nil:
-		return checkInfo, "no backup yet: the work grove keeps lives on this disk only",
-			"grove backup --to REMOTE, or grove serve --backup-every 1h --backup-to REMOTE"
-	case !r.OK:
+	if r := st.LastRun; r != nil && !r.OK {
 		return checkProblem, fmt.Sprintf("the last backup (%s ago, to %s) FAILED: %s; %s", age(now.Sub(r.At)), r.Remote, r.Error, good),
 			"fix it and run grove backup --to " + r.Remote + "; until then the work grove keeps lives on this disk only"
+	}
+	sched, err := jobs.ReadBackupSchedule(home)
+	if err != nil {
+		return checkProblem, err.Error(), "delete " + jobs.BackupSchedulePath(home) + "; grove serve writes it again"
+	}
+	if sched != nil {
+		base := sched.Since
+		if st.LastSuccess != nil && st.LastSuccess.At.After(base) {
+			base = st.LastSuccess.At
+		}
+		// Two scheduled runs (and a minute) went by without a good one.
+		if s, err := scheduler.Parse(sched.Spec); err == nil && now.After(s.Next(s.Next(base)).Add(time.Minute)) {
+			return checkProblem, fmt.Sprintf("the backup to %s is overdue (scheduled %s): %s", sched.Remote, sched.Spec, good),
+				"is grove serve running? see its log, or run grove backup --to " + sched.Remote
+		}
+	}
+	if st.LastRun == nil {
+		return checkInfo, "no backup yet: the work grove keeps lives on this disk only",
+			"grove backup --to REMOTE, or grove serve --backup-every 1h --backup-to REMOTE"
 	}
 	return checkOK, good, ""
 }

@@ -241,6 +241,27 @@ func TestBackupScheduledFailureIsLoud(t *testing.T) {
 	is.True(regexp.MustCompile(`(?m)^ok +backup +last good backup [0-9]+s ago`).MatchString(out))
 	is.True(!strings.Contains(h.mustGrove("ls", "--at-risk"), "BACKUP"))
 	is.True(strings.Contains(h.mustGrove("events", "--json"), `"kind":"backup"`))
+
+	// Good, but too long ago for its schedule (a daemon that stopped, a
+	// job that no longer runs): overdue, a problem.
+	sched, err := jobs.ReadBackupSchedule(h.home)
+	is.NoErr(err)
+	is.Equal(sched.Spec, "@every 1h0m0s")
+	is.Equal(sched.Remote, "http://127.0.0.1:1/x.git")
+	sched.Since = time.Now().Add(-5 * time.Hour)
+	b, err := json.Marshal(sched)
+	is.NoErr(err)
+	is.NoErr(os.WriteFile(jobs.BackupSchedulePath(h.home), b, 0o600))
+	st, err := jobs.ReadBackupState(h.home)
+	is.NoErr(err)
+	st.LastSuccess.At = time.Now().Add(-3 * time.Hour)
+	st.LastRun = st.LastSuccess
+	b, err = json.Marshal(st)
+	is.NoErr(err)
+	is.NoErr(os.WriteFile(jobs.BackupStatePath(h.home), b, 0o600))
+	out, _, err = h.grove("doctor")
+	is.True(err != nil)
+	is.True(regexp.MustCompile(`(?m)^PROBLEM +backup +the backup to http://127.0.0.1:1/x.git is overdue \(scheduled @every 1h0m0s\): last good backup 3h`).MatchString(out))
 }
 
 // The backup's crash points: killed at each (SIGKILL), the next run

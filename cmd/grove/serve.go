@@ -193,6 +193,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		return err
 	}
 	deps.KeepRefs, _ = maint.keepRefsDuration() // checked by maint.periodic
+	maint.backup.record(home, log)
 	// Removals, purges and restores a crash interrupted (gitops.SweepTrash
 	// finishes them; it deletes nothing retention still keeps), before any
 	// close runs again.
