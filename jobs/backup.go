@@ -417,8 +417,21 @@ func writeJSONAtomic(path string, v any) error {
 	return nil
 }
 
-// BackupArgs is one scheduled backup (grove serve --backup-every), on the
-// maintenance queue.
+// QueueBackup is the scheduled backup's own queue (one worker): a long
+// backup never holds up the maintenance queue's reaper and evictions.
+const QueueBackup = "backup"
+
+// AddBackupQueue adds QueueBackup to the daemon's client (before or after
+// Start).
+func AddBackupQueue(c *Client) error {
+	if err := c.Queues().Add(QueueBackup, river.QueueConfig{MaxWorkers: 1}); err != nil {
+		return fmt.Errorf("add backup queue: %w", err)
+	}
+	return nil
+}
+
+// BackupArgs is one scheduled backup (grove serve --backup-every), on
+// QueueBackup.
 type BackupArgs struct {
 	Remote string `json:"remote"`
 	Box    string `json:"box,omitempty"`
@@ -430,7 +443,7 @@ func (BackupArgs) Kind() string { return "backup" }
 // InsertOpts: one run at a time; a run already waiting or running makes
 // another insert a no-op.
 func (BackupArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{
+	return river.InsertOpts{Queue: QueueBackup, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{
 		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
 			rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable},
 	}}

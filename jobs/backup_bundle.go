@@ -238,6 +238,10 @@ func isBundleDir(source string) bool {
 // git bundle verify. It returns the entries and the refs of every
 // namespace.
 func unbundleFor(ctx context.Context, repo *gitops.Repo, dir, id, box string) ([]gitops.BackupEntry, map[string]string, error) {
+	dir, err := filepath.Abs(dir) // git runs in the repository
+	if err != nil {
+		return nil, nil, fmt.Errorf("bundle directory %s: %w", dir, err)
+	}
 	m, err := readManifest(dir)
 	if err != nil {
 		return nil, nil, err
@@ -256,6 +260,10 @@ func unbundleFor(ctx context.Context, repo *gitops.Repo, dir, id, box string) ([
 		}
 	}
 	for _, b := range recs {
+		if !safeFileName(b.File) {
+			return nil, refs, grove.Userf(grove.ErrBadRequest, "the manifest is not one grove wrote; check it",
+				"bundle manifest %s names a bad file %q", filepath.Join(dir, ManifestName), b.File)
+		}
 		path := filepath.Join(dir, b.File)
 		sum, _, err := sha256File(path)
 		if err != nil {
@@ -284,4 +292,10 @@ func filterBox(entries []gitops.BackupEntry, box string) []gitops.BackupEntry {
 		}
 	}
 	return kept
+}
+
+// safeFileName: a plain file name in the directory (no '/', no leading
+// '.' or '-').
+func safeFileName(name string) bool {
+	return name != "" && !strings.ContainsAny(name, "/\x00") && !strings.HasPrefix(name, ".") && !strings.HasPrefix(name, "-")
 }

@@ -214,6 +214,9 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err != nil {
 		return err
 	}
+	if err := jobs.AddBackupQueue(client); err != nil {
+		return err
+	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
