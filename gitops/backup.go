@@ -321,12 +321,16 @@ func (r *Repo) PlanBackup(ctx context.Context, remote, ns string, live map[strin
 	if err != nil {
 		return plan, err
 	}
-	return r.planAgainst(ctx, plan, have, live)
+	return r.planAgainst(ctx, plan, have, live, true)
 }
 
 // planAgainst fills plan (Remote and Namespace set) with what the
 // backup holding have (full name → object, in plan.Namespace) lacks.
-func (r *Repo) planAgainst(ctx context.Context, plan BackupPlan, have, live map[string]string) (BackupPlan, error) {
+// With preserve, a ref that moves to an object its old one is no
+// ancestor of also sends the old object as <name>@<12 hex of it>, so a
+// push never loses what the remote held (bundles keep old refs in their
+// earlier files).
+func (r *Repo) planAgainst(ctx context.Context, plan BackupPlan, have, live map[string]string, preserve bool) (BackupPlan, error) {
 	ns := plan.Namespace
 	local, err := r.RefsUnder(ctx, backupLocalPart)
 	if err != nil {
@@ -372,6 +376,9 @@ func (r *Repo) planAgainst(ctx context.Context, plan BackupPlan, have, live map[
 			plan.KeptRemote++
 		}
 	}
+	if preserve {
+		plan.Refs = append(plan.Refs, r.previous(ctx, plan.Refs, have)...)
+	}
 	if len(plan.Refs) > 0 {
 		cat, err := r.catalog(ctx, plan, want, have)
 		if err != nil {
@@ -387,6 +394,30 @@ func (r *Repo) planAgainst(ctx context.Context, plan BackupPlan, have, live map[
 		}
 	}
 	return plan, nil
+}
+
+// previousPrefix marks, in BackupRef.From, the old object of a moved ref
+// kept under <name>@<12 hex>.
+const previousPrefix = "previous "
+
+// previous are the refs keeping the old objects of the moved refs of
+// refs whose new object does not contain the old one.
+func (r *Repo) previous(ctx context.Context, refs []BackupRef, have map[string]string) []BackupRef {
+	var out []BackupRef
+	for _, ref := range refs {
+		if ref.Old == "" || ref.Old == ref.New || len(ref.Old) < 12 {
+			continue
+		}
+		keep := ref.Name + "@" + ref.Old[:12]
+		if _, ok := have[keep]; ok || !validRefName(keep) {
+			continue
+		}
+		if _, err := run(ctx, r.Root, "merge-base", "--is-ancestor", ref.Old, ref.New); err == nil {
+			continue // still reachable from the new one
+		}
+		out = append(out, BackupRef{Name: keep, From: previousPrefix + ref.Name, New: ref.Old})
+	}
+	return out
 }
 
 // present are the distinct objects of refs that this repository has
@@ -433,7 +464,9 @@ func (r *Repo) sameTree(ctx context.Context, a, b string) bool {
 func (r *Repo) objectsToSend(ctx context.Context, refs []BackupRef, olds []string) (int, int64, error) {
 	var in strings.Builder
 	for _, ref := range refs {
-		in.WriteString(ref.New + "\n")
+		if !strings.HasPrefix(ref.From, previousPrefix) { // those are on the remote already
+			in.WriteString(ref.New + "\n")
+		}
 	}
 	for _, o := range olds {
 		in.WriteString("^" + o + "\n")
@@ -471,13 +504,39 @@ func (r *Repo) objectsToSend(ctx context.Context, refs []BackupRef, olds []strin
 	return n, bytes, nil
 }
 
-// hasObject reports whether the object sha is in this repository.
-func (r *Repo) hasObject(ctx context.Context, sha string) bool {
-	if checkRev(sha) != nil {
-		return false
+// fetchPrevious fetches, under refs/grove/backup/prev/, the old objects
+// plan keeps (previous) that are no longer here (pruned), from the refs
+// that still hold them on the remote; it returns the refs it made.
+func (r *Repo) fetchPrevious(ctx context.Context, plan BackupPlan) (map[string]string, error) {
+	olds := map[string]string{}
+	for _, ref := range plan.Refs {
+		if strings.HasPrefix(ref.From, previousPrefix) {
+			olds[ref.Name] = ref.New
+		}
 	}
-	_, err := run(ctx, r.Root, "cat-file", "-e", "--end-of-options", sha)
-	return err == nil
+	if len(olds) == 0 {
+		return nil, nil
+	}
+	here := map[string]bool{}
+	for _, sha := range r.present(ctx, olds) {
+		here[sha] = true
+	}
+	made := map[string]string{}
+	var specs []string
+	for _, ref := range plan.Refs {
+		if strings.HasPrefix(ref.From, previousPrefix) && !here[ref.New] {
+			tmp := CatalogRefPrefix + "prev/" + ref.New
+			specs = append(specs, "+"+strings.TrimPrefix(ref.From, previousPrefix)+":"+tmp)
+			made[tmp] = ref.New
+		}
+	}
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	if err := r.fetchOrSet(ctx, plan.Remote, specs, nil); err != nil {
+		return made, fmt.Errorf("fetch the remote's previous refs: %w", err)
+	}
+	return made, nil
 }
 
 // PushBackup sends plan (from PlanBackup) to its remote: each ref of
@@ -485,6 +544,15 @@ func (r *Repo) hasObject(ctx context.Context, sha string) bool {
 // hundred per push; nothing else on the remote changes. A remote that
 // cannot be reached or is no repository gives a *grove.UserError.
 func (r *Repo) PushBackup(ctx context.Context, plan BackupPlan) error {
+	fetched, err := r.fetchPrevious(ctx, plan)
+	defer func() {
+		for ref, sha := range fetched {
+			_ = r.DeleteRefIf(context.WithoutCancel(ctx), ref, sha)
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("push backup of %s: %w", r.Root, err)
+	}
 	for start := 0; start < len(plan.Refs); start += backupChunk {
 		end := min(start+backupChunk, len(plan.Refs))
 		args := []string{"-c", "protocol.file.allow=always", "-c", "push.followTags=false", "-c", "push.recurseSubmodules=no",

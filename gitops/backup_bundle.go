@@ -18,7 +18,7 @@ func (r *Repo) PlanBundle(ctx context.Context, ns string, have, live map[string]
 	if !strings.HasPrefix(ns, BackupRefsRoot) || !validRefName(ns+"x") || !strings.HasSuffix(ns, "/") {
 		return plan, fmt.Errorf("plan bundle: invalid namespace %q", ns)
 	}
-	return r.planAgainst(ctx, plan, have, live)
+	return r.planAgainst(ctx, plan, have, live, false)
 }
 
 // WriteBundle writes plan's refs (named as in the namespace) into a new

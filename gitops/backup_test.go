@@ -91,6 +91,45 @@ func TestBackupPushIsIncrementalAndScoped(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(got), 7)
 	is.True(got[ns+"refs/grove/tasks/t2"] != "")
+
+	// A snapshot retaken under the same name: the remote keeps the old one
+	// as <name>@<12 hex>, even when it is gone from here.
+	old := git(t, r.Root, "rev-parse", SnapshotsPrefix+"t1")
+	write(t, filepath.Join(wt, "notes.txt"), "changed\n")
+	_, err = r.Snapshot(ctx, wt, SnapshotsPrefix+"t1", false)
+	is.NoErr(err)
+	git(t, r.Root, "update-ref", "-d", SnapshotsPrefix+"t3") // (t3's objects: not all reachable here any more)
+	plan, err = r.PlanBackup(ctx, remote, ns, nil)
+	is.NoErr(err)
+	is.NoErr(r.PushBackup(ctx, plan))
+	got, err = RemoteRefs(ctx, r.Root, remote, "refs/")
+	is.NoErr(err)
+	is.Equal(got[ns+"refs/grove/snapshots/t1@"+old[:12]], old)
+	is.Equal(got[ns+"refs/grove/snapshots/t1"], git(t, r.Root, "rev-parse", SnapshotsPrefix+"t1"))
+	is.Equal(len(got), 8)
+	refs, err := r.RefsUnder(ctx, CatalogRefPrefix)
+	is.NoErr(err)
+	is.Equal(len(refs), 1) // the catalog; no temporary ref left
+
+	// Again, with the old snapshot commit pruned from this repository: it
+	// is fetched back from the remote to be kept there under its @ name.
+	old = git(t, r.Root, "rev-parse", SnapshotsPrefix+"t1")
+	write(t, filepath.Join(wt, "notes.txt"), "changed again\n")
+	_, err = r.Snapshot(ctx, wt, SnapshotsPrefix+"t1", false)
+	is.NoErr(err)
+	git(t, r.Root, "reflog", "expire", "--expire=now", "--all")
+	git(t, r.Root, "gc", "-q", "--prune=now")
+	_, err = run(ctx, r.Root, "cat-file", "-e", old)
+	is.True(err != nil) // gone here
+	plan, err = r.PlanBackup(ctx, remote, ns, nil)
+	is.NoErr(err)
+	is.NoErr(r.PushBackup(ctx, plan))
+	got, err = RemoteRefs(ctx, r.Root, remote, "refs/")
+	is.NoErr(err)
+	is.Equal(got[ns+"refs/grove/snapshots/t1@"+old[:12]], old)
+	refs, err = r.RefsUnder(ctx, CatalogRefPrefix)
+	is.NoErr(err)
+	is.Equal(len(refs), 1)
 }
 
 func TestBackupRemoteErrors(t *testing.T) {
