@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +50,19 @@ func diffR(t *testing.T, a, b string) string {
 		return string(out) + err.Error()
 	}
 	return ""
+}
+
+// listing is every entry under dir but its top .git, with its type, mode
+// and link target (what diff -r does not compare), nested .git dirs too.
+func listing(t *testing.T, dir string) string {
+	t.Helper()
+	out, err := exec.Command("find", dir, "-path", filepath.Join(dir, ".git"), "-prune", "-o", "-printf", "%P %y %m %l\n").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := strings.Split(strings.TrimSpace(string(out)), "\n")
+	sort.Strings(l)
+	return strings.Join(l, "\n")
 }
 
 // Issue 16, "Done when": an at-risk worktree (untracked file, stash,
@@ -149,7 +163,7 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 	is.NoErr(os.WriteFile(filepath.Join(keepLive, "later.txt"), []byte("later\n"), 0o644))
 	wantStatus := h.gitIn(wt, "status", "--porcelain")
 	is.NoErr(json.Unmarshal([]byte(h.mustGrove("backup", "--to", remote, "--box", "box1", "--json")), &rep))
-	is.Equal(rep.Refs, 3) // the live snapshot again, the catalog and its edge
+	is.Equal(rep.Refs, 4) // the live snapshot again, the old one kept as live/ID@..., the catalog and its edge
 
 	// The box dies: its home, repository and worktrees are gone.
 	h.stopDaemon(15)
@@ -171,6 +185,7 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 		}
 		t.Logf("%s", out)
 		is.Equal(diffR(t, c.want, dst), "")
+		is.Equal(listing(t, dst), listing(t, c.want))
 	}
 	dst := filepath.Join(h.work, "restored-"+live)
 	is.Equal(h.gitIn(dst, "stash", "list"), "stash@{0}: On grove/"+live+"/work: half-done")
@@ -189,20 +204,18 @@ func TestBackupRestoreOnAnotherBox(t *testing.T) {
 	}
 	t.Logf("%s", out)
 	is.Equal(diffR(t, keepLive, dst3), "")
+	is.Equal(listing(t, dst3), listing(t, keepLive))
 	is.Equal(h.gitIn(dst3, "stash", "list"), "stash@{0}: On grove/"+live+"/work: half-done")
 	for _, bd := range m.Bundles {
 		h.gitIn(clone3, "bundle", "verify", "--quiet", filepath.Join(uploaded, bd.File))
 	}
 
-	// Unknown id, non-git remote, unreachable remote: one line, a hint.
+	// Unknown id, a --path in the way: one line, a hint.
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"restore", "--from", remote, "tnosuch", "--repo", clone}, "holds no backup of tnosuch"},
-		{[]string{"backup", "--to", h.work}, "is not a git repository"},
-		{[]string{"backup", "--to", "http://127.0.0.1:1/x.git"}, "cannot reach backup remote"},
-		{[]string{"backup"}, "give one of --to REMOTE and --bundle DIR"},
 		{[]string{"restore", "--from", remote, closed, "--repo", clone, "--path", dst}, "already exists and is not empty"},
 	} {
 		_, errOut, err := h.groveEnv(fresh, c.args...)
@@ -264,7 +277,8 @@ func TestBackupScheduledFailureIsLoud(t *testing.T) {
 	is.True(regexp.MustCompile(`(?m)^PROBLEM +backup +the backup to http://127.0.0.1:1/x.git is overdue \(scheduled @every 1h0m0s\): last good backup 3h`).MatchString(out))
 }
 
-// The backup's crash points: killed at each (SIGKILL), the next run
+// Bad targets are refused with a hint. The backup's crash points: killed
+// at each (SIGKILL), the next run
 // completes the backup; no half-written bundle is recorded or left
 // behind, and every bundle verifies.
 func TestBackupCrashPoints(t *testing.T) {
@@ -272,6 +286,22 @@ func TestBackupCrashPoints(t *testing.T) {
 	h := newHarness(t)
 	h.mustGrove("submit", "--repo", h.repo, "--", "true") // registers the repository (no daemon needed)
 	h.git("update-ref", "refs/grove/snapshots/tx", "HEAD")
+	// Non-git remote, unreachable remote, no target: one line, a hint.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"backup", "--to", h.work}, "is not a git repository"},
+		{[]string{"backup", "--to", "http://127.0.0.1:1/x.git"}, "cannot reach backup remote"},
+		{[]string{"backup"}, "give one of --to REMOTE and --bundle DIR"},
+	} {
+		_, errOut, err := h.grove(c.args...)
+		is.True(err != nil)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		is.Equal(len(lines), 2)
+		is.True(strings.Contains(lines[0], c.want))
+		is.True(strings.HasPrefix(lines[1], "hint: "))
+	}
 	for i, c := range []struct{ point, flag string }{
 		{"backup.after-snapshots", "--to"},
 		{"backup.before-push", "--to"},
