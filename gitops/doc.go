@@ -48,4 +48,12 @@
 // every worktree whose directory is missing, a user's on an unmounted
 // disk too. RemoveWorktree deletes without the trash and is only Retire's
 // fallback across filesystems.
+//
+// Backups (backup.go, backup_bundle.go, backup_restore.go) push
+// refs/grove/*, stash entries and live snapshots (SnapshotCommit) to a
+// remote under refs/grove-backup/<box>/<repo key>/ with explicit
+// refspecs (PlanBackup, PushBackup), or write them as incremental bundles
+// (PlanBundle, WriteBundle); a catalog commit makes new sibling snapshots
+// send only their new files. FetchBackup and RestoreStashes bring an
+// id's refs into any clone for RestoreWith.
 package gitops

@@ -402,6 +402,9 @@ func restoreNested(ctx context.Context, wt string, paths []string, tree string) 
 		if err := writeRaw(ctx, wt, filepath.Join(wt, filepath.FromSlash(p)), trim(files), empty); err != nil {
 			return fmt.Errorf("nested repository %s: %w", p, err)
 		}
+		if err := readOnlyObjects(filepath.Join(wt, filepath.FromSlash(p), ".git", "objects")); err != nil {
+			return fmt.Errorf("nested repository %s: %w", p, err)
+		}
 	}
 	return nil
 }

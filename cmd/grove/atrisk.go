@@ -71,7 +71,11 @@ func (a *app) printAtRisk(ctx context.Context, repoID int64, asJSON bool) error 
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", id, v.Owner, age(now.Sub(v.LastUsedAt)), v.Path, reasons)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return a.printBackupWarning() // backup.go
+
 }
 
 // recheckProcesses is a recorded report with its process reason as of now:

@@ -152,7 +152,7 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	root.PersistentFlags().StringVar(&a.home, "home", "", "grove's state directory (default $GROVE_HOME or ${XDG_STATE_HOME:-~/.local/state}/grove)")
 	root.AddCommand(a.serveCmd(), a.superviseCmd(), a.submitCmd(), a.lsCmd(), a.showCmd(), a.logsCmd(),
 		a.diffCmd(), a.applyCmd(), a.discardCmd(), a.cancelCmd(), a.closeCmd(), a.waitCmd(), a.retryCmd(),
-		a.reapCmd(), a.restoreCmd(), a.doctorCmd())
+		a.reapCmd(), a.restoreCmd(), a.doctorCmd(), a.backupCmd())
 	root.AddCommand(a.sessionCmd())
 	root.AddCommand(a.trashCmd())
 	root.AddCommand(a.repoCmd())

@@ -140,6 +140,7 @@ func (a *app) doctor(ctx context.Context, home string) doctorReport {
 	checkSessions(ctx, &rep, st) // session_doctor.go
 	checkDisk(&rep, home)
 	checkTrash(&rep, home) // trash.go
+	checkBackup(&rep, home)
 	return rep
 }
 

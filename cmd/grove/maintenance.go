@@ -18,6 +18,8 @@ type maintenance struct {
 	reapEvery string        // a duration or a cron spec; "off" disables
 	reapGrace time.Duration // how long an ownerless worktree is left alone
 	keepRefs  string        // refs/grove/tasks/* retention: "30d", a duration, or 0 (forever)
+
+	backup backupSchedule // --backup-every, --backup-to (backup.go)
 }
 
 func (m *maintenance) flags(c *cobra.Command) {
@@ -27,6 +29,7 @@ func (m *maintenance) flags(c *cobra.Command) {
 		"leave a worktree whose task is finished alone this long before the reaper considers it")
 	c.Flags().StringVar(&m.keepRefs, "keep-refs", "30d",
 		"keep a finished task's refs/grove/tasks/ID (its change) this long after it ended, then the reaper removes it: days (30d) or a duration (0: forever)")
+	m.backup.flags(c)
 }
 
 // keepRefsDuration parses --keep-refs: a number of days ("30d") or a Go
@@ -67,7 +70,11 @@ func (m maintenance) periodic() ([]*river.PeriodicJob, error) {
 	if err != nil {
 		return nil, err
 	}
-	return scheduler.Jobs(
+	backup, err := m.backup.job()
+	if err != nil {
+		return nil, err
+	}
+	return scheduler.Jobs(backup,
 		scheduler.Job{Name: "reap", Spec: every, Args: func() river.JobArgs { return jobs.ReapArgs{} }},
 		// Sessions: idle-TTL eviction and the live-session cap, every minute.
 		scheduler.Job{Name: "evict_idle", Spec: "@every 1m", Args: func() river.JobArgs { return jobs.EvictIdleArgs{} }},

@@ -41,7 +41,8 @@ adopts them.`,
 		Example: `  grove serve
   grove serve --max-agents 8 --home /tmp/grove
   grove serve --reap-every '*/30 * * * *' --reap-grace 4h
-  grove serve --reap-every off`,
+  grove serve --reap-every off
+  grove serve --backup-every 1h --backup-to /mnt/nas/grove.git`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
@@ -196,6 +197,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		return err
 	}
 	deps.KeepRefs, _ = maint.keepRefsDuration() // checked by maint.periodic
+	maint.backup.record(home, log)
 	// Removals, purges and restores a crash interrupted (gitops.SweepTrash
 	// finishes them; it deletes nothing retention still keeps), before any
 	// close runs again.
@@ -212,8 +214,11 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	client, err := jobs.NewServeClient(deps, jobs.ServeConfig{MaxAgents: maxAgents,
 		ErrorLogger: riverLogger(log),
 		Periodic:    periodic,
-		ExtraWork:   func(w *river.Workers) { jobs.AddReapWorker(w, deps, maint.reapGrace) }})
+		ExtraWork:   func(w *river.Workers) { jobs.AddReapWorker(w, deps, maint.reapGrace); jobs.AddBackupWorker(w, deps) }})
 	if err != nil {
+		return err
+	}
+	if err := jobs.AddBackupQueue(client); err != nil {
 		return err
 	}
 	sigs := make(chan os.Signal, 2)
