@@ -16,6 +16,7 @@ import (
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
+	"github.com/grove-dev/grove/store"
 )
 
 // BackupOptions say where a backup goes.
@@ -422,9 +423,13 @@ func writeJSONAtomic(path string, v any) error {
 const QueueBackup = "backup"
 
 // AddBackupQueue adds QueueBackup to the daemon's client (before or after
-// Start).
-func AddBackupQueue(c *Client) error {
-	if err := c.Queues().Add(QueueBackup, river.QueueConfig{MaxWorkers: 1}); err != nil {
+// Start): on PostgreSQL, st's host's (every box backs up its own disk).
+func AddBackupQueue(c *Client, st *store.Store) error {
+	name := QueueBackup
+	if st.Postgres() {
+		name = HostQueue(QueueBackup, st.Host())
+	}
+	if err := c.Queues().Add(name, river.QueueConfig{MaxWorkers: 1}); err != nil {
 		return fmt.Errorf("add backup queue: %w", err)
 	}
 	return nil

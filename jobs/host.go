@@ -30,7 +30,7 @@ import (
 // host. On SQLite, one box, queues keep their plain names.
 
 // hostBound are the queues that have one instance per host on PostgreSQL.
-var hostBound = map[string]bool{QueueGit: true, QueueAgent: true, QueueCleanup: true, QueueMaintenance: true}
+var hostBound = map[string]bool{QueueGit: true, QueueAgent: true, QueueCleanup: true, QueueMaintenance: true, QueueBackup: true}
 
 // HostQueue is the name of queue base on host: base and the host name
 // folded to what River allows in a queue name (lower-case letters and

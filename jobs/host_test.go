@@ -1,8 +1,11 @@
 package jobs
 
 import (
+	"context"
 	"regexp"
 	"testing"
+
+	"github.com/riverqueue/river/rivertype"
 )
 
 // Queue names are valid for River and distinct for distinct hosts, also
@@ -23,5 +26,29 @@ func TestHostQueue(t *testing.T) {
 	}
 	if q := HostQueue(QueueGit, "box-a"); q != "git_box-a" {
 		t.Errorf("a plain name is kept: got %q", q)
+	}
+}
+
+// On PostgreSQL a job on a host-bound queue (git, agent, cleanup,
+// maintenance, backup) lands in this host's instance of it, with a unique
+// key of its own host; other queues are left alone.
+func TestHostRouter(t *testing.T) {
+	r := &hostRouter{host: "box-a"}
+	backup := &rivertype.JobInsertParams{Queue: QueueBackup, UniqueKey: []byte("k")}
+	maint := &rivertype.JobInsertParams{Queue: QueueMaintenance}
+	other := &rivertype.JobInsertParams{Queue: "elsewhere", UniqueKey: []byte("k")}
+	_, err := r.InsertMany(context.Background(), []*rivertype.JobInsertParams{backup, maint, other},
+		func(context.Context) ([]*rivertype.JobInsertResult, error) { return nil, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if backup.Queue != "backup_box-a" || string(backup.UniqueKey) != "k@box-a" {
+		t.Errorf("backup job: queue %q, unique key %q", backup.Queue, backup.UniqueKey)
+	}
+	if maint.Queue != "maintenance_box-a" || maint.UniqueKey != nil {
+		t.Errorf("maintenance job: queue %q, unique key %q", maint.Queue, maint.UniqueKey)
+	}
+	if other.Queue != "elsewhere" || string(other.UniqueKey) != "k" {
+		t.Errorf("other job changed: queue %q, unique key %q", other.Queue, other.UniqueKey)
 	}
 }

@@ -254,7 +254,7 @@ func TestPostgresTortureSubmitters(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	is.Equal(len(ids[a])+len(ids[b]), 2*perHost*each) // every submit accepted
+	is.Equal(len(ids[a])+len(ids[b]), 2*perHost*each)      // every submit accepted
 	limit := time.Duration(perHost*each) * 5 * time.Second // applies are one at a time per repository
 	for _, h := range hs {
 		h.until(limit, "every task of "+h.home+" applied", func() bool {

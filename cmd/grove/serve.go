@@ -218,7 +218,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err != nil {
 		return err
 	}
-	if err := jobs.AddBackupQueue(client); err != nil {
+	if err := jobs.AddBackupQueue(client, a.st); err != nil {
 		return err
 	}
 	sigs := make(chan os.Signal, 2)
