@@ -48,7 +48,7 @@ for it.`,
 				return err
 			}
 			ctx := c.Context()
-			id, err := a.openTask(ctx, args[0])
+			id, err := a.openLocalTask(ctx, args[0], "attach")
 			if err != nil {
 				return err
 			}

@@ -91,3 +91,32 @@ func runLocalPeriodic(ctx context.Context, client *jobs.Client, periodic []*rive
 		log.Error("no periodic maintenance on this host", "err", err)
 	}
 }
+
+// onThisHost refuses what needs a task's files (run dir, worktree,
+// terminal) when the task lives on another host sharing the PostgreSQL
+// database: its files are on that host's disk. what names the command for
+// the hint. On SQLite every task is local.
+func (a *app) onThisHost(ctx context.Context, id, what string) error {
+	if !a.st.Postgres() {
+		return nil
+	}
+	t, err := a.st.Task(ctx, id)
+	if err != nil {
+		return err
+	}
+	if t.Host == "" || t.Host == a.st.Host() {
+		return nil
+	}
+	return grove.Userf(grove.ErrBadRequest, fmt.Sprintf("run it on %s: grove %s %s", t.Host, what, id),
+		"task %s lives on host %s (this is %s): its files are on that host's disk", id, t.Host, a.st.Host())
+}
+
+// openLocalTask is openTask for a command that needs the task's files
+// (see onThisHost).
+func (a *app) openLocalTask(ctx context.Context, arg, what string) (string, error) {
+	id, err := a.openTask(ctx, arg)
+	if err != nil {
+		return "", err
+	}
+	return id, a.onThisHost(ctx, id, what)
+}

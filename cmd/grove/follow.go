@@ -31,6 +31,9 @@ func (a *app) logsCmd() *cobra.Command {
 			if events {
 				return a.printEvents(ctx, id, follow)
 			}
+			if err := a.onThisHost(ctx, id, "logs"); err != nil {
+				return err
+			}
 			if setup {
 				return a.printSetupLog(ctx, id)
 			}
@@ -166,6 +169,9 @@ func (a *app) diffCmd() *cobra.Command {
 				}
 				fmt.Fprintf(a.stdout, "%d files changed, +%d -%d\n", len(ch.Files), ch.Added, ch.Deleted)
 				return nil
+			}
+			if err := a.onThisHost(ctx, id, "diff"); err != nil {
+				return err
 			}
 			t, err := a.st.Task(ctx, id)
 			if err != nil {

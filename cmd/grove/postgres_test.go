@@ -134,6 +134,16 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 		is.Equal(strings.TrimSpace(c.on.git("show", "main:f-"+c.id+".txt")), c.id)
 		is.True(c.on.task(c.id).BaseCommit != "")
 	}
+	// What needs a task's files is refused on the other host, with the way
+	// out; what the database holds is not.
+	for _, cmd := range [][]string{{"logs", idA}, {"diff", idA}, {"attach", idA}, {"send", idA, "x"}, {"restore", idA}} {
+		_, errOut, err := b.grove(cmd...)
+		is.True(err != nil)
+		is.True(strings.Contains(errOut, "task "+idA+" lives on host box-a (this is box-b)")) // names both hosts
+		is.True(strings.Contains(errOut, "run it on box-a: grove "+cmd[0]))
+	}
+	is.True(strings.Contains(b.mustGrove("logs", "--events", idA), "worktree"))
+	is.True(strings.Contains(b.mustGrove("diff", "--stat", idA), "f-"+idA+".txt"))
 	_, errOut, err := a.grove("submit", "--host", "box-b", "--repo", "/nowhere", "--", agentB)
 	is.True(err != nil)
 	is.True(strings.Contains(errOut, "host box-b has no repository /nowhere"))

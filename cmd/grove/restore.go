@@ -31,7 +31,7 @@ run it in a clone of the repository (or pass --repo); see --from.`,
 			if from.source != "" {
 				return a.restoreFromBackup(ctx, from, args[0], path)
 			}
-			id, err := a.openTask(ctx, args[0])
+			id, err := a.openLocalTask(ctx, args[0], "restore")
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,7 @@ follow-up instruction from a script, e.g. after grove wait --until-waiting.`,
 		Args: exactArgs(2, "a task id and the text"),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			id, err := a.openTask(ctx, args[0])
+			id, err := a.openLocalTask(ctx, args[0], "send")
 			if err != nil {
 				return err
 			}
