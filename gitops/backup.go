@@ -267,6 +267,8 @@ func (r *Repo) SnapshotCommit(ctx context.Context, wtPath string, opt SnapshotOp
 	if err != nil {
 		return "", fmt.Errorf("snapshot %s: %w", wtPath, err)
 	}
+	// Submodule commits only the worktree's module store holds are kept
+	// the way apply keeps them: in the main repository's module store.
 	if exists(wt) {
 		if err := r.KeepSubmoduleCommits(ctx, wt); err != nil {
 			return "", fmt.Errorf("snapshot %s: %w", wt, err)

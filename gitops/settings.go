@@ -48,17 +48,6 @@ func (r *Repo) ReadSettings(ctx context.Context, commit string) (grove.Settings,
 	return s, s.Validate("git config")
 }
 
-// BoxSettings returns the settings that come only from git config on this
-// box (grove.allowWrite): what a sandbox may widen, never read from a file
-// an agent could commit. One git process.
-func (r *Repo) BoxSettings(ctx context.Context) (grove.Settings, error) {
-	s, _ := grove.ParseSettings(nil, "")
-	if err := r.applyConfig(ctx, &s); err != nil {
-		return s, err
-	}
-	return s, s.Validate("git config")
-}
-
 // applyConfig overrides s with every git config key grove.<key> (any
 // scope; a narrower scope replaces a wider one).
 func (r *Repo) applyConfig(ctx context.Context, s *grove.Settings) error {

@@ -115,11 +115,13 @@ func TestAllowWriteIsBoxOnly(t *testing.T) {
 	is := is.New(t)
 	ctx := context.Background()
 	r := newRepo(t)
-	s, err := r.BoxSettings(ctx)
+	head, err := r.ResolveCommit(ctx, "HEAD")
+	is.NoErr(err)
+	s, err := r.ReadSettings(ctx, head)
 	is.NoErr(err)
 	is.Equal(len(s.AllowWrite), 0)
 	is.NoErr(r.SetSetting(ctx, grove.KeyAllowWrite, []string{"/srv/cache", "/opt/tool/state"}))
-	s, err = r.BoxSettings(ctx)
+	s, err = r.ReadSettings(ctx, head)
 	is.NoErr(err)
 	is.Equal(s.AllowWrite, []string{"/srv/cache", "/opt/tool/state"})
 	is.Equal(s.Sources[grove.KeyAllowWrite], "git config grove.allowwrite (local)")
@@ -128,12 +130,12 @@ func TestAllowWriteIsBoxOnly(t *testing.T) {
 		var ue *grove.UserError
 		is.True(errors.As(err, &ue)) // refused with a hint
 	}
-	s, err = r.BoxSettings(ctx)
+	s, err = r.ReadSettings(ctx, head)
 	is.NoErr(err)
 	is.Equal(len(s.AllowWrite), 2) // a refused value changed nothing
 
 	writeCommit(t, r.Root, grove.SettingsFile, "allow_write = [\"/\"]\n")
-	head, err := r.ResolveCommit(ctx, "HEAD")
+	head, err = r.ResolveCommit(ctx, "HEAD")
 	is.NoErr(err)
 	_, err = r.ReadSettings(ctx, head)
 	is.True(err != nil)

@@ -135,20 +135,9 @@ func (r *Repo) SnapshotWith(ctx context.Context, wtPath, ref string, opt Snapsho
 	if !validRefName(ref) {
 		return "", fmt.Errorf("snapshot %s: invalid ref %q", wt, ref)
 	}
-	// Submodule commits only the worktree's module store holds are kept
-	// the way apply keeps them: in the main repository's module store.
-	if exists(wt) {
-		if err := r.KeepSubmoduleCommits(ctx, wt); err != nil {
-			return "", fmt.Errorf("snapshot %s: %w", wt, err)
-		}
-	}
-	snap, err := r.snapshotTree(ctx, wt, opt)
+	commit, err := r.SnapshotCommit(ctx, wt, opt)
 	if err != nil {
-		return "", fmt.Errorf("snapshot %s: %w", wt, err)
-	}
-	commit, err := snap.commit(ctx)
-	if err != nil {
-		return "", fmt.Errorf("snapshot %s: %w", wt, err)
+		return "", err
 	}
 	if err := r.SetRef(ctx, ref, commit); err != nil {
 		return "", fmt.Errorf("snapshot %s: %w", wt, err)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops"
@@ -448,10 +447,7 @@ func (BackupArgs) Kind() string { return "backup" }
 // InsertOpts: one run at a time; a run already waiting or running makes
 // another insert a no-op.
 func (BackupArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueBackup, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{
-		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
-			rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable},
-	}}
+	return river.InsertOpts{Queue: QueueBackup, MaxAttempts: 1, UniqueOpts: oneAtATime}
 }
 
 // BackupWorker runs Backup. A failed run is recorded (state file, event,

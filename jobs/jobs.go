@@ -82,7 +82,7 @@ type Deps struct {
 	watch    *treewatch.Watcher   // see pool_trust.go; opened on first use
 	watchErr error
 	trusted  map[int64]*trust // pool entries verified clean, by workspace id
-	settings sync.Map         // settings per repository and commit (setup.go), box settings per repository (sandbox.go)
+	settings sync.Map         // settings per repository and commit, see setup.go
 	stopping chan struct{}
 	wake     func() // wakes the daemon's River listener (nil outside the daemon)
 	stopOnce sync.Once

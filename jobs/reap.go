@@ -36,11 +36,13 @@ func (ReapArgs) Kind() string { return "reap" }
 // InsertOpts puts the job on the maintenance queue, one pass at a time: a
 // pass already waiting or running makes another insert a no-op.
 func (ReapArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{
-		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
-			rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable},
-	}}
+	return river.InsertOpts{Queue: QueueMaintenance, MaxAttempts: 1, UniqueOpts: oneAtATime}
 }
+
+// oneAtATime makes an insert a no-op while a job of the same kind waits
+// or runs (a periodic pass that would only repeat the one in flight).
+var oneAtATime = river.UniqueOpts{ByState: []rivertype.JobState{rivertype.JobStateAvailable,
+	rivertype.JobStatePending, rivertype.JobStateRunning, rivertype.JobStateScheduled, rivertype.JobStateRetryable}}
 
 // ReapWorker runs Reap with the daemon's clock and grace.
 type ReapWorker struct {

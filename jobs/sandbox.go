@@ -114,7 +114,7 @@ func (d *Deps) sandboxFor(ctx context.Context, task grove.Task, ws grove.Workspa
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := d.workspacePolicy(ctx, repo, ws, tmp, agentHome(task))
+	p, err := d.workspacePolicy(ctx, repo, ws, task.BaseCommit, tmp, agentHome(task))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -158,9 +158,9 @@ type policy struct {
 // (a task's agent, a session's service): the worktree, its admin dir, its
 // own branch's ref and reflog directories, the private tmp, the default
 // toolchain caches below home, the daemon's --allow-write and the
-// repository's box-only allow_write. It migrates the branch to a
-// directory of its own first.
-func (d *Deps) workspacePolicy(ctx context.Context, repo *gitops.Repo, ws grove.Workspace, tmp, home string) (policy, error) {
+// repository's box-only allow_write (from its settings at commit). It
+// migrates the branch to a directory of its own first.
+func (d *Deps) workspacePolicy(ctx context.Context, repo *gitops.Repo, ws grove.Workspace, commit, tmp, home string) (policy, error) {
 	ws, err := d.migrateBranch(ctx, repo, ws)
 	if err != nil {
 		return policy{}, err
@@ -178,37 +178,15 @@ func (d *Deps) workspacePolicy(ctx context.Context, repo *gitops.Repo, ws grove.
 		}
 		p.makeDirs = append(p.makeDirs, filepath.Join(home, ".cache"))
 	}
-	box, err := d.boxSettings(ctx, repo) // grove.allowWrite: the repository's, set on this box
+	// The settings the hand-off read at this commit (cached): allow_write
+	// comes from this box's git config only.
+	box, _, err := d.settingsAt(ctx, repo, commit)
 	if err != nil {
 		return policy{}, fmt.Errorf("sandbox: %w", err)
 	}
 	p.write = append(p.write, d.Sandbox.AllowWrite...)
 	p.write = append(p.write, box.AllowWrite...)
 	return p, nil
-}
-
-// boxEntry caches a repository's box-only settings while its git config
-// file is unchanged (the same rule as settingsAt's cache).
-type boxEntry struct {
-	s      grove.Settings
-	config string // the repository's config file, as read
-}
-
-// boxSettings returns repo.BoxSettings, read again only when the
-// repository's config file changed (grove repo set rewrites it): a git
-// process less per agent start.
-func (d *Deps) boxSettings(ctx context.Context, repo *gitops.Repo) (grove.Settings, error) {
-	ck := repo.CommonDir + "\x00box"
-	cfg := configText(repo)
-	if v, ok := d.settings.Load(ck); ok && v.(boxEntry).config == cfg {
-		return v.(boxEntry).s, nil
-	}
-	s, err := repo.BoxSettings(ctx)
-	if err != nil {
-		return s, err
-	}
-	d.settings.Store(ck, boxEntry{s: s, config: cfg})
-	return s, nil
 }
 
 // serviceSandbox builds the sandbox of a session's service run in dir:
@@ -227,7 +205,7 @@ func (d *Deps) serviceSandbox(ctx context.Context, repoPath string, ws grove.Wor
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := d.workspacePolicy(ctx, repo, ws, tmp, os.Getenv("HOME"))
+	p, err := d.workspacePolicy(ctx, repo, ws, ws.BaseCommit, tmp, os.Getenv("HOME"))
 	if err != nil {
 		return nil, nil, err
 	}
