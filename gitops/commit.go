@@ -1,10 +1,18 @@
 package gitops
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/grove-dev/grove"
 )
@@ -18,7 +26,18 @@ const (
 // identityArgs returns -c options giving git an identity when dir's
 // configuration lacks user.name or user.email. GIT_AUTHOR_* and
 // GIT_COMMITTER_* in the environment still take precedence, as in git.
+//
+// The answer is cached by the exact text of every configuration file git
+// would read in dir (and the configuration environment), so an edit to
+// any of them asks git again; configuration with includes is never
+// cached (an include can depend on the branch).
 func identityArgs(ctx context.Context, dir string) ([]string, error) {
+	key, cacheable := configDigest(dir)
+	if cacheable {
+		if v, ok := identityCache.Load(key); ok {
+			return v.([]string), nil
+		}
+	}
 	out, err := run(ctx, dir, "config", "--get-regexp", `^user\.(name|email)$`)
 	if err != nil && exitCode(err) != 1 {
 		return nil, fmt.Errorf("read identity: %w", err)
@@ -33,14 +52,83 @@ func identityArgs(ctx context.Context, dir string) ([]string, error) {
 			hasEmail = true
 		}
 	}
-	var args []string
+	args := []string{}
 	if !hasName {
 		args = append(args, "-c", "user.name="+fallbackName)
 	}
 	if !hasEmail {
 		args = append(args, "-c", "user.email="+fallbackEmail)
 	}
+	args = slices.Clip(args) // callers append: never into a shared array
+	if cacheable {
+		identityCache.Store(key, args)
+	}
 	return args, nil
+}
+
+// identityCache maps configDigest to identityArgs' answer (a few entries:
+// one per distinct set of configuration texts).
+var identityCache sync.Map
+
+// configDigest is a digest of the text of every configuration source git
+// reads in dir
+// (system, global, repository, worktree, and the environment that
+// changes them); ok is false when one cannot be read exactly or uses
+// includes.
+func configDigest(dir string) (key string, ok bool) {
+	gitDir := filepath.Join(dir, ".git")
+	if st, err := os.Stat(gitDir); err != nil {
+		return "", false
+	} else if !st.IsDir() {
+		if gitDir, err = GitDirOf(dir); err != nil {
+			return "", false
+		}
+	}
+	common := gitDir
+	if b, err := os.ReadFile(filepath.Join(gitDir, "commondir")); err == nil {
+		c := strings.TrimRight(string(b), "\r\n")
+		if !filepath.IsAbs(c) {
+			c = filepath.Join(gitDir, c)
+		}
+		common = c
+	}
+	home, _ := os.UserHomeDir()
+	xdg := os.Getenv("XDG_CONFIG_HOME")
+	if xdg == "" && home != "" {
+		xdg = filepath.Join(home, ".config")
+	}
+	files := []string{filepath.Join(common, "config"), filepath.Join(gitDir, "config.worktree")}
+	if g, set := os.LookupEnv("GIT_CONFIG_GLOBAL"); set {
+		files = append(files, g)
+	} else {
+		files = append(files, filepath.Join(xdg, "git", "config"), filepath.Join(home, ".gitconfig"))
+	}
+	if os.Getenv("GIT_CONFIG_NOSYSTEM") == "" {
+		sys := os.Getenv("GIT_CONFIG_SYSTEM")
+		if sys == "" {
+			sys = "/etc/gitconfig"
+		}
+		files = append(files, sys)
+	}
+	var b strings.Builder
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "GIT_CONFIG") || strings.HasPrefix(kv, "HOME=") || strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
+			b.WriteString(kv)
+			b.WriteByte(0)
+		}
+	}
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", false
+		}
+		if bytes.Contains(bytes.ToLower(text), []byte("include")) {
+			return "", false
+		}
+		fmt.Fprintf(&b, "%s\x00%d\x00%s\x00", f, len(text), text)
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return string(sum[:]), true
 }
 
 // CommitAll stages everything in the worktree at wtPath (`add -A`) and, if
@@ -69,6 +157,11 @@ func (r *Repo) CommitAll(ctx context.Context, wtPath, message string) (head stri
 			"--cleanup=whitespace", "--allow-empty-message", "-m", message)
 		if _, err := runRetry(ctx, wtPath, args...); err != nil {
 			return "", fmt.Errorf("commit %s: %w", wtPath, err)
+		}
+	}
+	if gd, err := GitDirOf(wtPath); err == nil && topIsGitFileDir(r.CommonDir, gd) {
+		if head, _, ok := worktreeHeadFiles(r.CommonDir, gd); ok {
+			return head, nil
 		}
 	}
 	out, err := run(ctx, wtPath, "rev-parse", "--verify", "HEAD")

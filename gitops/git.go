@@ -151,6 +151,11 @@ func transient(err error) bool {
 			return true
 		}
 	}
+	if strings.Contains(s, "/worktrees/") && strings.Contains(s, "No such file or directory") {
+		// A worktree add whose half-made admin dir a concurrent
+		// `git worktree prune` (a user's git gc) removed: git's own race.
+		return true
+	}
 	if strings.Contains(s, "cannot lock ref") {
 		// A compare-and-swap that lost, or a name clash, is an answer, not a race.
 		for _, m := range []string{"but expected", "already exists", "exists; cannot create", "unable to resolve", "is at "} {

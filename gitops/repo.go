@@ -240,6 +240,9 @@ func (r *Repo) ResolveCommit(ctx context.Context, rev string) (string, error) {
 	if rev == "" || strings.HasPrefix(rev, "-") || strings.ContainsAny(rev, "\x00\n") {
 		return "", unknown
 	}
+	if typ, known := looseObjectType(r.CommonDir, rev); known && typ == "commit" {
+		return rev, nil // a full id of a commit stored loose: no git needed
+	}
 	out, err := run(ctx, r.Root, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}")
 	if err != nil {
 		if exitCode(err) == 1 || exitCode(err) == 128 {
@@ -327,9 +330,20 @@ func validRefName(ref string) bool {
 // RefCommit returns the commit the full ref (e.g. "refs/heads/x") points
 // at, peeling tags, or "" if the ref does not exist (or is no valid ref
 // name, or does not point at a commit).
+//
+// Branches (refs/heads/*) and grove's own refs (refs/grove/*) are read
+// from the ref files when that answer is exact (refs_files.go): git only
+// ever writes commits there (update-ref refuses anything else for a
+// branch, and grove writes commits), so the object's type is not looked
+// up again. Other refs, and those the files cannot answer, ask git.
 func (r *Repo) RefCommit(ctx context.Context, ref string) (string, error) {
 	if !validRefName(ref) {
 		return "", nil
+	}
+	if strings.HasPrefix(ref, "refs/heads/") || strings.HasPrefix(ref, "refs/grove/") {
+		if oid, known := filesRef(r.CommonDir, ref); known {
+			return oid, nil
+		}
 	}
 	// for-each-ref matches whole path components and never reads its
 	// argument as a revision; refs/x and refs/x/y cannot both exist.

@@ -333,8 +333,8 @@ func (r *Repo) AtRisk(ctx context.Context, path string, opt GateOptions) (rep Re
 // entry keeps them) and submodule stores are found in gitDir/modules.
 func (r *Repo) checkTree(ctx context.Context, wg *sync.WaitGroup, dir, gitDir, stashBranch string, keep []string, refresh, moved bool, rs *riskSet) {
 	wg.Go(func() { r.checkStatus(ctx, dir, keep, refresh, moved, rs) })
-	wg.Go(func() { checkHidden(ctx, dir, rs) })
-	wg.Go(func() { checkWorktreeRefs(ctx, dir, rs) })
+	wg.Go(func() { r.checkHidden(ctx, dir, gitDir, rs) })
+	wg.Go(func() { r.checkWorktreeRefs(ctx, dir, gitDir, rs) })
 	wg.Go(func() { r.checkStash(ctx, stashBranch, rs) })
 	wg.Go(func() { r.checkSubCommits(ctx, dir, gitDir, moved, rs) })
 	checkGitDir(gitDir, rs)
@@ -364,6 +364,9 @@ type wtInfo struct {
 // worktreeInfo checks that dir is the top of a linked worktree of r and
 // reads its git dir and HEAD.
 func (r *Repo) worktreeInfo(ctx context.Context, dir string) (wtInfo, error) {
+	if info, known := r.worktreeInfoFiles(dir); known {
+		return info, nil
+	}
 	out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir", "--show-toplevel",
 		"HEAD", "--symbolic-full-name", "HEAD")
 	if err != nil {
@@ -499,8 +502,24 @@ func keptIgnored(p string, keep []string) bool {
 }
 
 // checkHidden finds assume-unchanged entries, and skip-worktree entries
-// whose file exists (so may hold edits git does not look at).
-func checkHidden(ctx context.Context, dir string, rs *riskSet) {
+// whose file exists (so may hold edits git does not look at), in the
+// index of the worktree at dir whose git dir is gitDir: read from the
+// index file when it can be read exactly (index_flags.go), else from
+// `git ls-files -v`.
+func (r *Repo) checkHidden(ctx context.Context, dir, gitDir string, rs *riskSet) {
+	if hashLen, ok := objectHashLen(r.CommonDir); ok {
+		if hidden, known := readHiddenEntries(filepath.Join(gitDir, "index"), hashLen); known {
+			for _, h := range hidden {
+				switch {
+				case h.assumeValid:
+					rs.addPath(RiskHiddenEdit, h.name+" (assume-unchanged)")
+				case h.skipWorktree && exists(filepath.Join(dir, h.name)):
+					rs.addPath(RiskHiddenEdit, h.name+" (skip-worktree)")
+				}
+			}
+			return
+		}
+	}
 	out, err := run(ctx, dir, "ls-files", "-v", "-z")
 	if err != nil {
 		rs.gitErr("ls-files", err)
@@ -520,7 +539,16 @@ func checkHidden(ctx context.Context, dir string, rs *riskSet) {
 	}
 }
 
-func checkWorktreeRefs(ctx context.Context, dir string, rs *riskSet) {
+// checkWorktreeRefs adds the worktree's own refs (refs/worktree/*) of the
+// worktree at dir whose git dir is gitDir: read from its ref files when
+// they answer exactly, else from git.
+func (r *Repo) checkWorktreeRefs(ctx context.Context, dir, gitDir string, rs *riskSet) {
+	if refs, known := worktreeRefFiles(r.CommonDir, gitDir); known {
+		for _, ref := range refs {
+			rs.addPath(RiskWorktreeRefs, ref)
+		}
+		return
+	}
 	out, err := run(ctx, dir, "for-each-ref", "--format=%(refname)", "refs/worktree/")
 	if err != nil {
 		rs.gitErr("worktree refs", err)
@@ -572,6 +600,9 @@ func checkGitDir(gitDir string, rs *riskSet) {
 func (r *Repo) checkStash(ctx context.Context, branch string, rs *riskSet) {
 	if branch == "" {
 		return
+	}
+	if oid, known := filesRef(r.CommonDir, "refs/stash"); known && oid == "" {
+		return // no stash at all
 	}
 	out, err := run(ctx, r.Root, "for-each-ref", "--format=%(refname)", "refs/stash")
 	if err != nil {

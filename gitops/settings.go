@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/grove-dev/grove"
 )
@@ -48,16 +49,39 @@ func (r *Repo) ReadSettings(ctx context.Context, commit string) (grove.Settings,
 	return s, s.Validate("git config")
 }
 
-// applyConfig overrides s with every git config key grove.<key> (any
-// scope; a narrower scope replaces a wider one).
-func (r *Repo) applyConfig(ctx context.Context, s *grove.Settings) error {
+// groveConfig is `git config --show-scope --get-regexp ^grove\.` in the
+// main worktree ("" when no key is set), cached by configDigest: the same
+// configuration texts give the same answer.
+func (r *Repo) groveConfig(ctx context.Context) ([]byte, error) {
+	key, cacheable := configDigest(r.Root)
+	if cacheable {
+		if v, ok := groveConfigCache.Load(key); ok {
+			return v.([]byte), nil
+		}
+	}
 	out, err := run(ctx, r.Root, "config", "--show-scope", "--get-regexp", `^grove\.`)
 	var ge *GitError
 	if errors.As(err, &ge) && ge.ExitCode == 1 {
-		return nil // no override
+		out, err = nil, nil // no override
 	}
 	if err != nil {
-		return fmt.Errorf("read git config grove.*: %w", err)
+		return nil, fmt.Errorf("read git config grove.*: %w", err)
+	}
+	if cacheable {
+		groveConfigCache.Store(key, out)
+	}
+	return out, nil
+}
+
+// groveConfigCache maps configDigest to groveConfig's answer.
+var groveConfigCache sync.Map
+
+// applyConfig overrides s with every git config key grove.<key> (any
+// scope; a narrower scope replaces a wider one).
+func (r *Repo) applyConfig(ctx context.Context, s *grove.Settings) error {
+	out, err := r.groveConfig(ctx)
+	if err != nil {
+		return err
 	}
 	over := map[string][]string{}
 	scope := map[string]string{}

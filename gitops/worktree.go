@@ -22,8 +22,18 @@ type WorktreeEntry struct {
 	Prunable bool // git considers it stale (typically: its directory is gone)
 }
 
-// Worktrees lists the repository's worktrees, the main worktree first.
+// Worktrees lists the repository's worktrees, the main worktree first:
+// read from git's files when they answer exactly (worktreesFiles), else
+// from `git worktree list`.
 func (r *Repo) Worktrees(ctx context.Context) ([]WorktreeEntry, error) {
+	if list, known := r.worktreesFiles(); known {
+		return list, nil
+	}
+	return r.worktreesGit(ctx)
+}
+
+// worktreesGit is Worktrees asking git.
+func (r *Repo) worktreesGit(ctx context.Context) ([]WorktreeEntry, error) {
 	// From the main worktree: git knows its path there even when the git
 	// dir lives elsewhere (--separate-git-dir).
 	out, err := run(ctx, r.Root, "worktree", "list", "--porcelain", "-z")

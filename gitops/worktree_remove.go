@@ -129,13 +129,12 @@ func (r *Repo) recheckMoved(ctx context.Context, path, dir, gitDir string, rep R
 		checkProcesses(dir, rs)
 	}
 	stashBranch := rep.Branch
-	out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-dir", "HEAD", "--symbolic-full-name", "HEAD")
-	l := lines(out)
+	l, err := r.movedHead(ctx, dir, gitDir)
 	switch {
 	case err != nil:
 		rs.gitErr("inspect moved worktree", err)
 	case len(l) != 3:
-		rs.gitErr("inspect moved worktree", fmt.Errorf("unexpected rev-parse output %q", out))
+		rs.gitErr("inspect moved worktree", fmt.Errorf("unexpected rev-parse output %q", l))
 	case !samePath(l[0], gitDir):
 		rs.gitErr("inspect moved worktree", fmt.Errorf("its git dir is %s, not %s", l[0], gitDir))
 	default:
@@ -170,6 +169,25 @@ func (r *Repo) recheckMoved(ctx context.Context, path, dir, gitDir string, rep R
 	}
 	return grove.Userf(grove.ErrAtRisk, "run the removal again: the at-risk gate judges it as it is now",
 		"worktree %s not removed: it changed after the at-risk gate judged it: %s", path, strings.Join(changed, "; "))
+}
+
+// movedHead returns, for the worktree moved to dir, what `rev-parse
+// --path-format=absolute --git-dir HEAD --symbolic-full-name HEAD` prints
+// there, one line each; read from the files when they answer exactly.
+func (r *Repo) movedHead(ctx context.Context, dir, gitDir string) ([]string, error) {
+	if gd, err := GitDirOf(dir); err == nil && samePath(gd, gitDir) &&
+		samePath(filepath.Dir(gd), filepath.Join(r.CommonDir, "worktrees")) {
+		if topIsGitFileDir(r.CommonDir, gd) {
+			if head, ref, ok := worktreeHeadFiles(r.CommonDir, gd); ok {
+				if ref == "" {
+					ref = "HEAD"
+				}
+				return []string{gd, head, ref}, nil
+			}
+		}
+	}
+	out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-dir", "HEAD", "--symbolic-full-name", "HEAD")
+	return lines(out), err
 }
 
 // removeExpect is the state RetireWorktree requires of the worktree it
