@@ -7,6 +7,7 @@ package procscan
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -169,6 +170,55 @@ func InOrWithEnv(dir, key, value string) ([]int, error) {
 		return nil, err
 	}
 	return matchProcs(func(pd string) bool { return hasEnv(pd, key, value) || procUses(pd, roots) })
+}
+
+// InOrWithEnvSince is InOrWithEnv restricted to processes that started at
+// or after since (clock ticks after boot, as StartTicks gives). The
+// supervisor sweeps with its own start: a process older than it cannot be
+// its agent's, and reading one small stat file first spares the costly
+// look at every other process's descriptors and memory maps.
+func InOrWithEnvSince(dir, key, value string, since uint64) ([]int, error) {
+	var roots []string
+	if dir != "" {
+		var err error
+		if roots, err = procRoots(dir); err != nil {
+			return nil, err
+		}
+	}
+	return matchProcs(func(pd string) bool {
+		if t, ok := startTicks(pd); !ok || t < since {
+			return false
+		}
+		return (value != "" && hasEnv(pd, key, value)) || (roots != nil && procUses(pd, roots))
+	})
+}
+
+// StartTicks returns when process pid started, in clock ticks after boot
+// (field 22 of /proc/<pid>/stat).
+func StartTicks(pid int) (uint64, error) {
+	t, ok := startTicks("/proc/" + strconv.Itoa(pid))
+	if !ok {
+		return 0, fmt.Errorf("read start time of process %d", pid)
+	}
+	return t, nil
+}
+
+// startTicks reads field 22 (starttime) of the stat file at pd.
+func startTicks(pd string) (uint64, bool) {
+	b, err := os.ReadFile(pd + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := bytes.Fields(b[i+1:]) // field 3 (state) onwards
+	if len(f) < 20 {
+		return 0, false
+	}
+	t, err := strconv.ParseUint(string(f[19]), 10, 64)
+	return t, err == nil
 }
 
 // hasEnv reports whether the live process at pd has key=value in its

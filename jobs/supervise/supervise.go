@@ -363,8 +363,14 @@ func startLocked(cmd *exec.Cmd, enter func() (func(), error)) (<-chan error, err
 // carry the agent's GROVE_TASK_ID (one that left its group and directory)
 // and, with Sweep, the processes working inside the work dir: TERM, up to
 // grace, then KILL.
+//
+// Only processes that started after this supervisor are looked at: an
+// older one cannot be the agent's (a user's shell that went into the
+// worktree is not killed), and skipping them costs one stat read each
+// instead of a look at every descriptor and memory map on the box.
 func cleanup(pgid int, spec Spec, grace time.Duration) {
 	taskID := envValue(spec.Env, "GROVE_TASK_ID")
+	since, _ := procscan.StartTicks(os.Getpid()) // 0 (everyone) if unreadable
 	left := func() []int {
 		var pids []int
 		if groupAlive(pgid) {
@@ -375,7 +381,7 @@ func cleanup(pgid int, spec Spec, grace time.Duration) {
 			dir = spec.WorkDir
 		}
 		if taskID != "" || dir != "" {
-			in, _ := procscan.InOrWithEnv(dir, "GROVE_TASK_ID", taskID)
+			in, _ := procscan.InOrWithEnvSince(dir, "GROVE_TASK_ID", taskID, since)
 			pids = append(pids, in...)
 		}
 		return pids

@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -155,4 +156,21 @@ func processAlive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && s[i+2] != 'Z'
+}
+
+// TestSweepSparesOlderProcesses runs a real supervisor whose agent leaves
+// an escapee behind while a process that was already working in the work
+// dir before the run (a user's shell that went there) keeps running: the
+// sweep takes only what is younger than the supervisor.
+func TestSweepSparesOlderProcesses(t *testing.T) {
+	is := is.New(t)
+	s := spec(t, `setsid sh -c 'echo $$ > escapee; exec sleep 600' & sleep 0.2; exit 0`)
+	user := exec.Command("sleep", "600")
+	user.Dir = s.WorkDir
+	is.NoErr(user.Start())
+	t.Cleanup(func() { _ = user.Process.Kill(); _ = user.Wait() })
+	runSupervisor(t, s)
+	escapee := readPid(t, filepath.Join(s.WorkDir, "escapee"))
+	is.True(!processAlive(escapee))         // the agent's escapee was swept
+	is.True(processAlive(user.Process.Pid)) // the older process was not
 }
