@@ -2,7 +2,11 @@ package gitops
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -50,7 +54,18 @@ func (r *Repo) unheldOf(ctx context.Context, tips, held []string) ([]string, err
 // checkReflog adds a RiskReflog when the HEAD reflog of the worktree
 // (git run in dir with pre) names commits that no ref outside
 // refs/grove/*, no commit of held and nothing they reach holds.
+//
+// In a worktree (pre empty) whose HEAD reflog file reads exactly and
+// names only commits that held (or a loose held commit's parents) are,
+// the answer needs no git: nothing is lost (see heldAtOnce).
 func (r *Repo) checkReflog(ctx context.Context, dir string, pre []string, held []string, rs *riskSet) {
+	if len(pre) == 0 {
+		if gd, err := GitDirOf(dir); err == nil {
+			if shas, ok := headReflogFile(gd); ok && r.heldAtOnce(shas, held) {
+				return
+			}
+		}
+	}
 	shas, err := headReflog(ctx, dir, pre...)
 	if err != nil {
 		rs.gitErr("reflog", err)
@@ -112,4 +127,75 @@ func keepParents(ctx context.Context, dir string, parents, extra []string, pre .
 	indep := lines(out)
 	// Keep cand's order (newest first) for a stable commit.
 	return slices.DeleteFunc(cand, func(c string) bool { return !slices.Contains(indep, c) }), nil
+}
+
+// headReflogFile is headReflog read from gitDir/logs/HEAD (each line
+// "<old> <new> <who> <when>\t<message>"; the new ids, newest first, no
+// repeats); ok is false when a line does not read exactly.
+func headReflogFile(gitDir string) (shas []string, ok bool) {
+	b, err := os.ReadFile(filepath.Join(gitDir, "logs", "HEAD"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, true
+	}
+	if err != nil {
+		return nil, false
+	}
+	text := strings.TrimSuffix(string(b), "\n")
+	if text == "" {
+		return nil, true
+	}
+	ls := strings.Split(text, "\n")
+	for i := len(ls) - 1; i >= 0; i-- {
+		f := strings.SplitN(ls[i], " ", 3)
+		if len(f) != 3 {
+			return nil, false
+		}
+		if _, ok := oneObjectID([]byte(f[0])); !ok {
+			return nil, false
+		}
+		if _, ok := oneObjectID([]byte(f[1])); !ok || strings.Trim(f[1], "0") == "" {
+			return nil, false
+		}
+		if !slices.Contains(shas, f[1]) {
+			shas = append(shas, f[1])
+		}
+	}
+	return shas, true
+}
+
+// heldAtOnce reports whether every commit of shas is plainly held: it is
+// one of held (a commit id, or a branch or grove ref read from the ref
+// files) or a parent of one of those, read from its loose object. false
+// means "ask git", not "lost".
+func (r *Repo) heldAtOnce(shas, held []string) bool {
+	var ids []string
+	for _, h := range held {
+		if strings.HasPrefix(h, "refs/heads/") || strings.HasPrefix(h, "refs/grove/") {
+			oid, known := filesRef(r.CommonDir, h)
+			if !known {
+				return false
+			}
+			h = oid
+		}
+		if _, ok := oneObjectID([]byte(h)); ok {
+			ids = append(ids, h)
+		}
+	}
+	var parents []string
+	parentsRead := false
+	for _, c := range shas {
+		if slices.Contains(ids, c) {
+			continue
+		}
+		if !parentsRead {
+			parentsRead = true
+			for _, id := range ids {
+				parents = append(parents, looseCommitParents(r.CommonDir, id)...)
+			}
+		}
+		if !slices.Contains(parents, c) {
+			return false
+		}
+	}
+	return true
 }

@@ -277,28 +277,63 @@ func (r *Repo) worktreesFiles() (list []WorktreeEntry, known bool) {
 // object's zlib-compressed header as git does; known is false when it is
 // not loose there (packed, in an alternate store) or cannot be read.
 func looseObjectType(commonDir, oid string) (typ string, known bool) {
+	typ, _, known = readLooseObject(commonDir, oid, 0)
+	return typ, known
+}
+
+// readLooseObject reads the loose object oid of commonDir: its type and
+// up to max bytes of its content (whole lines only are trustworthy if it
+// is longer). ok is false when it is not loose there or does not read.
+func readLooseObject(commonDir, oid string, max int) (typ, body string, ok bool) {
 	if _, ok := oneObjectID([]byte(oid)); !ok {
-		return "", false
+		return "", "", false
 	}
 	f, err := os.Open(filepath.Join(commonDir, "objects", oid[:2], oid[2:]))
 	if err != nil {
-		return "", false
+		return "", "", false
 	}
 	defer f.Close()
 	zr, err := zlib.NewReader(f)
 	if err != nil {
-		return "", false
+		return "", "", false
 	}
 	defer zr.Close()
-	var hdr [32]byte
-	n, _ := io.ReadFull(zr, hdr[:])
-	typ, _, ok := strings.Cut(string(hdr[:n]), " ")
-	if !ok {
-		return "", false
+	buf := make([]byte, 32+max)
+	n, _ := io.ReadFull(zr, buf)
+	head, rest, found := bytes.Cut(buf[:n], []byte{0})
+	if !found {
+		return "", "", false
+	}
+	typ, _, found = strings.Cut(string(head), " ")
+	if !found {
+		return "", "", false
 	}
 	switch typ {
 	case "commit", "tree", "blob", "tag":
-		return typ, true
+		return typ, string(rest), true
 	}
-	return "", false
+	return "", "", false
+}
+
+// looseCommitParents returns the parents of commit oid read from its loose
+// object in commonDir; nil when it is not a loose commit or cannot be read
+// (the caller then asks git).
+func looseCommitParents(commonDir, oid string) []string {
+	hdr, body, ok := readLooseObject(commonDir, oid, 4096)
+	if !ok || hdr != "commit" {
+		return nil
+	}
+	var parents []string
+	for _, l := range strings.Split(body, "\n") {
+		if l == "" {
+			break // end of the header
+		}
+		if p, ok := strings.CutPrefix(l, "parent "); ok {
+			if _, valid := oneObjectID([]byte(p)); !valid {
+				return nil
+			}
+			parents = append(parents, p)
+		}
+	}
+	return parents
 }

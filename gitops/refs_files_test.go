@@ -353,3 +353,56 @@ func TestLooseObjectTypeMatchesGit(t *testing.T) {
 	_, known = looseObjectType(r.CommonDir, "../../../../etc/passwd")
 	is.True(!known)
 }
+
+// TestHeadReflogFileMatchesGit reads a worktree's HEAD reflog from its
+// file and compares it with `git reflog show`, and checks heldAtOnce
+// against git's reachability: held commits and their parents are held at
+// once; a commit made on a detached HEAD and left is not (git decides,
+// and the gate reports it).
+func TestHeadReflogFileMatchesGit(t *testing.T) {
+	is := is.New(t)
+	r := newRepo(t)
+	ctx := context.Background()
+	wt := filepath.Join(t.TempDir(), "wt")
+	git(t, r.Root, "worktree", "add", "-q", "-b", "feature", wt)
+	base := git(t, wt, "rev-parse", "HEAD")
+	write(t, filepath.Join(wt, "f.txt"), "one\n")
+	git(t, wt, "add", "-A")
+	git(t, wt, "commit", "-q", "-m", "one")
+	c1 := git(t, wt, "rev-parse", "HEAD")
+	gd, err := GitDirOf(wt)
+	is.NoErr(err)
+
+	viaGit := func() []string {
+		var shas []string
+		for _, l := range strings.Split(git(t, wt, "reflog", "show", "--format=%H", "HEAD", "--"), "\n") {
+			if l != "" && !slices.Contains(shas, l) {
+				shas = append(shas, l)
+			}
+		}
+		return shas
+	}
+	shas, ok := headReflogFile(gd)
+	is.True(ok)
+	is.Equal(shas, viaGit())
+	is.Equal(shas, []string{c1, base})
+	is.True(r.heldAtOnce(shas, []string{c1}))                   // c1 itself, base its parent
+	is.True(r.heldAtOnce(shas, []string{"refs/heads/feature"})) // read from the ref file
+	is.True(!r.heldAtOnce(shas, []string{base}))                // c1 is not below base
+
+	// A commit on a detached HEAD, then back to the branch.
+	git(t, wt, "checkout", "-q", "--detach")
+	write(t, filepath.Join(wt, "g.txt"), "two\n")
+	git(t, wt, "add", "-A")
+	git(t, wt, "commit", "-q", "-m", "two")
+	git(t, wt, "checkout", "-q", "feature")
+	shas, ok = headReflogFile(gd)
+	is.True(ok)
+	is.Equal(shas, viaGit())
+	is.True(!r.heldAtOnce(shas, []string{c1}))
+	rep := r.AtRisk(ctx, wt, GateOptions{Branch: "feature", AppliedRefs: []string{c1}})
+	is.True(rep.Has(RiskReflog)) // git's answer: the detached commit is only in the reflog
+	n, err := r.unheld(ctx, c1, "refs/heads/feature", nil, []string{c1})
+	is.NoErr(err)
+	is.Equal(n, 0)
+}

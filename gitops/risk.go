@@ -393,7 +393,13 @@ func (r *Repo) worktreeInfo(ctx context.Context, dir string) (wtInfo, error) {
 
 // unheld counts commits reachable from tip that no ref holds except
 // exclude and refs/grove/*, no other worktree HEAD and no applied ref.
+//
+// A tip that is plainly held (heldAtOnce: one of otherHeads or applied, or
+// a parent of one) counts 0 without asking git.
 func (r *Repo) unheld(ctx context.Context, tip, exclude string, otherHeads, applied []string) (int, error) {
+	if r.heldAtOnce([]string{tip}, append(slices.Clone(otherHeads), applied...)) {
+		return 0, nil
+	}
 	args := []string{"rev-list", "--count", "--ignore-missing", tip, "--not", "--exclude=refs/grove/*"}
 	if exclude != "" {
 		args = append(args, "--exclude="+exclude)
