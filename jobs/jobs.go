@@ -280,11 +280,13 @@ func serveQueues(st *store.Store, cfg ServeConfig) map[string]river.QueueConfig 
 	return q
 }
 
-// Priorities on the git queue (1 is worked first): starting a task is
-// what users wait for; cleanup and pool refills can wait.
+// Priorities on the git queue (1 is worked first): finishing a task whose
+// agent is done comes before starting another (under a backlog of
+// submits, a diff no longer waits behind every create: with 1000 queued,
+// none reached review for 3 minutes); pool refills can wait.
 const (
-	priorityStart = 1 // create_worktree, session ops
-	priorityStage = 2 // diff, apply
+	priorityStage = 1 // diff, apply
+	priorityStart = 2 // create_worktree, session ops
 	priorityPool  = 3 // pool_fill
 )
 
