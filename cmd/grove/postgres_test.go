@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -88,6 +89,7 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 			AND state = 'completed' AND queue IN ('maintenance_box-a', 'maintenance_box-b')`).Scan(&n)
 		return err == nil && n == 2
 	})
+	refuseDuplicateHost(t, a.database, "box-a")
 
 	idA := a.mustGrove("submit", "--repo", a.repo, "--apply", "auto", "--env", "COUNTER="+counter,
 		"--env", "GATE="+gate, "--env", "WAIT=1", "--", agentA)
@@ -149,6 +151,30 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	is.True(strings.Contains(errOut, "host box-b has no repository /nowhere"))
 	a.stopDaemon(syscall.SIGTERM)
 	b.stopDaemon(syscall.SIGTERM)
+}
+
+// refuseDuplicateHost checks that a daemon of a new home claiming host,
+// whose daemon is up on database, is refused at once: one line naming the
+// host and its daemon, and a hint to pick another --host. (The restart of
+// a killed daemon in its own home, its heartbeat still fresh, is not: see
+// TestPostgresTwoHosts.)
+func refuseDuplicateHost(t *testing.T, database, host string) {
+	t.Helper()
+	is := is.NewRelaxed(t)
+	c := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "grove", "serve", "--host", host)
+	cmd.Dir, cmd.Env = c.work, append(c.env, "GROVE_DATABASE="+database)
+	out, err := cmd.CombinedOutput()
+	is.True(err != nil && ctx.Err() == nil) // refused, not serving
+	msg := string(out)
+	is.True(strings.Contains(msg, "grove: host "+host+" is already served by another grove daemon ("))
+	is.True(strings.Contains(msg, "hint: pick another name for this box: grove serve --host NAME"))
+	is.Equal(strings.Count(strings.TrimSpace(msg), "\n"), 1) // the error line and the hint line
+	if t.Failed() {
+		t.Logf("grove serve --host %s said:\n%s", host, msg)
+	}
 }
 
 // grove doctor on PostgreSQL checks the server and the schema, and names
