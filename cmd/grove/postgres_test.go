@@ -240,6 +240,16 @@ func TestPostgresReassign(t *testing.T) {
 		kinds += e.Kind + " "
 	}
 	is.True(strings.Contains(kinds, "reassigned resolved ")) // box-b resolved the base in its repository
+	// How long box-b took to fetch the moved job (it is woken by the move,
+	// not its 1 s poll); logged, not asserted (a loaded box).
+	var picked int64
+	is.NoErr(a.store().DB().QueryRow(`SELECT (EXTRACT(EPOCH FROM attempted_at) * 1000)::BIGINT FROM river_job
+		WHERE kind = 'create_worktree' AND args->>'task_id' = $1`, id).Scan(&picked))
+	for _, e := range evs {
+		if e.Kind == "reassigned" {
+			t.Logf("reassigned job fetched by box-b %d ms after the move", picked-e.At.UnixMilli())
+		}
+	}
 	out = a.mustGrove("reassign", "--from", "box-a", "--to", "box-b")
 	is.True(strings.Contains(out, "0 of 0 queued task(s) moved"))
 	b.stopDaemon(syscall.SIGTERM)
