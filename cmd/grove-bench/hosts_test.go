@@ -76,3 +76,16 @@ func TestHostsNeedsDatabase(t *testing.T) {
 	is.Equal(run([]string{"--hosts", "2"}, &out, &errb), 2)
 	is.True(strings.Contains(errb.String(), "--hosts needs --database"))
 }
+
+// The table names both figures and the ratio; without --hosts it says
+// nothing.
+func TestHostsRow(t *testing.T) {
+	is := is.New(t)
+	is.Equal(hostsRow(report{Tasks: 20}), "")
+	row := hostsRow(report{Tasks: 20, Hosts: 2, HostsTasks: []int{10, 10}, OneHostTasksPerS: 1.37, HostsTasksPerS: 1.06,
+		HostsThroughputRatio: 0.77, OneHostWallS: 14.61, HostsWallS: 18.8, OneHostE2EP50Ms: 2779, HostsE2EP50Ms: 6175,
+		OneHostCPUMsPerTask: 1127, HostsCPUMsPerTask: 1254})
+	t.Log("\n" + row)
+	is.True(strings.Contains(row, "1 host 1.37 tasks/s (20 tasks in 14.6 s, e2e p50 2779 ms, CPU 1127 ms/task)"))
+	is.True(strings.Contains(row, "2 hosts 1.06 tasks/s (10+10 tasks in 18.8 s, e2e p50 6175 ms, CPU 1254 ms/task): 0.77x one host"))
+}
