@@ -84,24 +84,45 @@ func TestClaimHostRefusesASecondInstance(t *testing.T) {
 }
 
 // A version 6 database (a host table without instance) gets the column
-// when opened; its rows carry no instance, so a daemon of the new grove
-// takes over its host at once (an upgrade restarts within the window).
+// when opened, on either database; its rows carry no instance, so a daemon
+// of the new grove takes over its host at once (an upgrade restarts within
+// the window).
 func TestHostInstanceColumnUpgradeFromV6(t *testing.T) {
-	is := is.New(t)
-	ctx := context.Background()
-	st, home := openTemp(t)
-	_, err := st.db.Exec(`ALTER TABLE host DROP COLUMN instance;
-		INSERT INTO host(name, seen_at, started_at, pid) VALUES('box', ?, ?, 7);
-		UPDATE grove_meta SET value = '6' WHERE key = 'schema_version'`, time.Now().UnixMilli(), time.Now().UnixMilli())
-	is.NoErr(err)
-	st.Close()
-	st, err = Open(ctx, home, Options{Host: "box"})
-	is.NoErr(err)
-	defer st.Close()
-	hosts, err := st.Hosts(ctx)
-	is.NoErr(err)
-	is.Equal(len(hosts), 1)
-	is.Equal(hosts[0].Instance, "")
-	is.Equal(hosts[0].Pid, 7)
-	is.NoErr(st.ClaimHost(ctx, "m1:/home/a", time.Minute, 8, time.Now()))
+	for _, kind := range []string{"sqlite", "postgres"} {
+		t.Run(kind, func(t *testing.T) {
+			is := is.New(t)
+			ctx := context.Background()
+			home, dsn := filepath.Join(t.TempDir(), "home"), ""
+			if kind == "postgres" {
+				dsn = pgtest.DSN(t)
+			}
+			st, err := Open(ctx, home, Options{Host: "box", Database: dsn})
+			is.NoErr(err)
+			now := time.Now().UnixMilli()
+			for _, q := range []string{`ALTER TABLE host DROP COLUMN instance`,
+				`INSERT INTO host(name, seen_at, started_at, pid) VALUES('box', ?, ?, 7)`,
+				`UPDATE grove_meta SET value = '6' WHERE key = 'schema_version'`} {
+				_, err := st.q.ExecContext(ctx, q, pickArgs(q, now, now)...)
+				is.NoErr(err)
+			}
+			st.Close()
+			st, err = Open(ctx, home, Options{Host: "box", Database: dsn})
+			is.NoErr(err)
+			defer st.Close()
+			hosts, err := st.Hosts(ctx)
+			is.NoErr(err)
+			is.Equal(len(hosts), 1)
+			is.Equal(hosts[0].Instance, "")
+			is.Equal(hosts[0].Pid, 7)
+			is.NoErr(st.ClaimHost(ctx, "m1:/home/a", time.Minute, 8, time.Now()))
+		})
+	}
+}
+
+// pickArgs is args when q has placeholders, else none.
+func pickArgs(q string, args ...any) []any {
+	if strings.Contains(q, "?") {
+		return args
+	}
+	return nil
 }

@@ -119,6 +119,9 @@ func instanceID(home string) string {
 	if abs, err := filepath.Abs(home); err == nil {
 		home = abs
 	}
+	if real, err := filepath.EvalSymlinks(home); err == nil {
+		home = real
+	}
 	return name + "/" + machine + ":" + home
 }
 
