@@ -49,8 +49,9 @@ type hostsResult struct {
 }
 
 // runHosts starts hosts 2..cfg.hosts beside first (host 1, already
-// serving), runs cfg.tasks tasks on first alone, then the same number split
-// across every host at once, and stops the daemons it started.
+// serving), runs cfg.tasks tasks on first alone and the same number split
+// across every host at once (in cfg.rounds rounds, the order alternating),
+// and stops the daemons it started.
 func runHosts(ctx context.Context, cfg config, r runner, bin, root, marks string, warm int, first hostSide, progress io.Writer) (res hostsResult, err error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(progress, "grove-bench: "+format+"\n", args...) }
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -73,17 +74,56 @@ func runHosts(ctx context.Context, cfg config, r runner, bin, root, marks string
 		sides = append(sides, side)
 	}
 
-	logf("hosts: %d tasks on host 1 alone, at concurrency %d", cfg.tasks, cfg.concurrency)
+	// Rounds alternate the order (one, N; N, one; ...) as the main phase
+	// alternates grove and baseline: load drifting over the run falls on both.
+	for i := range cfg.rounds {
+		n := cfg.tasks*(i+1)/cfg.rounds - cfg.tasks*i/cfg.rounds
+		for _, many := range []bool{i%2 == 1, i%2 == 0} {
+			if !many {
+				logf("hosts: round %d/%d: %d tasks on host 1 alone, at concurrency %d", i+1, cfg.rounds, n, cfg.concurrency)
+				p, c, err := runOneHost(ctx, first, marks, n, cfg.concurrency, progress)
+				if err != nil {
+					return res, withCause(ctx, fmt.Errorf("one host: %w", err))
+				}
+				res.One.add(p)
+				res.OneCPU = res.OneCPU.plus(c)
+				continue
+			}
+			logf("hosts: round %d/%d: %d tasks split across %d hosts, each at concurrency %d", i+1, cfg.rounds, n, len(sides), cfg.concurrency)
+			p, c, per, err := runManyHosts(ctx, cancel, sides, marks, n, cfg.concurrency, progress)
+			if err != nil {
+				return res, withCause(ctx, err)
+			}
+			res.Many.add(p)
+			res.ManyCPU = res.ManyCPU.plus(c)
+			if res.PerHost == nil {
+				res.PerHost = make([]int, len(per))
+			}
+			for k, m := range per {
+				res.PerHost[k] += m
+			}
+		}
+	}
+	logf("hosts: one host %.2f tasks/s, %d hosts %.2f tasks/s", perSecond(len(res.One.Tasks), res.One.Wall),
+		len(sides), perSecond(len(res.Many.Tasks), res.Many.Wall))
+	return res, nil
+}
+
+// runOneHost runs n tasks on host 1 alone and measures its CPU.
+func runOneHost(ctx context.Context, first hostSide, marks string, n, c int, progress io.Writer) (phaseResult, cpuSplit, error) {
 	m := cpuMeter{pid: first.d.cmd.Process.Pid}
 	m.start()
-	res.One, err = runGrove(ctx, first.g, first.cw, first.repo, marks, cfg.tasks, cfg.concurrency, progress)
+	p, err := runGrove(ctx, first.g, first.cw, first.repo, marks, n, c, progress)
 	m.stop()
-	if err != nil {
-		return res, withCause(ctx, fmt.Errorf("one host: %w", err))
-	}
-	res.OneCPU = m.total
+	return p, m.total, err
+}
 
-	logf("hosts: %d tasks split across %d hosts, each at concurrency %d", cfg.tasks, len(sides), cfg.concurrency)
+// runManyHosts runs n tasks split across sides at once, each at
+// concurrency c, and measures every daemon's CPU (this process's children
+// once). The phase's wall is the longest host's: they start together. A
+// host's failure cancels the others (cancel).
+func runManyHosts(ctx context.Context, cancel context.CancelCauseFunc, sides []hostSide, marks string, n, c int,
+	progress io.Writer) (phaseResult, cpuSplit, []int, error) {
 	meters := make([]cpuMeter, len(sides))
 	for i, s := range sides {
 		meters[i] = cpuMeter{pid: s.d.cmd.Process.Pid}
@@ -91,39 +131,41 @@ func runHosts(ctx context.Context, cfg config, r runner, bin, root, marks string
 	}
 	results := make([]phaseResult, len(sides))
 	errs := make([]error, len(sides))
+	per := make([]int, len(sides))
 	var wg sync.WaitGroup
 	for i, s := range sides {
-		n := cfg.tasks*(i+1)/len(sides) - cfg.tasks*i/len(sides)
-		res.PerHost = append(res.PerHost, n)
+		per[i] = n*(i+1)/len(sides) - n*i/len(sides)
+		if per[i] == 0 {
+			continue // fewer tasks than hosts in this round
+		}
 		wg.Go(func() {
-			results[i], errs[i] = runGrove(ctx, s.g, s.cw, s.repo, marks, n, cfg.concurrency, progress)
+			results[i], errs[i] = runGrove(ctx, s.g, s.cw, s.repo, marks, per[i], c, progress)
 			if errs[i] != nil {
 				cancel(fmt.Errorf("host %d: %w", i+1, errs[i]))
 			}
 		})
 	}
 	wg.Wait()
+	var cpu cpuSplit
 	for i := range meters {
 		meters[i].stop()
-		c := meters[i].total
+		m := meters[i].total
 		if i > 0 {
-			c.Local = 0 // this process's children: counted once, by host 1's meter
+			m.Local = 0 // this process's children: counted once, by host 1's meter
 		}
-		res.ManyCPU = res.ManyCPU.plus(c)
+		cpu = cpu.plus(m)
 	}
 	for i, e := range errs {
 		if e != nil {
-			return res, withCause(ctx, fmt.Errorf("host %d of %d: %w", i+1, len(sides), e))
+			return phaseResult{}, cpu, per, fmt.Errorf("host %d of %d: %w", i+1, len(sides), e)
 		}
 	}
-	// The hosts start together; the phase ends with the last one's last close.
+	var out phaseResult
 	for _, p := range results {
-		res.Many.Tasks = append(res.Many.Tasks, p.Tasks...)
-		res.Many.Wall = max(res.Many.Wall, p.Wall)
+		out.Tasks = append(out.Tasks, p.Tasks...)
+		out.Wall = max(out.Wall, p.Wall)
 	}
-	logf("hosts: one host %.2f tasks/s, %d hosts %.2f tasks/s", perSecond(len(res.One.Tasks), res.One.Wall),
-		len(sides), perSecond(len(res.Many.Tasks), res.Many.Wall))
-	return res, nil
+	return out, cpu, per, nil
 }
 
 // startHost builds host i's copy of the repository and starts its daemon

@@ -29,7 +29,7 @@ func TestBenchHostsPostgres(t *testing.T) {
 	bin := buildGrove(t, tmp)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"--grove", bin, "--dir", tmp, "--database", dsn, "--hosts", "2", "--files", "50", "--tasks", "4",
-		"--concurrency", "1", "--rounds", "1", "--submits", "1", "--ls-runs", "1", "--sandbox-probes", "1",
+		"--concurrency", "1", "--rounds", "2", "--submits", "1", "--ls-runs", "1", "--sandbox-probes", "1",
 		"--timeout", "3m", "--json"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d\nstderr:\n%s", code, stderr.String())
