@@ -14,7 +14,7 @@ var Schema string
 
 // SchemaVersion is the version of Schema. A database whose recorded version
 // is higher was written by a newer grove and is refused.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 // ApplyPolicy says whether a task's diff is applied without a person.
 type ApplyPolicy string

@@ -133,5 +133,7 @@ CREATE TABLE IF NOT EXISTS host (
     name       TEXT PRIMARY KEY,
     seen_at    INTEGER NOT NULL,           -- last heartbeat
     started_at INTEGER NOT NULL,           -- when its daemon started
-    pid        INTEGER NOT NULL
+    pid        INTEGER NOT NULL,
+    -- version 7: the daemon serving it (machine and home; store.ClaimHost)
+    instance   TEXT NOT NULL DEFAULT ''
 );

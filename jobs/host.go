@@ -130,8 +130,8 @@ func taskQueueOpts(ctx context.Context, st *store.Store, tx *store.Tx, args rive
 
 // Reassign moves the queued, not yet started tasks of host from to host
 // to, each to the repository at the same path there, with its first job
-// (store.Reassign). The moved job waits for to's next fetch poll (about
-// a second): moving a row sends no insert notification.
+// (store.Reassign), and wakes to's git queue (an insert notification, as
+// River's own insert sends) so it fetches them at once.
 func Reassign(ctx context.Context, st *store.Store, from, to string) ([]store.Reassigned, error) {
 	return st.Reassign(ctx, from, to, CreateWorktreeArgs{}.Kind(), HostQueue(QueueGit, from), HostQueue(QueueGit, to))
 }

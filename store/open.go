@@ -34,6 +34,8 @@ type Store struct {
 	pool   *pgxpool.Pool // PostgreSQL: the pool under db, River's driver's
 	pgTxs  *sync.Map     // PostgreSQL: *sql.Tx of an open InTx -> its *pgx.Conn
 	scoped bool          // HostScoped: listings show only this host's rows
+	// instance is the daemon identity ClaimHost recorded for the host.
+	instance string
 }
 
 // DSNPragmas are the connection settings every grove process uses.
@@ -254,6 +256,8 @@ var addedColumns = []struct{ table, column, decl string }{
 	{"workspace", "setup_key", "TEXT NOT NULL DEFAULT ''"},
 	// version 6: the host a repository is on (set to this host on upgrade).
 	{"repo", "host", "TEXT NOT NULL DEFAULT ''"},
+	// version 7: which daemon (machine and home) serves a host.
+	{"host", "instance", "TEXT NOT NULL DEFAULT ''"},
 }
 
 // upgradeColumns adds the columns of addedColumns that a table lacks. It

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -281,6 +282,29 @@ func (t *connTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 }
 
 func (t *connTx) Conn() *pgx.Conn { return t.conn }
+
+// riverInsertTopic is the topic River's producers LISTEN on for new jobs
+// (riverpgxv5 v0.47.0, internal/notifier: NotificationTopicInsert); the
+// channel is "<schema>.river_insert" and the payload {"queue": "<name>"}
+// (Client.maybeNotifyInsertForQueues).
+const riverInsertTopic = "river_insert"
+
+// notifyInsert tells the River producers of queue that it has new
+// available jobs, as River's own insert does, so that a job a grove
+// transaction moved into queue (Reassign) is fetched at once rather than at
+// the producer's next poll. PostgreSQL delivers it when tx commits.
+func (t *Tx) notifyInsert(ctx context.Context, queue string) error {
+	payload, err := json.Marshal(struct {
+		Queue string `json:"queue"`
+	}{queue})
+	if err != nil {
+		return err
+	}
+	if _, err := t.q.ExecContext(ctx, `SELECT pg_notify(current_schema() || '.`+riverInsertTopic+`', ?)`, string(payload)); err != nil {
+		return fmt.Errorf("notify queue %s: %w", queue, err)
+	}
+	return nil
+}
 
 // commitChannel is the channel every grove transaction on PostgreSQL
 // notifies as it commits (see Commits).

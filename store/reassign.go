@@ -54,10 +54,15 @@ func (s *Store) Reassign(ctx context.Context, from, to, jobKind, fromQueue, toQu
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("list queued tasks of %s: %w", from, err)
 		}
+		moved := false
 		for i := range out {
 			if err := tx.reassign(ctx, &out[i], from, to, jobKind, fromQueue, toQueue); err != nil {
 				return err
 			}
+			moved = moved || out[i].Moved
+		}
+		if moved { // the target fetches them now, not at its next poll
+			return tx.notifyInsert(ctx, toQueue)
 		}
 		return nil
 	})

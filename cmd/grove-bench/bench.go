@@ -40,6 +40,7 @@ type config struct {
 	setupSeconds float64
 	copyMB       int
 	sandbox      int
+	hosts        int // --hosts: daemons on the one --database (hosts.go)
 }
 
 const usageText = `grove-bench builds a synthetic repository, runs --tasks trivial agents
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")
 	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
 	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove wait`)")
+	fs.IntVar(&c.hosts, "hosts", 1, "with --database and N > 1: also run --tasks on host 1 alone, then split across N daemons (own homes, repositories and host names) on that database, for two hosts' throughput against one (hosts_*)")
 	fs.IntVar(&c.sandbox, "sandbox-probes", 20, "single tasks on each side with the sandbox on and off, for the start p50 of each (0: skip)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")
 	fs.DurationVar(&c.settle, "settle", 3*time.Minute, "a task not applied (or its worktree not removed) this long after it was submitted (or applied) fails the run, naming its id and state (0: only --timeout)")
@@ -108,6 +110,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--concurrency must be at least 1")
 	case c.rounds < 1 || c.rounds > c.tasks:
 		return c, errors.New("--rounds must be between 1 and --tasks")
+	case c.hosts < 1 || c.hosts > 8:
+		return c, errors.New("--hosts must be between 1 and 8")
+	case c.hosts > 1 && c.database == "":
+		return c, errors.New("--hosts needs --database: several hosts share one PostgreSQL database")
 	case c.warm < 0 || c.warmProbes < 0 || c.submits < 0 || c.lsRuns < 0 || c.settle < 0:
 		return c, errors.New("--warm, --warm-probes, --submits, --ls-runs and --settle must not be negative")
 	}
@@ -229,11 +235,12 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	logf("repository ready in %.1fs", rep.RepoBuildS)
 
 	logf("starting grove serve --max-agents %d", cfg.concurrency)
-	d, err := startDaemon(ctx, r, bin, home, cfg.concurrency, cfg.warm, daemonLg, "--allow-write", marks)
+	serveArgs := append([]string{"--allow-write", marks}, serveHostArgs(cfg.database, "1")...)
+	d, err := startDaemon(ctx, r, bin, home, cfg.concurrency, cfg.warm, daemonLg, serveArgs...)
 	if errors.Is(err, errFlagRejected) && cfg.warm > 0 {
 		rep.WarmPool = "not available: grove serve rejected --warm"
 		logf("warm pool not available (%v); continuing without --warm", err)
-		d, err = startDaemon(ctx, r, bin, home, cfg.concurrency, 0, daemonLg, "--allow-write", marks)
+		d, err = startDaemon(ctx, r, bin, home, cfg.concurrency, 0, daemonLg, serveArgs...)
 	} else if err == nil && cfg.warm > 0 {
 		rep.WarmPool = "enabled"
 	}
@@ -326,6 +333,17 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	if err != nil {
 		return rep, err
 	}
+	if cfg.hosts > 1 {
+		warm := 0
+		if rep.WarmPool == "enabled" {
+			warm = cfg.warm
+		}
+		hr, err := runHosts(phaseCtx, cfg, r, bin, root, marks, warm, hostSide{d: d, g: g, cw: cw, repo: repo}, progress)
+		if err != nil {
+			return rep, withCause(phaseCtx, err)
+		}
+		rep.fillHosts(hr)
+	}
 	logf("stopping grove serve")
 	if err := d.stop(); err != nil {
 		return rep, err
@@ -339,7 +357,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	}
 	if cfg.sandbox > 0 {
 		logf("grove: %d single tasks each with the sandbox on and off", cfg.sandbox)
-		rep.fillSandbox(runSandboxProbes(ctx, r, bin, root, tiny, marks, cfg.sandbox, progress))
+		rep.fillSandbox(runSandboxProbes(ctx, r, bin, root, tiny, marks, cfg.sandbox, cfg.database, progress))
 	}
 	return rep, nil
 }

@@ -129,6 +129,22 @@ type report struct {
 	// worktree is kept there for --trash-keep; bytes allocated on disk.
 	TrashBytes   int64 `json:"trash_bytes"`
 	TrashEntries int   `json:"trash_entries"`
+
+	// --hosts N (hosts.go): the same task count on host 1 alone, then
+	// split across N daemons on the one PostgreSQL (hosts_tasks per host),
+	// each host at --concurrency. hosts_throughput_ratio is N hosts'
+	// tasks/s ÷ one host's; CPU per task counts every daemon of the phase.
+	Hosts                int     `json:"hosts,omitempty"`
+	HostsTasks           []int   `json:"hosts_tasks,omitempty"`
+	OneHostTasksPerS     float64 `json:"one_host_tasks_per_s,omitempty"`
+	HostsTasksPerS       float64 `json:"hosts_tasks_per_s,omitempty"`
+	HostsThroughputRatio float64 `json:"hosts_throughput_ratio,omitempty"`
+	OneHostWallS         float64 `json:"one_host_wall_s,omitempty"`
+	HostsWallS           float64 `json:"hosts_wall_s,omitempty"`
+	OneHostE2EP50Ms      float64 `json:"one_host_e2e_p50_ms,omitempty"`
+	HostsE2EP50Ms        float64 `json:"hosts_e2e_p50_ms,omitempty"`
+	OneHostCPUMsPerTask  float64 `json:"one_host_cpu_ms_per_task,omitempty"`
+	HostsCPUMsPerTask    float64 `json:"hosts_cpu_ms_per_task,omitempty"`
 }
 
 // fillCPU sets the CPU figures from each side's total over its tasks.
@@ -373,6 +389,7 @@ func writeTable(w io.Writer, r report) error {
 	p("%-28s %s ms idle (%d tasks); %s ms in the polls awaiting closes (%d polls)\n", "ls wall p50",
 		f(r.LsWallP50Ms, 1), r.LsTasks, f(r.LsPollP50Ms, 1), r.LsPolls)
 	p("%s", sandboxRow(r))
+	p("%s", hostsRow(r))
 	p("%-28s %s MB\n", "daemon peak RSS", f(r.DaemonRSSMB, 1))
 	p("%-28s %s s\n", "repo build", f(r.RepoBuildS, 1))
 	p("%-28s %.1f MB in %d entries (removed worktrees kept for --trash-keep)\n", "trash at the end", float64(r.TrashBytes)/(1<<20), r.TrashEntries)

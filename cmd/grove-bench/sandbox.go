@@ -19,7 +19,8 @@ type sandboxResult struct {
 
 // runSandboxProbes runs n tasks on each side, one at a time, alternating
 // the sides ABBA-style so that load from elsewhere falls on both.
-func runSandboxProbes(ctx context.Context, r runner, bin, root, repo, marks string, n int, progress io.Writer) sandboxResult {
+// With database (PostgreSQL) each daemon has a host name of its own.
+func runSandboxProbes(ctx context.Context, r runner, bin, root, repo, marks string, n int, database string, progress io.Writer) sandboxResult {
 	var res sandboxResult
 	sides := map[bool]groveCLI{}
 	for _, on := range []bool{true, false} {
@@ -27,6 +28,7 @@ func runSandboxProbes(ctx context.Context, r runner, bin, root, repo, marks stri
 		if !on {
 			name, extra = "sandbox-off", append(extra, "--sandbox", "off")
 		}
+		extra = append(extra, serveHostArgs(database, name)...)
 		home := filepath.Join(root, "home-"+name)
 		d, err := startDaemon(ctx, r, bin, home, 1, 0, filepath.Join(root, name+".log"), extra...)
 		if err != nil {

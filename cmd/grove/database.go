@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/riverqueue/river"
 
@@ -78,6 +79,50 @@ func (a *app) recordHost() error {
 		return fmt.Errorf("record host: %w", err)
 	}
 	return nil
+}
+
+// claimHost makes this daemon the one serving its host on a shared
+// PostgreSQL database (store.ClaimHost): a second daemon under the same
+// host name, from another home or machine, is refused while the first
+// one's heartbeat is fresh (within hostSilence, what doctor calls silent).
+// A restart of the same daemon (same machine and home) is not. On SQLite
+// the home's daemon lock is the whole story.
+func (a *app) claimHost(ctx context.Context) error {
+	if !a.st.Postgres() {
+		return nil
+	}
+	if a.host != "" {
+		if err := validHost(a.host); err != nil {
+			return err
+		}
+	}
+	return a.st.ClaimHost(ctx, instanceID(a.home), hostSilence, os.Getpid(), time.Now())
+}
+
+// instanceID names this daemon among those sharing a database: the
+// machine (its /etc/machine-id, else the kernel's boot id, plus its host
+// name, which tells containers of one image apart) and the home's
+// absolute path. It stays the same across restarts of one daemon.
+func instanceID(home string) string {
+	machine := ""
+	for _, p := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id", "/proc/sys/kernel/random/boot_id"} {
+		if b, err := os.ReadFile(p); err == nil {
+			if machine = strings.TrimSpace(string(b)); machine != "" {
+				break
+			}
+		}
+	}
+	if len(machine) > 12 {
+		machine = machine[:12]
+	}
+	name, _ := os.Hostname()
+	if abs, err := filepath.Abs(home); err == nil {
+		home = abs
+	}
+	if real, err := filepath.EvalSymlinks(home); err == nil {
+		home = real
+	}
+	return name + "/" + machine + ":" + home
 }
 
 // runLocalPeriodic runs the daemon's periodic jobs in this process, into

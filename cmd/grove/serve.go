@@ -179,6 +179,9 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	if err := a.open(ctx); err != nil {
 		return err
 	}
+	if err := a.claimHost(ctx); err != nil { // database.go: one daemon per host name
+		return err
+	}
 	if err := a.recordHost(); err != nil {
 		return err
 	}
