@@ -240,7 +240,8 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		}
 	}()
 	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
-	go jobs.Heartbeat(wakeCtx, deps)             // the host row grove doctor reads
+	hostLost := make(chan error, 1)
+	go jobs.Heartbeat(wakeCtx, deps, func(err error) { hostLost <- err }) // the host row grove doctor reads
 	// Each host its own maintenance (River's periodic jobs are the leader's only).
 	if a.st.Postgres() {
 		go runLocalPeriodic(wakeCtx, client, periodic, log) // database.go
@@ -252,9 +253,12 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 	}
 	log.Info("grove serving", "home", home, "pid", os.Getpid(), "max_agents", maxAgents)
 	var sig os.Signal
+	var lost error
 	select {
 	case sig = <-sigs:
 	case <-ctx.Done():
+	case lost = <-hostLost:
+		log.Error("another daemon took over this host while this one was silent: stopping", "host", a.st.Host(), "err", lost)
 	}
 	log.Info("stopping", "signal", fmt.Sprint(sig))
 	stopWake()
@@ -272,6 +276,10 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		}
 	}
 	log.Info("stopped")
+	if lost != nil {
+		return grove.Userf(grove.ErrDaemonRunning, "run this daemon under another name (grove serve --host NAME), or stop the other one first",
+			"host %s is now served by another grove daemon; this one stopped (its agents keep running)", a.st.Host())
+	}
 	return nil
 }
 
