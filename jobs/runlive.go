@@ -47,7 +47,14 @@ func RunSurvivors(ctx context.Context, st *store.Store, home string, task grove.
 // earlierAttemptAlive returns the live processes of the attempt before the
 // task's current one (and any process with its GROVE_TASK_ID): a new
 // attempt must not start while one lives.
+//
+// A first attempt has no earlier one: no walk of /proc (a setup stage's
+// leftovers are swept by its own supervisor), which keeps a warm start
+// from paying for every process on the box.
 func (d *Deps) earlierAttemptAlive(ctx context.Context, task grove.Task) ([]int, error) {
+	if task.Attempt <= 1 {
+		return nil, nil
+	}
 	return RunSurvivors(ctx, d.Store, d.Home, task, task.Attempt-1, false)
 }
 

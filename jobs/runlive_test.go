@@ -42,3 +42,27 @@ func TestRetryRefusedWhileAProcessOfTheTaskLives(t *testing.T) {
 	is.NoErr(intents.Retry(e.ctx, id))
 	is.Equal(e.task0(id).State, grove.StateQueued)
 }
+
+// A new attempt waits for the processes of the one before (found by its
+// GROVE_TASK_ID); a first attempt has none before it and does not walk
+// /proc at all.
+func TestEarlierAttemptAlive(t *testing.T) {
+	is := is.New(t)
+	e := newReapEnv(t)
+	id, _ := e.task(grove.StateFailed)
+	cmd := exec.Command("sleep", "600")
+	cmd.Dir = "/"
+	cmd.Env = append(os.Environ(), "GROVE_TASK_ID="+id)
+	is.NoErr(cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	task := e.task0(id)
+	task.Attempt = 2
+	pids, err := e.d.earlierAttemptAlive(e.ctx, task)
+	is.NoErr(err)
+	is.Equal(pids, []int{cmd.Process.Pid})
+	task.Attempt = 1
+	pids, err = e.d.earlierAttemptAlive(e.ctx, task)
+	is.NoErr(err)
+	is.Equal(len(pids), 0)
+}
