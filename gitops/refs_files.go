@@ -337,3 +337,54 @@ func looseCommitParents(commonDir, oid string) []string {
 	}
 	return parents
 }
+
+// openFromFiles is OpenAtHead without git for the commonest case: abs is
+// the top of a main worktree (abs/.git is a directory), owned like its .git
+// by this user (so git's safe.directory check would pass), whose
+// configuration neither moves the worktree nor says bare, and whose HEAD
+// names a branch that resolves from the ref files (so it has commits).
+// ok is false for anything else, and git decides.
+func openFromFiles(abs string) (r *Repo, head MainHead, ok bool) {
+	dotGit := filepath.Join(abs, ".git")
+	st, err := os.Lstat(dotGit)
+	if err != nil || !st.IsDir() {
+		return nil, head, false
+	}
+	top, err := os.Stat(abs)
+	if err != nil || !sameOwner(st, os.Geteuid()) || !sameOwner(top, os.Geteuid()) {
+		return nil, head, false
+	}
+	for _, v := range []string{"GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR"} {
+		if _, set := os.LookupEnv(v); set {
+			return nil, head, false
+		}
+	}
+	common, err := filepath.EvalSymlinks(dotGit)
+	if err != nil || usesReftable(common) || !topIsGitFileDir(common, common) {
+		return nil, head, false
+	}
+	cfg, err := os.ReadFile(filepath.Join(common, "config"))
+	if err != nil {
+		return nil, head, false
+	}
+	for _, l := range strings.Split(strings.ToLower(string(cfg)), "\n") {
+		if k, v, _ := strings.Cut(strings.TrimSpace(l), "="); strings.TrimSpace(k) == "bare" && strings.TrimSpace(v) != "false" {
+			return nil, head, false // core.bare set (or unreadable to this check)
+		}
+	}
+	commit, ref, known := worktreeHeadFiles(common, common)
+	if !known || ref == "" {
+		return nil, head, false
+	}
+	root, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, head, false
+	}
+	return &Repo{Root: root, CommonDir: common}, MainHead{Known: true, Branch: strings.TrimPrefix(ref, "refs/heads/"), Commit: commit}, true
+}
+
+// sameOwner reports whether fi belongs to uid.
+func sameOwner(fi fs.FileInfo, uid int) bool {
+	s, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(s.Uid) == uid
+}

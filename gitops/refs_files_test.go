@@ -406,3 +406,49 @@ func TestHeadReflogFileMatchesGit(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(n, 0)
 }
+
+// TestOpenFromFilesMatchesGit opens repositories from their files and
+// compares the result with what git says; what the files must not answer
+// (a subdirectory, a detached HEAD, core.bare, core.worktree, a linked
+// worktree) is left to git.
+func TestOpenFromFilesMatchesGit(t *testing.T) {
+	is := is.New(t)
+	r := newRepo(t)
+	ctx := context.Background()
+	got, head, ok := openFromFiles(r.Root)
+	is.True(ok)
+	is.Equal(got.Root, r.Root)
+	is.Equal(got.CommonDir, r.CommonDir)
+	is.Equal(head, MainHead{Known: true, Branch: "main", Commit: git(t, r.Root, "rev-parse", "HEAD")})
+	is.Equal(git(t, r.Root, "rev-parse", "--path-format=absolute", "--git-common-dir"), got.CommonDir)
+
+	git(t, r.Root, "pack-refs", "--all")
+	_, head, ok = openFromFiles(r.Root)
+	is.True(ok)
+	is.Equal(head.Commit, git(t, r.Root, "rev-parse", "HEAD"))
+
+	_, _, ok = openFromFiles(filepath.Join(r.Root, "src")) // a subdirectory
+	is.True(!ok)
+	wt := filepath.Join(t.TempDir(), "wt")
+	git(t, r.Root, "worktree", "add", "-q", "-b", "other", wt)
+	_, _, ok = openFromFiles(wt) // a linked worktree
+	is.True(!ok)
+	opened, _, err := OpenAtHead(ctx, wt)
+	is.NoErr(err)
+	is.Equal(opened.Root, r.Root)
+
+	git(t, r.Root, "checkout", "-q", "--detach")
+	_, _, ok = openFromFiles(r.Root)
+	is.True(!ok)
+	git(t, r.Root, "checkout", "-q", "main")
+	for _, kv := range [][2]string{{"core.bare", "yes"}, {"core.worktree", wt}} {
+		git(t, r.Root, "config", kv[0], kv[1])
+		_, _, ok = openFromFiles(r.Root)
+		if ok {
+			t.Fatalf("%s=%s: answered from the files", kv[0], kv[1])
+		}
+		git(t, r.Root, "config", "--unset", kv[0])
+	}
+	_, _, ok = openFromFiles(r.Root)
+	is.True(ok)
+}

@@ -56,6 +56,9 @@ func OpenAtHead(ctx context.Context, path string) (*Repo, MainHead, error) {
 	if !st.IsDir() {
 		return nil, head, grove.Userf(grove.ErrBadRequest, "pass the directory of a git work tree", "not a directory: %s", abs)
 	}
+	if r, head, ok := openFromFiles(abs); ok {
+		return r, head, nil
+	}
 	// One git call in the common case: discovery plus a commit at HEAD
 	// (which proves the repository has commits). Anything unusual (no
 	// HEAD commit, not a repository) takes the precise path below.
