@@ -32,10 +32,37 @@ import (
 // repository whose common dir is commonDir: ("", true) when it does not
 // exist, (oid, true) when it does, and known false when git must answer.
 func filesRef(commonDir, ref string) (oid string, known bool) {
-	if !plainRefPath(ref) || usesReftable(commonDir) {
+	f, ok := newRefFiles(commonDir)
+	if !ok {
 		return "", false
 	}
-	b, err := os.ReadFile(filepath.Join(commonDir, filepath.FromSlash(ref)))
+	return f.ref(ref)
+}
+
+// refFiles reads one repository's refs for the span of one question,
+// reading packed-refs at most once.
+type refFiles struct {
+	common     string
+	packed     []byte
+	packedErr  error
+	packedRead bool
+}
+
+// newRefFiles is a reader of commonDir's ref files; ok is false for a
+// reftable repository.
+func newRefFiles(commonDir string) (*refFiles, bool) {
+	if usesReftable(commonDir) {
+		return nil, false
+	}
+	return &refFiles{common: commonDir}, true
+}
+
+// ref is filesRef with this reader.
+func (f *refFiles) ref(ref string) (oid string, known bool) {
+	if !plainRefPath(ref) {
+		return "", false
+	}
+	b, err := readSmall(filepath.Join(f.common, filepath.FromSlash(ref)))
 	switch {
 	case err == nil:
 		oid, ok := oneObjectID(b)
@@ -43,13 +70,16 @@ func filesRef(commonDir, ref string) (oid string, known bool) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", false // ENOTDIR, EISDIR, permissions: git decides
 	}
-	return packedRef(commonDir, ref)
+	if !f.packedRead {
+		f.packedRead = true
+		f.packed, f.packedErr = os.ReadFile(filepath.Join(f.common, "packed-refs"))
+	}
+	return packedRef(f.packed, f.packedErr, ref)
 }
 
-// packedRef looks ref up in commonDir/packed-refs; a missing file means
-// no packed refs.
-func packedRef(commonDir, ref string) (oid string, known bool) {
-	b, err := os.ReadFile(filepath.Join(commonDir, "packed-refs"))
+// packedRef looks ref up in the packed-refs text b (read with error err;
+// a missing file means no packed refs).
+func packedRef(b []byte, err error, ref string) (oid string, known bool) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", true
 	}
@@ -71,6 +101,34 @@ func packedRef(commonDir, ref string) (oid string, known bool) {
 		return id, ok
 	}
 	return "", true
+}
+
+// readSmall reads a file of git's that holds one line (a ref, HEAD, a
+// gitdir file) in fewer system calls than os.ReadFile; a longer file is
+// read whole all the same.
+func readSmall(path string) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	buf := make([]byte, 0, 256)
+	for {
+		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+	}
 }
 
 // usesReftable reports whether the repository keeps its refs in a
@@ -110,7 +168,16 @@ func oneObjectID(b []byte) (string, bool) {
 // name. known is false when git must answer (an unborn branch, a symbolic
 // ref to anything but a plain branch, any unusual file).
 func worktreeHeadFiles(commonDir, gitDir string) (head, ref string, known bool) {
-	b, err := os.ReadFile(filepath.Join(gitDir, "HEAD"))
+	f, ok := newRefFiles(commonDir)
+	if !ok {
+		return "", "", false
+	}
+	return f.head(gitDir)
+}
+
+// head is worktreeHeadFiles with this reader.
+func (f *refFiles) head(gitDir string) (head, ref string, known bool) {
+	b, err := readSmall(filepath.Join(gitDir, "HEAD"))
 	if err != nil {
 		return "", "", false
 	}
@@ -123,7 +190,7 @@ func worktreeHeadFiles(commonDir, gitDir string) (head, ref string, known bool) 
 	if !strings.HasPrefix(ref, "refs/heads/") {
 		return "", "", false
 	}
-	oid, ok := filesRef(commonDir, ref)
+	oid, ok := f.ref(ref)
 	if !ok || oid == "" {
 		return "", "", false
 	}
@@ -192,9 +259,12 @@ func (r *Repo) worktreeInfoFiles(dir string) (info wtInfo, known bool) {
 // configuration could say otherwise (core.worktree, a per-worktree
 // config file, an include).
 func topIsGitFileDir(commonDir, gitDir string) bool {
-	if _, err := os.Lstat(filepath.Join(gitDir, "config.worktree")); !errors.Is(err, fs.ErrNotExist) {
-		return false
-	}
+	return plainConfig(commonDir) && noWorktreeConfig(gitDir)
+}
+
+// plainConfig reports whether commonDir's config has no core.worktree and
+// no include (either could move a worktree's top).
+func plainConfig(commonDir string) bool {
 	b, err := os.ReadFile(filepath.Join(commonDir, "config"))
 	if err != nil {
 		return false
@@ -208,6 +278,13 @@ func topIsGitFileDir(commonDir, gitDir string) bool {
 	return true
 }
 
+// noWorktreeConfig reports whether the worktree whose git dir is gitDir
+// has no config.worktree of its own.
+func noWorktreeConfig(gitDir string) bool {
+	_, err := os.Lstat(filepath.Join(gitDir, "config.worktree"))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
 // worktreesFiles is `git worktree list --porcelain` read from the files
 // git reads for it (worktree.c: the main worktree, then each
 // <common>/worktrees/<id> with a readable gitdir file; locked when its "locked" file exists; prunable when not locked
@@ -217,11 +294,15 @@ func topIsGitFileDir(commonDir, gitDir string) bool {
 // that could move a worktree's top, a relative gitdir, an unborn or
 // unusual HEAD.
 func (r *Repo) worktreesFiles() (list []WorktreeEntry, known bool) {
-	if filepath.Base(r.CommonDir) != ".git" || usesReftable(r.CommonDir) || !topIsGitFileDir(r.CommonDir, r.CommonDir) {
+	if filepath.Base(r.CommonDir) != ".git" || !topIsGitFileDir(r.CommonDir, r.CommonDir) {
+		return nil, false
+	}
+	refs, ok := newRefFiles(r.CommonDir)
+	if !ok {
 		return nil, false
 	}
 	main := WorktreeEntry{Path: filepath.Dir(r.CommonDir)}
-	head, ref, ok := worktreeHeadFiles(r.CommonDir, r.CommonDir)
+	head, ref, ok := refs.head(r.CommonDir)
 	if !ok {
 		return nil, false
 	}
@@ -242,7 +323,7 @@ func (r *Repo) worktreesFiles() (list []WorktreeEntry, known bool) {
 	}
 	for _, id := range names {
 		gd := filepath.Join(admin, id)
-		b, err := os.ReadFile(filepath.Join(gd, "gitdir"))
+		b, err := readSmall(filepath.Join(gd, "gitdir"))
 		if err != nil || len(bytes.TrimSpace(b)) == 0 {
 			if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 				return nil, false
@@ -250,11 +331,11 @@ func (r *Repo) worktreesFiles() (list []WorktreeEntry, known bool) {
 			continue // git skips an entry without a usable gitdir file
 		}
 		dotGit := strings.TrimRight(string(b), " \t\r\n")
-		if !filepath.IsAbs(dotGit) || !topIsGitFileDir(r.CommonDir, gd) {
+		if !filepath.IsAbs(dotGit) || !noWorktreeConfig(gd) {
 			return nil, false
 		}
 		w := WorktreeEntry{Path: strings.TrimSuffix(dotGit, "/.git")}
-		head, ref, ok := worktreeHeadFiles(r.CommonDir, gd)
+		head, ref, ok := refs.head(gd)
 		if !ok {
 			return nil, false
 		}

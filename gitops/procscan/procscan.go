@@ -82,18 +82,23 @@ func procUses(pd string, roots []string) bool {
 		}
 		return string(link[:n]), true
 	}
+	readable := false
 	for _, l := range []string{"/cwd", "/root", "/exe"} {
-		if t, ok := readlink(pd + l); ok && under(t, roots) {
+		t, ok := readlink(pd + l)
+		if ok && under(t, roots) {
 			return !zombie(pd)
 		}
+		readable = readable || (ok && l == "/exe")
 	}
-	if f, err := os.Open(pd + "/fd"); err == nil {
-		names, _ := f.Readdirnames(-1)
-		f.Close()
-		for _, fd := range names {
-			if t, ok := readlink(pd + "/fd/" + fd); ok && strings.HasPrefix(t, "/") && under(t, roots) {
-				return !zombie(pd)
-			}
+	if !readable {
+		// No executable to name: a kernel thread or a zombie, which hold
+		// no descriptors or mappings (or a process this user cannot
+		// inspect, whose descriptors it cannot read either).
+		return false
+	}
+	for _, fd := range dirNames(pd + "/fd") {
+		if t, ok := readlink(pd + "/fd/" + fd); ok && strings.HasPrefix(t, "/") && under(t, roots) {
+			return !zombie(pd)
 		}
 	}
 	if mapsUse(pd+"/maps", roots) {
@@ -102,17 +107,36 @@ func procUses(pd string, roots []string) bool {
 	return false
 }
 
+// dirNames lists the directory at path with raw system calls (a /proc
+// directory: no poller registration, no stat); nil when it cannot be read.
+func dirNames(path string) []string {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	var names []string
+	var buf [8 << 10]byte
+	for {
+		n, err := unix.ReadDirent(fd, buf[:])
+		if err != nil || n <= 0 {
+			return names
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
 // mapsBuf is reused by mapsUse; /proc/<pid>/maps files are read whole.
 var mapsBuf = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // mapsUse reports whether the maps file at path maps a file under one of
 // roots.
 func mapsUse(path string, roots []string) bool {
-	f, err := os.Open(path)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	bp := mapsBuf.Get().(*[]byte)
 	defer mapsBuf.Put(bp)
 	b := (*bp)[:0]
@@ -120,11 +144,14 @@ func mapsUse(path string, roots []string) bool {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)] // grow
 		}
-		n, err := f.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err != nil || n == 0 {
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
 			break
 		}
+		b = b[:len(b)+n]
 	}
 	*bp = b[:0]
 	hit := false
