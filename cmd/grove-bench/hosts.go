@@ -129,6 +129,7 @@ func runManyHosts(ctx context.Context, cancel context.CancelCauseFunc, sides []h
 		meters[i] = cpuMeter{pid: s.d.cmd.Process.Pid}
 		meters[i].start()
 	}
+	progress = &lockedWriter{w: progress} // the hosts report at once
 	results := make([]phaseResult, len(sides))
 	errs := make([]error, len(sides))
 	per := make([]int, len(sides))
@@ -230,4 +231,16 @@ func hostsRow(r report) string {
 		"%-28s %d hosts %.2f tasks/s (%s tasks in %.1f s, e2e p50 %.0f ms, CPU %.0f ms/task): %.2fx one host\n",
 		"hosts (one PostgreSQL)", r.OneHostTasksPerS, r.Tasks, r.OneHostWallS, r.OneHostE2EP50Ms, r.OneHostCPUMsPerTask,
 		"", r.Hosts, r.HostsTasksPerS, strings.Join(split, "+"), r.HostsWallS, r.HostsE2EP50Ms, r.HostsCPUMsPerTask, r.HostsThroughputRatio)
+}
+
+// lockedWriter serialises writes to w from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
