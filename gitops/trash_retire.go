@@ -148,7 +148,6 @@ func (r *Repo) Retire(ctx context.Context, path, branch, trashDir string, rep Re
 	if werr == nil {
 		werr = t.done(&m)
 	}
-	t.measure(&m)
 	t.unlock()
 	return TrashEntry{Dir: t.dir, Manifest: m}, werr
 }
@@ -324,16 +323,6 @@ func (r *Repo) deleteBranchLocked(ctx context.Context, m *TrashManifest) error {
 		}
 	}
 	return r.deleteRef(ctx, ref, tip)
-}
-
-// measure records the entry's size in its manifest (outside every lock;
-// a failure to write it leaves -1, measured again later).
-func (t *trashEntry) measure(m *TrashManifest) {
-	if m.Step != StepDone {
-		return
-	}
-	m.Size = DiskUsage(t.dir)
-	_ = t.write(m)
 }
 
 // retireMissing is Retire of a worktree whose directory is gone.
