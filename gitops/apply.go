@@ -183,11 +183,16 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 // merge runs the in-memory three-way merge of base, ours and theirs and
 // returns the merged tree or the conflicting files.
 func (r *Repo) merge(ctx context.Context, base, ours, theirs, baseTree, oursTree, theirsTree string) (string, []string, error) {
-	out, err := run(ctx, r.Root, "merge-base", "--all", "--end-of-options", ours, theirs)
-	if err != nil && exitCode(err) != 1 {
-		return "", nil, err
+	isBase := r.soleMergeBase(base, ours, theirs)
+	if !isBase {
+		out, err := run(ctx, r.Root, "merge-base", "--all", "--end-of-options", ours, theirs)
+		if err != nil && exitCode(err) != 1 {
+			return "", nil, err
+		}
+		mb := lines(out)
+		isBase = len(mb) == 1 && mb[0] == base
 	}
-	if mb := lines(out); len(mb) != 1 || mb[0] != base {
+	if !isBase {
 		// Make base the merge base: two children of a root commit holding
 		// base's tree. These commits stay unreferenced; gc drops them.
 		id, err := identityArgs(ctx, r.Root)
@@ -213,7 +218,7 @@ func (r *Repo) merge(ctx context.Context, base, ours, theirs, baseTree, oursTree
 			return "", nil, err
 		}
 	}
-	out, err = run(ctx, r.Root, "merge-tree", "--write-tree", "-z", "--name-only", "--messages", "--end-of-options", ours, theirs)
+	out, err := run(ctx, r.Root, "merge-tree", "--write-tree", "-z", "--name-only", "--messages", "--end-of-options", ours, theirs)
 	if err != nil && exitCode(err) != 1 {
 		return "", nil, err
 	}
@@ -233,6 +238,50 @@ func (r *Repo) merge(ctx context.Context, base, ours, theirs, baseTree, oursTree
 		files = []string{"(unknown)"}
 	}
 	return "", files, nil
+}
+
+// soleMergeBase reports whether base is the one merge base of ours and
+// theirs, from loose commit objects alone: every path back from ours and
+// from theirs reaches base (within a few hundred commits, all loose), and
+// no commit above base is on both sides. Then the common ancestors are
+// base and its own ancestors, so `merge-base --all` says base. false means
+// "ask git" (packed history, a root reached, a merge of the two, too long).
+func (r *Repo) soleMergeBase(base, ours, theirs string) bool {
+	above := func(tip string) (map[string]bool, bool) {
+		seen := map[string]bool{}
+		todo := []string{tip}
+		for len(todo) > 0 {
+			c := todo[len(todo)-1]
+			todo = todo[:len(todo)-1]
+			if c == base || seen[c] {
+				continue
+			}
+			if len(seen) >= 256 {
+				return nil, false
+			}
+			parents := looseCommitParents(r.CommonDir, c)
+			if len(parents) == 0 { // not loose, or a root: not above base
+				return nil, false
+			}
+			seen[c] = true
+			todo = append(todo, parents...)
+		}
+		return seen, true
+	}
+	o, ok := above(ours)
+	if !ok {
+		return false
+	}
+	t, ok := above(theirs)
+	if !ok {
+		return false
+	}
+	for c := range t {
+		if o[c] {
+			return false
+		}
+	}
+	return true
 }
 
 var clashRe = regexp.MustCompile(`'(.+)' (?:not uptodate|would be overwritten|would be removed|would be lost)`)

@@ -452,3 +452,51 @@ func TestOpenFromFilesMatchesGit(t *testing.T) {
 	_, _, ok = openFromFiles(r.Root)
 	is.True(ok)
 }
+
+// TestSoleMergeBaseMatchesGit compares the loose-object answer to "is
+// base the one merge base of ours and theirs" with `git merge-base --all`
+// on the histories apply meets: a task on base while the target moved on
+// (yes), a target that merged the task's commit (no: the task's commit is
+// the merge base), a task not started from base (no), and the same
+// history packed (git answers).
+func TestSoleMergeBaseMatchesGit(t *testing.T) {
+	is := is.New(t)
+	r := newRepo(t)
+	commit := func(branch, file string) string {
+		git(t, r.Root, "checkout", "-q", branch)
+		write(t, filepath.Join(r.Root, file), file+"\n")
+		git(t, r.Root, "add", "-A")
+		git(t, r.Root, "commit", "-q", "-m", file)
+		return git(t, r.Root, "rev-parse", "HEAD")
+	}
+	gitSays := func(base, ours, theirs string) bool {
+		out, err := run(context.Background(), r.Root, "merge-base", "--all", ours, theirs)
+		if err != nil && exitCode(err) != 1 {
+			t.Fatal(err)
+		}
+		mb := lines(out)
+		return len(mb) == 1 && mb[0] == base
+	}
+	base := git(t, r.Root, "rev-parse", "HEAD")
+	git(t, r.Root, "branch", "task")
+	git(t, r.Root, "branch", "early", base+"~0")
+	theirs := commit("task", "task.txt")
+	commit("main", "m1.txt")
+	ours := commit("main", "m2.txt")
+	is.True(r.soleMergeBase(base, ours, theirs)) // the fast path answers
+	is.True(gitSays(base, ours, theirs))
+
+	git(t, r.Root, "checkout", "-q", "main")
+	git(t, r.Root, "merge", "-q", "--no-edit", "task")
+	merged := git(t, r.Root, "rev-parse", "HEAD")
+	is.True(!r.soleMergeBase(base, merged, theirs))
+	is.True(!gitSays(base, merged, theirs))
+
+	other := commit("early", "early.txt") // a sibling of the task's commit
+	is.Equal(r.soleMergeBase(theirs, ours, other), gitSays(theirs, ours, other))
+	is.True(!r.soleMergeBase(theirs, ours, other))
+
+	git(t, r.Root, "gc", "-q", "--prune=now")
+	is.True(!r.soleMergeBase(base, ours, theirs)) // packed: git decides
+	is.True(gitSays(base, ours, theirs))
+}
