@@ -289,13 +289,20 @@ var clashRe = regexp.MustCompile(`'(.+)' (?:not uptodate|would be overwritten|wo
 // moveCheckout updates the index and files of the worktree at dir from
 // commit old to commit newC (two-tree read-tree merge), refusing with a
 // *grove.UserError (ErrConflict) when that would overwrite local work.
+//
+// read-tree is all or nothing: a refusal changes nothing. Stale stat data
+// makes it mistake a touched file for a modified one, so a refusal is
+// tried once more after `update-index --refresh` (only then: a fresh index,
+// the common case, needs no refresh process).
 func (r *Repo) moveCheckout(ctx context.Context, dir, old, newC string) error {
-	// Stale stat data would make read-tree mistake a touched file for a
-	// modified one.
-	if _, err := runRetry(ctx, dir, "update-index", "-q", "--refresh"); err != nil && exitCode(err) != 1 {
-		return fmt.Errorf("refresh index of %s: %w", dir, err)
-	}
 	_, err := runRetry(ctx, dir, "read-tree", "-m", "-u", "--end-of-options", old, newC)
+	if err == nil {
+		return nil
+	}
+	if _, rerr := runRetry(ctx, dir, "update-index", "-q", "--refresh"); rerr != nil && exitCode(rerr) != 1 {
+		return fmt.Errorf("refresh index of %s: %w", dir, rerr)
+	}
+	_, err = runRetry(ctx, dir, "read-tree", "-m", "-u", "--end-of-options", old, newC)
 	if err == nil {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grove-dev/grove"
 	"github.com/matryer/is"
@@ -137,6 +138,28 @@ func TestApplyConflict(t *testing.T) {
 	is.Equal(res.Conflicts, []string{"README", "src/a.txt"})
 	is.Equal(stateOf(t, r.Root), before) // main and its ref untouched
 	is.Equal(stateOf(t, wt), wtBefore)   // the worktree too
+}
+
+// A file of the main checkout that was only touched (same content, new
+// times: its index stat data is stale) does not stop the apply: the
+// refused first read-tree is tried again after a refresh.
+func TestApplyOverTouchedFile(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	base := git(t, r.Root, "rev-parse", "HEAD")
+	_, head := task(t, r, "touch", base, func(wt string) {
+		write(t, filepath.Join(wt, "src", "a.txt"), "one\n2\nthree\n")
+	})
+	later := time.Now().Add(time.Hour)
+	is.NoErr(os.Chtimes(filepath.Join(r.Root, "src", "a.txt"), later, later))
+	_, err := run(ctx, r.Root, "read-tree", "-m", "-u", "--end-of-options", base, head)
+	is.True(err != nil) // without a refresh git refuses: the case is real
+	res, err := r.Apply(ctx, "main", base, head, "apply over a touched file")
+	is.NoErr(err)
+	is.Equal(git(t, r.Root, "rev-parse", "main"), res.Commit)
+	is.Equal(read(t, filepath.Join(r.Root, "src", "a.txt")), "one\n2\nthree\n")
+	is.Equal(git(t, r.Root, "status", "--porcelain", "-uall"), "")
 }
 
 func TestApplyKeepsUnrelatedDirtyFiles(t *testing.T) {
