@@ -117,7 +117,11 @@ func configDigest(dir string) (key string, ok bool) {
 			b.WriteByte(0)
 		}
 	}
-	for _, f := range files {
+	// By position and text, not path: every worktree has its own
+	// (usually absent) config.worktree, and the answer depends only on
+	// what the files say (includes, which could depend on paths, are
+	// never cached).
+	for i, f := range files {
 		text, err := os.ReadFile(f)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return "", false
@@ -125,7 +129,7 @@ func configDigest(dir string) (key string, ok bool) {
 		if bytes.Contains(bytes.ToLower(text), []byte("include")) {
 			return "", false
 		}
-		fmt.Fprintf(&b, "%s\x00%d\x00%s\x00", f, len(text), text)
+		fmt.Fprintf(&b, "%d\x00%d\x00%s\x00", i, len(text), text)
 	}
 	sum := sha256.Sum256([]byte(b.String()))
 	return string(sum[:]), true

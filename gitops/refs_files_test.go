@@ -305,6 +305,16 @@ func TestIdentityCacheFollowsConfig(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(id, fallback[:2])
 
+	// Worktrees of one repository share the answer (the key is what the
+	// files say, not where they are).
+	wt1, wt2 := filepath.Join(t.TempDir(), "w1"), filepath.Join(t.TempDir(), "w2")
+	git(t, r.Root, "worktree", "add", "-q", "-b", "w1", wt1)
+	git(t, r.Root, "worktree", "add", "-q", "-b", "w2", wt2)
+	k1, ok1 := configDigest(wt1)
+	k2, ok2 := configDigest(wt2)
+	is.True(ok1 && ok2)
+	is.Equal(k1, k2)
+
 	write(t, filepath.Join(r.Root, "..", "extra.cfg"), "[user]\n\tname = Included\n")
 	git(t, r.Root, "config", "include.path", filepath.Join(r.Root, "..", "extra.cfg"))
 	_, cacheable := configDigest(r.Root)
