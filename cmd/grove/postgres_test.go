@@ -201,7 +201,25 @@ func TestPostgresDoctorListsSilentHosts(t *testing.T) {
 	is.True(strings.Contains(out, "host box-z not seen for 1h"))
 	is.True(strings.Contains(out, "grove reassign --from box-z"))
 	is.True(strings.Contains(out, "host box-a seen"))
-	h.stopDaemon(syscall.SIGTERM)
+
+	// Another daemon takes box-a over (as after a minute of box-a's
+	// silence): box-a's next heartbeat finds it and the daemon stops,
+	// saying why, instead of serving box-a alongside.
+	other, err := store.Open(ctx, t.TempDir(), store.Options{Database: h.database, Host: "box-a"})
+	is.NoErr(err)
+	defer other.Close()
+	is.NoErr(other.ClaimHost(ctx, "elsewhere:/home/other", 0, 4343, time.Now()))
+	exited := make(chan error, 1)
+	go func() { exited <- h.daemon.Wait() }()
+	select {
+	case err := <-exited:
+		is.True(err != nil) // a failure exit
+	case <-time.After(slow(60 * time.Second)):
+		t.Fatal("box-a kept serving after its host was taken over")
+	}
+	log, err := os.ReadFile(filepath.Join(h.work, "daemon.log"))
+	is.NoErr(err)
+	is.True(strings.Contains(string(log), "is now served by another grove daemon"))
 }
 
 // grove reassign moves a queued task of a host whose daemon is down to
