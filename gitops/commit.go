@@ -163,10 +163,8 @@ func (r *Repo) CommitAll(ctx context.Context, wtPath, message string) (head stri
 			return "", fmt.Errorf("commit %s: %w", wtPath, err)
 		}
 	}
-	if gd, err := GitDirOf(wtPath); err == nil && topIsGitFileDir(r.CommonDir, gd) {
-		if head, _, ok := worktreeHeadFiles(r.CommonDir, gd); ok {
-			return head, nil
-		}
+	if info, known := r.worktreeInfoFiles(wtPath); known {
+		return info.head, nil
 	}
 	out, err := run(ctx, wtPath, "rev-parse", "--verify", "HEAD")
 	if err != nil {

@@ -175,16 +175,12 @@ func (r *Repo) recheckMoved(ctx context.Context, path, dir, gitDir string, rep R
 // --path-format=absolute --git-dir HEAD --symbolic-full-name HEAD` prints
 // there, one line each; read from the files when they answer exactly.
 func (r *Repo) movedHead(ctx context.Context, dir, gitDir string) ([]string, error) {
-	if gd, err := GitDirOf(dir); err == nil && samePath(gd, gitDir) &&
-		samePath(filepath.Dir(gd), filepath.Join(r.CommonDir, "worktrees")) {
-		if topIsGitFileDir(r.CommonDir, gd) {
-			if head, ref, ok := worktreeHeadFiles(r.CommonDir, gd); ok {
-				if ref == "" {
-					ref = "HEAD"
-				}
-				return []string{gd, head, ref}, nil
-			}
+	if info, known := r.worktreeInfoFiles(dir); known && samePath(info.gitDir, gitDir) {
+		ref := "HEAD" // what --symbolic-full-name says of a detached HEAD
+		if info.branch != "" {
+			ref = "refs/heads/" + info.branch
 		}
+		return []string{info.gitDir, info.head, ref}, nil
 	}
 	out, err := run(ctx, dir, "rev-parse", "--path-format=absolute", "--git-dir", "HEAD", "--symbolic-full-name", "HEAD")
 	return lines(out), err

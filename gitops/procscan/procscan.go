@@ -192,15 +192,11 @@ func InOrWithEnv(dir, key, value string) ([]int, error) {
 	case value == "":
 		return In(dir)
 	}
-	roots, err := procRoots(dir)
-	if err != nil {
-		return nil, err
-	}
-	return matchProcs(func(pd string) bool { return hasEnv(pd, key, value) || procUses(pd, roots) })
+	return InOrWithEnvSince(dir, key, value, 0)
 }
 
 // InOrWithEnvSince is InOrWithEnv restricted to processes that started at
-// or after since (clock ticks after boot, as StartTicks gives). The
+// or after since (clock ticks after boot, as StartTicks gives; 0: all). The
 // supervisor sweeps with its own start: a process older than it cannot be
 // its agent's, and reading one small stat file first spares the costly
 // look at every other process's descriptors and memory maps.
@@ -213,8 +209,10 @@ func InOrWithEnvSince(dir, key, value string, since uint64) ([]int, error) {
 		}
 	}
 	return matchProcs(func(pd string) bool {
-		if t, ok := startTicks(pd); !ok || t < since {
-			return false
+		if since > 0 {
+			if t, ok := startTicks(pd); !ok || t < since {
+				return false
+			}
 		}
 		return (value != "" && hasEnv(pd, key, value)) || (roots != nil && procUses(pd, roots))
 	})
