@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/matryer/is"
+
+	"github.com/grove-dev/grove/gitops/procscan"
 )
 
 // run runs spec in this process, without the supervisor's orphan reaper
@@ -169,8 +172,33 @@ func TestSweepSparesOlderProcesses(t *testing.T) {
 	user.Dir = s.WorkDir
 	is.NoErr(user.Start())
 	t.Cleanup(func() { _ = user.Process.Kill(); _ = user.Wait() })
+	// Start times count in clock ticks (10 ms): let one pass, so that the
+	// supervisor is younger (a process of the very same tick is swept).
+	born, err := procscan.StartTicks(user.Process.Pid)
+	is.NoErr(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for uptimeTicks(t) <= born+1 && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
 	runSupervisor(t, s)
 	escapee := readPid(t, filepath.Join(s.WorkDir, "escapee"))
 	is.True(!processAlive(escapee))         // the agent's escapee was swept
 	is.True(processAlive(user.Process.Pid)) // the older process was not
+}
+
+// uptimeTicks is the time since boot in clock ticks (/proc/uptime has
+// hundredths of a second, the tick of every Linux box grove runs on).
+func uptimeTicks(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, _, _ := strings.Cut(string(b), " ")
+	whole, frac, _ := strings.Cut(secs, ".")
+	n, err := strconv.ParseUint(whole+frac, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
