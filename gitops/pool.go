@@ -19,6 +19,9 @@ func (r *Repo) RenameBranch(ctx context.Context, from, to string) error {
 		return fmt.Errorf("rename branch %s: %w", from, err)
 	}
 	defer unlock()
+	if handled, err := r.renameBranchFiles(ctx, from, to); handled {
+		return err
+	}
 	_, err = runRetry(ctx, r.Root, "branch", "-m", "--", from, to)
 	if err == nil {
 		return nil

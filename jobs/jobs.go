@@ -84,7 +84,8 @@ type Deps struct {
 	trusted  map[int64]*trust // pool entries verified clean, by workspace id
 	settings sync.Map         // settings per repository and commit, see setup.go
 	stopping chan struct{}
-	wake     func() // wakes the daemon's River listener (nil outside the daemon)
+	wake     func()    // wakes the daemon's River listener (nil outside the daemon)
+	standby  *standbys // supervisors started ahead (standby.go); nil: none
 	stopOnce sync.Once
 }
 

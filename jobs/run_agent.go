@@ -105,7 +105,7 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 		spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: append(AgentEnv(task, ws, port), sbEnv...),
 			Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == "", Sandbox: sb,
 			TTY: task.Options.TTY}
-		started, err := supervise.Start(d.Exe, dir, spec)
+		started, err := d.startSupervisor(dir, spec)
 		if err != nil {
 			return err
 		}

@@ -240,7 +240,7 @@ func (d *Deps) startService(ctx context.Context, sess grove.Session, ws grove.Wo
 			return startResult{}, err
 		}
 		env = append(env, sbEnv...)
-		started, err := supervise.Start(d.Exe, dir, supervise.Spec{WorkDir: ws.Path, Argv: sess.Serve, Env: env, Grace: d.Grace, Sandbox: sb})
+		started, err := d.startSupervisor(dir, supervise.Spec{WorkDir: ws.Path, Argv: sess.Serve, Env: env, Grace: d.Grace, Sandbox: sb})
 		if err != nil {
 			return startResult{}, err
 		}

@@ -204,7 +204,7 @@ func (d *Deps) runSetupCommand(ctx context.Context, dir string, ws grove.Workspa
 		}
 		spec := supervise.Spec{WorkDir: ws.Path, Argv: []string{"sh", "-c", line}, Env: r.env,
 			Timeout: s.Timeout(), Grace: d.Grace, Sweep: true}
-		started, err := supervise.Start(d.Exe, dir, spec)
+		started, err := d.startSupervisor(dir, spec)
 		if err != nil {
 			return exit, err
 		}

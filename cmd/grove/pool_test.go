@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,4 +206,62 @@ func TestWarmPoolGitStateChangeNotClaimed(t *testing.T) {
 	is.NoErr(h.store().DB().QueryRow(`SELECT state FROM workspace WHERE path = ?`, pool[0].Path).Scan(&state))
 	is.Equal(state, grove.WorkspaceStale)
 	h.stopDaemon(syscall.SIGTERM)
+}
+
+// standbyPids lists the standby supervisors (`grove supervise --standby`)
+// whose parent is the process ppid.
+func standbyPids(ppid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !alive(pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if string(cmdline) != "grove\x00supervise\x00--standby\x00" {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		s := string(stat)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// TestWarmStartHandsTheRunToAStandby: with a warm pool the daemon keeps a
+// supervisor started ahead; a warm task's agent runs under it (the run
+// row names it), another takes its place, and none outlives the daemon.
+func TestWarmStartHandsTheRunToAStandby(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	d := h.startDaemon("--warm", "1")
+	defer func() {
+		if t.Failed() {
+			h.dumpState()
+		}
+	}()
+	h.mustGrove("wait", h.mustGrove("submit", "--repo", h.repo, "--", "true")) // the pool learns of the repo
+	var ready []int
+	h.until(30*time.Second, "a standby supervisor and a pool entry", func() bool {
+		ready = standbyPids(d.Process.Pid)
+		return len(ready) == 1 && len(h.poolEntries()) == 1
+	})
+	id := h.mustGrove("submit", "--repo", h.repo, "--", "sh", "-c", "echo standby > out.txt")
+	h.mustGrove("wait", id)
+	run, err := h.store().AgentRun(context.Background(), id, 1)
+	is.NoErr(err)
+	is.Equal(run.Pid, ready[0]) // the agent ran under the standby
+	is.True(h.diffHas(id, "+standby"))
+	var next []int
+	h.until(30*time.Second, "another standby", func() bool {
+		next = standbyPids(d.Process.Pid)
+		return len(next) == 1 && next[0] != ready[0]
+	})
+	h.stopDaemon(syscall.SIGTERM)
+	h.until(10*time.Second, "the standby gone with its daemon", func() bool { return !alive(next[0]) })
 }

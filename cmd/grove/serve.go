@@ -240,6 +240,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		}
 	}()
 	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
+	go deps.KeepStandbys(wakeCtx, deps.Warm)     // with a warm pool, supervisors started ahead too
 	hostLost := make(chan error, 1)
 	go jobs.Heartbeat(wakeCtx, deps, func(err error) { hostLost <- err }) // the host row grove doctor reads
 	// Each host its own maintenance (River's periodic jobs are the leader's only).
@@ -284,13 +285,24 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 }
 
 func (a *app) superviseCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "supervise RUNDIR",
+	var standby bool
+	c := &cobra.Command{
+		Use:    "supervise RUNDIR | supervise --standby",
 		Short:  "Run one agent under supervision (internal)",
 		Hidden: true,
-		Args:   exactArgs(1, "a run directory"),
+		Args: func(c *cobra.Command, args []string) error {
+			if standby {
+				return exactArgs(0, "no run directory with --standby")(c, args)
+			}
+			return exactArgs(1, "a run directory")(c, args)
+		},
 		RunE: func(_ *cobra.Command, args []string) error {
+			if standby {
+				return supervise.StandbyMain()
+			}
 			return supervise.Main(args[0])
 		},
 	}
+	c.Flags().BoolVar(&standby, strings.TrimPrefix(supervise.StandbyArg, "--"), false, "wait for a run handed over by the daemon")
+	return c
 }

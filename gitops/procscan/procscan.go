@@ -228,6 +228,28 @@ func StartTicks(pid int) (uint64, error) {
 	return t, nil
 }
 
+// NowTicks is the current time in StartTicks' unit: clock ticks (USER_HZ,
+// 100 per second on Linux) since boot, read from /proc/uptime, which counts
+// from the same clock and rounds down the same way. A process started after
+// the call has a start time at or after it.
+func NowTicks() (uint64, bool) {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, false
+	}
+	up, _, _ := bytes.Cut(b, []byte(" "))
+	sec, frac, ok := bytes.Cut(up, []byte("."))
+	if !ok || len(frac) != 2 {
+		return 0, false
+	}
+	s, err1 := strconv.ParseUint(string(sec), 10, 64)
+	h, err2 := strconv.ParseUint(string(frac), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return s*100 + h, true
+}
+
 // startTicks reads field 22 (starttime) of the stat file at pd.
 func startTicks(pd string) (uint64, bool) {
 	b, err := os.ReadFile(pd + "/stat")

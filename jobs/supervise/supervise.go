@@ -18,7 +18,6 @@ import (
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops/procscan"
-	"golang.org/x/sys/unix"
 )
 
 // Spec describes one supervised run. It is written to DIR/spec.json.
@@ -90,28 +89,11 @@ type Started struct {
 // session, stdin /dev/null, stdout and stderr appended to dir/log. The
 // supervisor survives this process. dir is created if needed.
 func Start(exe, dir string, spec Spec) (Started, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Started{}, fmt.Errorf("create run dir %s: %w", dir, err)
-	}
-	b, err := json.Marshal(spec)
+	lock, logf, err := prepareRun(dir, spec)
 	if err != nil {
-		return Started{}, fmt.Errorf("encode spec: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(dir, SpecFile), b); err != nil {
 		return Started{}, err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return Started{}, fmt.Errorf("open run lock: %w", err)
-	}
 	defer lock.Close()
-	if ok, err := grove.TryFlock(lock, unix.LOCK_EX); !ok {
-		return Started{}, fmt.Errorf("run %s already has a supervisor (lock: %v)", dir, err)
-	}
-	logf, err := os.OpenFile(filepath.Join(dir, LogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return Started{}, fmt.Errorf("open run log: %w", err)
-	}
 	defer logf.Close()
 	cmd := exec.Command(exe, "supervise", dir)
 	cmd.Args[0] = "grove" // testscript and a renamed binary dispatch on argv[0]
@@ -370,7 +352,7 @@ func startLocked(cmd *exec.Cmd, enter func() (func(), error)) (<-chan error, err
 // instead of a look at every descriptor and memory map on the box.
 func cleanup(pgid int, spec Spec, grace time.Duration) {
 	taskID := envValue(spec.Env, "GROVE_TASK_ID")
-	since, _ := procscan.StartTicks(os.Getpid()) // 0 (everyone) if unreadable
+	since := sweepSince()
 	left := func() []int {
 		var pids []int
 		if groupAlive(pgid) {
