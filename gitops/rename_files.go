@@ -33,8 +33,8 @@ import (
 //
 // Hooks play no part: grove runs every git command of this kind with
 // core.hooksPath=/dev/null (git.go). Anything else (reftable, a packed or
-// missing ref, a branch section in the config, a shared repository,
-// GIT_COMMITTER_DATE, the main worktree's branch, a lock held by someone)
+// missing ref, a branch section in the config, a shared repository, the
+// main worktree's branch, a lock held by someone)
 // returns
 // handled=false before writing anything, and the caller runs git.
 //
@@ -42,51 +42,54 @@ import (
 // crash finish the job: a new ref that already holds the old one's commit
 // is taken as this rename's own, half done.
 
-// renameIdent is the committer identity git writes into reflogs ("Name
-// <email>"), by configDigest and the environment that sets it; ok false
-// means git must do the rename (a shared repository's permissions).
+// renameIdent is what git writes into a reflog entry before the old and
+// new ids' message: the committer identity ("Name <email>"), and the time
+// when GIT_COMMITTER_DATE fixes it ("1704067200 +0000"; empty: now). ok
+// false means git must do the rename (a shared repository's permissions).
 type renameIdent struct {
-	ident string
-	ok    bool
+	ident, when string
+	ok          bool
 }
 
 var renameIdents sync.Map // key → renameIdent
 
-// reflogIdent returns the identity git would write into a reflog in dir,
-// asking git once per configuration (`git var GIT_COMMITTER_IDENT`).
-func reflogIdent(ctx context.Context, dir string) (string, bool) {
-	if os.Getenv("GIT_COMMITTER_DATE") != "" {
-		return "", false
-	}
+// reflogIdent returns the identity (and fixed time, if any) git would
+// write into a reflog in dir, asking git once per configuration and
+// environment (`git var GIT_COMMITTER_IDENT`).
+func reflogIdent(ctx context.Context, dir string) (renameIdent, bool) {
 	key, cacheable := configDigest(dir)
 	if !cacheable {
-		return "", false
+		return renameIdent{}, false
 	}
-	for _, k := range []string{"GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"} {
-		key += "\x00" + os.Getenv(k)
+	for _, k := range []string{"GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL", "GIT_COMMITTER_DATE"} {
+		v, set := os.LookupEnv(k)
+		key += fmt.Sprintf("\x00%v%s", set, v)
 	}
 	if v, ok := renameIdents.Load(key); ok {
 		ri := v.(renameIdent)
-		return ri.ident, ri.ok
+		return ri, ri.ok
 	}
 	ri := renameIdent{}
 	out, err := run(ctx, dir, "config", "--get-regexp", `^core\.sharedrepository$`)
-	if err == nil || exitCode(err) == 1 {
-		if len(bytes.TrimSpace(out)) == 0 {
-			if id, err := run(ctx, dir, "var", "GIT_COMMITTER_IDENT"); err == nil {
-				// "Name <email> 1796032221 +0000": drop the time.
-				s := strings.TrimRight(string(id), "\n")
-				if i := strings.LastIndexByte(s, '>'); i > 0 && !strings.ContainsAny(s, "\n") {
-					ri = renameIdent{ident: s[:i+1], ok: true}
-				}
+	if err != nil && exitCode(err) != 1 {
+		return ri, false // not cached: it may work next time
+	}
+	if len(bytes.TrimSpace(out)) == 0 {
+		id, err := run(ctx, dir, "var", "GIT_COMMITTER_IDENT")
+		if err != nil {
+			return ri, false
+		}
+		// "Name <email> 1796032221 +0000"
+		s := strings.TrimRight(string(id), "\n")
+		if i := strings.LastIndexByte(s, '>'); i > 0 && !strings.ContainsAny(s, "\n") {
+			ri = renameIdent{ident: s[:i+1], ok: true}
+			if _, fixed := os.LookupEnv("GIT_COMMITTER_DATE"); fixed {
+				ri.when = strings.TrimSpace(s[i+1:])
 			}
 		}
 	}
-	if err != nil && exitCode(err) != 1 {
-		return "", false // not cached: it may work next time
-	}
 	renameIdents.Store(key, ri)
-	return ri.ident, ri.ok
+	return ri, ri.ok
 }
 
 // renameBranchFiles renames refs/heads/<from> to refs/heads/<to> in
@@ -153,9 +156,13 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 	oid, heads := p.oid, p.heads
 
 	// Checks done, locks held: write.
-	now := time.Now()
+	when := ident.when
+	if when == "" {
+		now := time.Now()
+		when = fmt.Sprintf("%d %s", now.Unix(), now.Format("-0700"))
+	}
 	entry := func(old string) []byte {
-		return fmt.Appendf(nil, "%s %s %s %d %s\tBranch: renamed %s to %s\n", old, oid, ident, now.Unix(), now.Format("-0700"), oldRef, newRef)
+		return fmt.Appendf(nil, "%s %s %s %s\tBranch: renamed %s to %s\n", old, oid, ident.ident, when, oldRef, newRef)
 	}
 	if p.moveLog {
 		if err := os.Rename(oldLog, newLog); err != nil {
