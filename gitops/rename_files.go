@@ -92,6 +92,11 @@ func reflogIdent(ctx context.Context, dir string) (renameIdent, bool) {
 	return ri, ri.ok
 }
 
+// PrepareRename asks git now what a rename in r's files needs from it (the
+// reflog identity: two git processes, once per configuration), so that a
+// later RenameBranch, on the path of a warm start, does not.
+func (r *Repo) PrepareRename(ctx context.Context) { reflogIdent(ctx, r.Root) }
+
 // renameBranchFiles renames refs/heads/<from> to refs/heads/<to> in
 // r's files (see above); handled is false when git must do it, with
 // nothing written. The caller holds the repository lock.

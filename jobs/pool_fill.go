@@ -181,6 +181,9 @@ func fillOnce(ctx context.Context, d *Deps, repoID int64) error {
 	if err != nil || tip == "" {
 		return err
 	}
+	if d.Warm > 0 {
+		repo.PrepareRename(ctx) // what a claim's branch rename asks git, asked now
+	}
 	// Never more than Warm ready: after a restart with a smaller --warm (or
 	// none), the surplus goes through the gate like any worktree, before
 	// anything is spent moving it.

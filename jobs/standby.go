@@ -51,8 +51,18 @@ func (d *Deps) KeepStandbys(ctx context.Context, n int) {
 			return
 		case <-s.taken:
 		}
+		// Not at once: the run that took one is starting its agent, and
+		// a Go binary's start beside it (~20 ms of CPU) would slow that.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(refillDelay):
+		}
 	}
 }
+
+// refillDelay is how long after a standby is taken its replacement starts.
+const refillDelay = 250 * time.Millisecond
 
 // fill starts standbys until n are ready (the dead ones dropped).
 func (s *standbys) fill(exe string, n int) error {
