@@ -40,6 +40,9 @@ type app struct {
 	st     *store.Store
 	client *jobs.Client
 	root   *cobra.Command
+	// completing: this call answers the shell's completion (rootCmd then
+	// sets the completion functions).
+	completing bool
 
 	database string // --database (see databaseURL)
 	host     string // serve --host (see hostName)
@@ -49,6 +52,10 @@ type app struct {
 // with a one-line message and a hint.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	// Completion functions are set only for the shell's completion
+	// requests (cobra's hidden __complete commands): setting them walks
+	// every command's flags, a millisecond on every other call.
+	a.completing = len(args) > 0 && strings.HasPrefix(args[0], cobra.ShellCompRequestCmd)
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -163,7 +170,9 @@ supervisor, turns its work into a diff, and applies it when asked.`,
 	root.Version = readVersion().String()
 	root.SetVersionTemplate("grove {{.Version}}\n")
 	usageArgs(root)
-	a.addCompletions(root)
+	if a.completing {
+		a.addCompletions(root)
+	}
 	a.root = root
 	root.AddCommand(a.attachCmd(), a.sendCmd())
 	return root
