@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/grove-dev/grove"
 )
 
 // Renaming a branch in git's files backend without a git process.
@@ -134,14 +136,29 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 			pruneEmptyParents(newLog, filepath.Join(common, "logs", "refs", "heads"))
 		}
 	}()
+	// Each lock file says whose it is. One with this rename's own words
+	// was left by a rename of the same branches that died midway (a live
+	// one would hold the repository lock, which the caller holds): it is
+	// taken over, and the rename finishes.
+	marker := []byte("grove: rename " + oldRef + " to " + newRef + "\n")
 	lock := func(path string) bool {
 		f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if errors.Is(err, fs.ErrExist) {
+			if b, err := os.ReadFile(path + ".lock"); err == nil && bytes.Equal(b, marker) {
+				locks = append(locks, path+".lock")
+				return true
+			}
+			return false
+		}
 		if err != nil {
 			return false
 		}
-		f.Close()
+		_, werr := f.Write(marker)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
 		locks = append(locks, path+".lock")
-		return true
+		return werr == nil
 	}
 	if os.MkdirAll(filepath.Dir(newPath), 0o777) != nil || (p.moveLog && os.MkdirAll(filepath.Dir(newLog), 0o777) != nil) {
 		return false, nil // a file in the way: git says what it is
@@ -180,6 +197,7 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 	if err := commitLock(newPath, []byte(oid+"\n")); err != nil {
 		return true, fmt.Errorf("rename branch %s: %w", from, err)
 	}
+	grove.Failpoint("rename.after-new-ref")
 	zero := strings.Repeat("0", len(oid))
 	for _, h := range heads {
 		if err := commitLock(h.head, []byte("ref: "+newRef+"\n")); err != nil {
@@ -189,11 +207,22 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 			return true, fmt.Errorf("rename branch %s: %w", from, err)
 		}
 	}
+	grove.Failpoint("rename.after-heads")
 	if err := os.Remove(oldPath); err != nil {
 		return true, fmt.Errorf("rename branch %s: delete old ref: %w", from, err)
 	}
-	_ = os.Remove(oldPath + ".lock")
-	locks = locks[:0]
+	for _, l := range locks {
+		_ = os.Remove(l)
+	}
+	locks = nil
+	// A rename cut short after moving a HEAD left that HEAD's lock.
+	if moved, ok := headsOn(common, newRef); ok {
+		for _, h := range moved {
+			if b, err := os.ReadFile(h.head + ".lock"); err == nil && bytes.Equal(b, marker) {
+				_ = os.Remove(h.head + ".lock")
+			}
+		}
+	}
 	for _, base := range []string{common, filepath.Join(common, "logs")} {
 		pruneEmptyParents(refPath(base, oldRef), filepath.Join(base, "refs", "heads"))
 	}
@@ -304,12 +333,14 @@ func headsOn(common, ref string) ([]headOn, bool) {
 	return on, true
 }
 
-// commitLock writes b to path.lock (held) and renames it over path.
+// commitLock replaces path with b while its lock file is held: written to
+// path.grove.lock (a name git skips, as every *.lock) and renamed over it.
 func commitLock(path string, b []byte) error {
-	if err := os.WriteFile(path+".lock", b, 0o666); err != nil {
+	tmp := path + ".grove.lock"
+	if err := os.WriteFile(tmp, b, 0o666); err != nil {
 		return err
 	}
-	return os.Rename(path+".lock", path)
+	return os.Rename(tmp, path)
 }
 
 // appendFile appends b to the existing file path.

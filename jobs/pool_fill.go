@@ -416,6 +416,12 @@ func (d *Deps) finishClaim(ctx context.Context, client *Client, task grove.Task,
 			real, _ := filepath.EvalSymlinks(ws.Path)
 			for _, w := range wts {
 				if (w.Path == ws.Path || w.Path == real) && w.Branch == branch {
+					// Its HEAD is on the task's branch: a rename done, or cut
+					// short after moving the HEAD (the pool branch and a lock
+					// may be left). Finishing it is a no-op when it is done.
+					if err := repo.RenameBranch(ctx, ws.Branch, branch); err != nil {
+						return ws, false, err
+					}
 					ws.Branch = branch
 				}
 			}

@@ -22,6 +22,9 @@ type crashPoint struct {
 	warm bool
 	// fast points run in every `go test`; the rest under GROVE_TORTURE.
 	fast bool
+	// claim: the point is on a warm claim's path; a first task (before the
+	// crashing daemon starts) fills the pool, so that the task claims.
+	claim bool
 }
 
 // crashPoints lists every failpoint of create, run, diff, apply and pool
@@ -42,6 +45,8 @@ var crashPoints = []crashPoint{
 	{name: "pool.after-take", warm: true},
 	{name: "pool.after-advance", warm: true, fast: true},
 	{name: "pool.before-return", warm: true},
+	{name: "rename.after-new-ref", warm: true, claim: true, fast: true},
+	{name: "rename.after-heads", warm: true, claim: true, fast: true},
 }
 
 // TestCrashPoints: for each failpoint, the daemon dies there while it runs
@@ -73,6 +78,12 @@ echo "$GROVE_TASK_ID" > "f-$GROVE_TASK_ID.txt"
 	args := []string{}
 	if cp.warm {
 		args = append(args, "--warm", "1")
+	}
+	if cp.claim {
+		h.startDaemon(args...)
+		h.mustGrove("wait", h.mustGrove("submit", "--repo", h.repo, "--", "true"))
+		h.until(60*time.Second, "a pool entry", func() bool { return len(h.poolEntries()) == 1 })
+		h.stopDaemon(syscall.SIGTERM)
 	}
 	died := h.startCrashingDaemon(cp.name, args...)
 	id := h.mustGrove("submit", "--repo", h.repo, "--apply", "auto", "--env", "COUNTER="+counter, "--", agent)
