@@ -118,13 +118,29 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 	}
 	oldPath, newPath := refPath(common, oldRef), refPath(common, newRef)
 	oldLog, newLog := refPath(filepath.Join(common, "logs"), oldRef), refPath(filepath.Join(common, "logs"), newRef)
-	p, ok := planRename(common, oldRef, newRef)
+	packedPath := filepath.Join(common, "packed-refs")
+	// Each lock file this rename makes says whose it is. One with this
+	// rename's words was left by a rename of the same branches that died
+	// midway (a live one would hold the repository lock, which the caller
+	// holds): those are cleared first, and the state the dead one left is
+	// finished below, or by git.
+	marker := []byte("grove: rename " + oldRef + " to " + newRef + "\n")
+	resuming := clearMarkedLocks(common, marker, oldPath, newPath, packedPath)
+	if resuming {
+		if _, err := os.Lstat(oldPath); errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Lstat(newPath); err == nil {
+				return true, nil // it died after the last step: done
+			}
+		}
+	}
+	p, ok := planRename(common, oldRef, newRef, resuming)
 	if !ok {
 		return false, nil
 	}
-	// Lock as git does (the new ref's directories made first, and pruned
-	// again if the rename does not happen), then look again: what was
-	// read must still hold under the locks.
+	// Lock as git does (the refs, the HEADs, then packed-refs, which keeps
+	// a running pack-refs from writing the old ref back; the new ref's
+	// directories made first, and pruned again if the rename does not
+	// happen), then look again: what was read must still hold.
 	var locks []string // held lock files, removed on the way out
 	done := false
 	defer func() {
@@ -136,20 +152,8 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 			pruneEmptyParents(newLog, filepath.Join(common, "logs", "refs", "heads"))
 		}
 	}()
-	// Each lock file says whose it is. One with this rename's own words
-	// was left by a rename of the same branches that died midway (a live
-	// one would hold the repository lock, which the caller holds): it is
-	// taken over, and the rename finishes.
-	marker := []byte("grove: rename " + oldRef + " to " + newRef + "\n")
 	lock := func(path string) bool {
 		f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
-		if errors.Is(err, fs.ErrExist) {
-			if b, err := os.ReadFile(path + ".lock"); err == nil && bytes.Equal(b, marker) {
-				locks = append(locks, path+".lock")
-				return true
-			}
-			return false
-		}
 		if err != nil {
 			return false
 		}
@@ -171,10 +175,12 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 			return false, nil
 		}
 	}
-	if again, ok := planRename(common, oldRef, newRef); !ok || !again.same(p) {
+	if !lock(packedPath) {
 		return false, nil
 	}
-	done = true
+	if again, ok := planRename(common, oldRef, newRef, resuming); !ok || !again.same(p) {
+		return false, nil
+	}
 	oid, heads := p.oid, p.heads
 
 	// Checks done, locks held: write.
@@ -188,12 +194,16 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 	}
 	if p.moveLog {
 		if err := os.Rename(oldLog, newLog); err != nil {
-			return true, fmt.Errorf("rename branch %s: move reflog: %w", from, err)
+			return false, nil // nothing written: git says what is in the way
 		}
+	}
+	done = true
+	if p.moveLog || p.logEntry {
 		if err := appendFile(newLog, entry(oid)); err != nil {
 			return true, fmt.Errorf("rename branch %s: %w", from, err)
 		}
 	}
+	grove.Failpoint("rename.after-log")
 	if err := commitLock(newPath, []byte(oid+"\n")); err != nil {
 		return true, fmt.Errorf("rename branch %s: %w", from, err)
 	}
@@ -211,18 +221,11 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 	if err := os.Remove(oldPath); err != nil {
 		return true, fmt.Errorf("rename branch %s: delete old ref: %w", from, err)
 	}
+	grove.Failpoint("rename.after-old-ref")
 	for _, l := range locks {
 		_ = os.Remove(l)
 	}
 	locks = nil
-	// A rename cut short after moving a HEAD left that HEAD's lock.
-	if moved, ok := headsOn(common, newRef); ok {
-		for _, h := range moved {
-			if b, err := os.ReadFile(h.head + ".lock"); err == nil && bytes.Equal(b, marker) {
-				_ = os.Remove(h.head + ".lock")
-			}
-		}
-	}
 	for _, base := range []string{common, filepath.Join(common, "logs")} {
 		pruneEmptyParents(refPath(base, oldRef), filepath.Join(base, "refs", "heads"))
 	}
@@ -238,18 +241,21 @@ func renamedBy(path, oldRef, newRef string) bool {
 
 // renamePlan is what a rename finds before it writes.
 type renamePlan struct {
-	oid     string   // the old ref's commit
-	moveLog bool     // its reflog is still to be moved (not by a cut-short run)
-	heads   []headOn // the worktree HEADs on the old ref
+	oid      string   // the old ref's commit
+	moveLog  bool     // its reflog is still to be moved
+	logEntry bool     // the moved reflog still lacks the rename's entry
+	heads    []headOn // the worktree HEADs on the old ref
 }
 
 func (p renamePlan) same(q renamePlan) bool {
-	return p.oid == q.oid && p.moveLog == q.moveLog && slices.Equal(p.heads, q.heads)
+	return p.oid == q.oid && p.moveLog == q.moveLog && p.logEntry == q.logEntry && slices.Equal(p.heads, q.heads)
 }
 
 // planRename reads what renaming oldRef to newRef in common's files
 // would change, without writing; ok is false when git must do it.
-func planRename(common, oldRef, newRef string) (p renamePlan, ok bool) {
+// resuming says a rename of these branches died midway (its marked locks
+// were found): its reflog may be moved already and its new ref written.
+func planRename(common, oldRef, newRef string, resuming bool) (p renamePlan, ok bool) {
 	b, err := readSmall(refPath(common, oldRef))
 	if err != nil {
 		return p, false
@@ -272,15 +278,23 @@ func planRename(common, oldRef, newRef string) (p renamePlan, ok bool) {
 			return p, false
 		}
 	}
+	if packedClash(packed, newRef) {
+		return p, false // a packed ref below or above the new name: git refuses
+	}
 	logs := filepath.Join(common, "logs")
 	_, oldLogErr := os.Lstat(refPath(logs, oldRef))
 	_, newLogErr := os.Lstat(refPath(logs, newRef))
+	movedBy := newLogErr == nil && renamedBy(refPath(logs, newRef), oldRef, newRef)
 	switch {
-	case oldLogErr == nil && newExists:
+	case oldLogErr == nil && newLogErr == nil:
+		return p, false // two reflogs: git decides
+	case oldLogErr == nil && newExists && !resuming:
 		return p, false // the new ref is another branch's (its log would be lost): git refuses
 	case oldLogErr == nil:
 		p.moveLog = true
-	case !errors.Is(oldLogErr, fs.ErrNotExist) || newLogErr != nil || !newExists || !renamedBy(refPath(logs, newRef), oldRef, newRef):
+	case errors.Is(oldLogErr, fs.ErrNotExist) && newLogErr == nil && (resuming || (newExists && movedBy)):
+		p.logEntry = !movedBy // moved by the dead rename, maybe before its entry
+	default:
 		return p, false // no reflog to move, and not moved by a cut-short run
 	}
 	if p.heads, ok = headsOn(common, oldRef); !ok {
@@ -292,6 +306,47 @@ func planRename(common, oldRef, newRef string) (p renamePlan, ok bool) {
 		}
 	}
 	return p, true
+}
+
+// packedClash reports whether the packed-refs text b holds a ref below
+// ref (ref/...) or one of ref's parents: names git refuses beside ref.
+func packedClash(b []byte, ref string) bool {
+	for line := range bytes.Lines(b) {
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 || line[0] == '#' || line[0] == '^' {
+			continue
+		}
+		_, name, ok := bytes.Cut(line, []byte(" "))
+		if !ok {
+			continue
+		}
+		n := string(name)
+		if strings.HasPrefix(n, ref+"/") || strings.HasPrefix(ref, n+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// clearMarkedLocks removes the lock files that carry marker (left by a
+// rename that died; see renameBranchFiles) at the given paths and at
+// every worktree's HEAD, and reports whether there was any.
+func clearMarkedLocks(common string, marker []byte, paths ...string) bool {
+	paths = append(paths, filepath.Join(common, "HEAD"))
+	if ents, err := os.ReadDir(filepath.Join(common, "worktrees")); err == nil {
+		for _, e := range ents {
+			paths = append(paths, filepath.Join(common, "worktrees", e.Name(), "HEAD"))
+		}
+	}
+	found := false
+	for _, p := range paths {
+		if b, err := os.ReadFile(p + ".lock"); err == nil && bytes.Equal(b, marker) {
+			if os.Remove(p+".lock") == nil {
+				found = true
+			}
+		}
+	}
+	return found
 }
 
 // refPath is the file of ref under base (a common dir, or its logs dir).

@@ -131,6 +131,11 @@ func TestRenameBranchFilesMatchesGit(t *testing.T) {
 			git(t, r.Root, "branch", to)
 		}, false},
 		{"taken at the same commit", from, func(r *Repo) { wt(r, from); git(t, r.Root, "branch", to) }, false},
+		{"a packed ref below the new name", from, func(r *Repo) {
+			wt(r, from)
+			oid := git(t, r.Root, "rev-parse", "HEAD")
+			write(t, filepath.Join(r.CommonDir, "packed-refs"), "# pack-refs with: peeled fully-peeled sorted \n"+oid+" refs/heads/"+to+"/x\n")
+		}, false},
 	}
 	for _, c := range cases {
 		for _, date := range []string{"", "2024-03-04T05:06:07+0200"} {
@@ -195,7 +200,7 @@ func renameBoth(t *testing.T, withGit, withFiles *Repo, from, to string, wantHan
 // files path write nothing and leave the lock alone.
 func TestRenameBranchFilesStepsAsideForALock(t *testing.T) {
 	const from, to = "grove/pool/abc", "grove/t1/work"
-	for _, held := range []string{"refs/heads/" + from, "refs/heads/" + to, "worktrees/wt/HEAD"} {
+	for _, held := range []string{"refs/heads/" + from, "refs/heads/" + to, "worktrees/wt/HEAD", "packed-refs"} {
 		t.Run(held, func(t *testing.T) {
 			r := newRepo(t)
 			git(t, r.Root, "worktree", "add", "-q", "-b", from, filepath.Join(filepath.Dir(r.Root), "wt"), "HEAD")

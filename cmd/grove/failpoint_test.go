@@ -45,8 +45,10 @@ var crashPoints = []crashPoint{
 	{name: "pool.after-take", warm: true},
 	{name: "pool.after-advance", warm: true, fast: true},
 	{name: "pool.before-return", warm: true},
+	{name: "rename.after-log", warm: true, claim: true, fast: true},
 	{name: "rename.after-new-ref", warm: true, claim: true, fast: true},
 	{name: "rename.after-heads", warm: true, claim: true, fast: true},
+	{name: "rename.after-old-ref", warm: true, claim: true, fast: true},
 }
 
 // TestCrashPoints: for each failpoint, the daemon dies there while it runs

@@ -27,9 +27,11 @@ import (
 // A standby that reads end-of-file (its daemon closed the socket or died)
 // exits without doing anything. A message lost with a standby that died
 // before reading it closes the descriptors in it: the run's lock is free
-// again and no proc file was written, so Probe says the agent never
-// started (and run_agent starts it again, as after a supervisor that died
-// on start).
+// again and no proc file was written, so no agent ran. As after a
+// supervisor that died on start: the daemon that handed the run sees its
+// supervisor gone and fails the task as lost (grove retry runs it); a
+// daemon that died before recording the run finds it never started
+// (Probe) and starts it. Never twice.
 
 // StandbyArg is the argument after `supervise` that starts a standby.
 const StandbyArg = "--standby"
