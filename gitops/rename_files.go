@@ -36,13 +36,13 @@ import (
 // Hooks play no part: grove runs every git command of this kind with
 // core.hooksPath=/dev/null (git.go). Anything else (reftable, a packed or
 // missing ref, a branch section in the config, a shared repository, the
-// main worktree's branch, a lock held by someone)
-// returns
-// handled=false before writing anything, and the caller runs git.
+// main worktree's branch, a lock held by someone) returns handled=false
+// before writing anything, and the caller runs git.
 //
-// The order (new ref, HEADs, then the old ref) makes a repeat after a
-// crash finish the job: a new ref that already holds the old one's commit
-// is taken as this rename's own, half done.
+// The writes go in this order: reflog, new ref, HEADs, old ref. Each lock
+// file says whose it is, so the repeat of a rename a crash cut short
+// (under the repository lock, which no live rename then holds) clears its
+// own locks and finishes from wherever the dead one stopped.
 
 // renameIdent is what git writes into a reflog entry before the old and
 // new ids' message: the committer identity ("Name <email>"), and the time
@@ -332,11 +332,9 @@ func packedClash(b []byte, ref string) bool {
 // rename that died; see renameBranchFiles) at the given paths and at
 // every worktree's HEAD, and reports whether there was any.
 func clearMarkedLocks(common string, marker []byte, paths ...string) bool {
-	paths = append(paths, filepath.Join(common, "HEAD"))
-	if ents, err := os.ReadDir(filepath.Join(common, "worktrees")); err == nil {
-		for _, e := range ents {
-			paths = append(paths, filepath.Join(common, "worktrees", e.Name(), "HEAD"))
-		}
+	gitDirs, _ := worktreeGitDirs(common) // unreadable: those HEADs are not cleared
+	for _, gd := range gitDirs {
+		paths = append(paths, filepath.Join(gd, "HEAD"))
 	}
 	found := false
 	for _, p := range paths {
@@ -359,13 +357,9 @@ type headOn struct{ head, log string }
 // that are the symbolic ref "ref: <ref>"; ok is false when one cannot be
 // read exactly, or one on ref has no reflog.
 func headsOn(common, ref string) ([]headOn, bool) {
-	gitDirs := []string{common}
-	ents, err := os.ReadDir(filepath.Join(common, "worktrees"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	gitDirs, err := worktreeGitDirs(common)
+	if err != nil {
 		return nil, false
-	}
-	for _, e := range ents {
-		gitDirs = append(gitDirs, filepath.Join(common, "worktrees", e.Name()))
 	}
 	want := "ref: " + ref
 	var on []headOn
@@ -386,6 +380,20 @@ func headsOn(common, ref string) ([]headOn, bool) {
 		on = append(on, headOn{head: filepath.Join(gd, "HEAD"), log: filepath.Join(gd, "logs", "HEAD")})
 	}
 	return on, true
+}
+
+// worktreeGitDirs lists the git dirs of the main worktree (common) and of
+// every linked one (common/worktrees/<id>).
+func worktreeGitDirs(common string) ([]string, error) {
+	gitDirs := []string{common}
+	ents, err := os.ReadDir(filepath.Join(common, "worktrees"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return gitDirs, err
+	}
+	for _, e := range ents {
+		gitDirs = append(gitDirs, filepath.Join(common, "worktrees", e.Name()))
+	}
+	return gitDirs, nil
 }
 
 // commitLock replaces path with b while its lock file is held: written to

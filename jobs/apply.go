@@ -104,7 +104,7 @@ func (w *ApplyWorker) Work(ctx context.Context, job *river.Job[ApplyArgs]) error
 		if err := tx.AddEvent(ctx, id, "", "applied", fmt.Sprintf("applied to %s as %s", task.TargetBranch, res.Commit)); err != nil {
 			return err
 		}
-		if err := d.requestFill(ctx, client, tx, task.RepoID, res.Commit); err != nil { // the tip moved
+		if err := d.requestFill(client, tx, task.RepoID, res.Commit); err != nil { // the tip moved
 			return err
 		}
 		if task.SessionID != "" {

@@ -173,7 +173,7 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		if err := d.enqueue(ctx, client, tx, next); err != nil {
 			return err
 		}
-		return d.requestFill(ctx, client, tx, task.RepoID, task.BaseCommit)
+		return d.requestFill(client, tx, task.RepoID, task.BaseCommit)
 	})
 }
 

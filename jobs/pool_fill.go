@@ -56,7 +56,7 @@ const fillDelay = 250 * time.Millisecond
 // for all the requests in that time). A no-op without a pool. A request
 // lost with the daemon costs nothing durable: the periodic pass (every
 // 30 s) and the pass at start fill the pool all the same.
-func (d *Deps) requestFill(_ context.Context, client *Client, tx *store.Tx, repoID int64, tip string) error {
+func (d *Deps) requestFill(client *Client, tx *store.Tx, repoID int64, tip string) error {
 	if d.Warm <= 0 {
 		return nil
 	}

@@ -28,7 +28,7 @@ func TestFillRequestsOfABurstMakeOnePass(t *testing.T) {
 	asked := time.Now()
 	for range 5 {
 		is.NoErr(e.st.InTx(e.ctx, func(tx *store.Tx) error {
-			return e.d.requestFill(e.ctx, client, tx, e.row.ID, "tip")
+			return e.d.requestFill(client, tx, e.row.ID, "tip")
 		}))
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -41,7 +41,7 @@ func TestFillRequestsOfABurstMakeOnePass(t *testing.T) {
 
 	e.d.Warm = 0 // without a pool, nothing is asked
 	is.NoErr(e.st.InTx(e.ctx, func(tx *store.Tx) error {
-		return e.d.requestFill(e.ctx, client, tx, e.row.ID, "tip")
+		return e.d.requestFill(client, tx, e.row.ID, "tip")
 	}))
 	is.True(!e.d.fillState(e.row.ID).coming.Load())
 }

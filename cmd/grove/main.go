@@ -20,11 +20,7 @@ func main() {
 	// these arguments) skips building the command tree: it is on the path
 	// from submit to the agent's start.
 	if len(os.Args) == 3 && os.Args[1] == "supervise" {
-		run := supervise.Main
-		if os.Args[2] == supervise.StandbyArg {
-			run = func(string) error { return supervise.StandbyMain() }
-		}
-		if err := run(os.Args[2]); err != nil {
+		if err := supervise.MainArg(os.Args[2]); err != nil {
 			fmt.Fprintln(os.Stderr, "grove:", err)
 			os.Exit(1)
 		}

@@ -11,11 +11,7 @@ import (
 // GROVE_TEST_WAIT_ON, a program blocked on its terminal (the tty tests).
 func TestMain(m *testing.M) {
 	if len(os.Args) == 3 && os.Args[1] == "supervise" {
-		run := Main
-		if os.Args[2] == StandbyArg {
-			run = func(string) error { return StandbyMain() }
-		}
-		if err := run(os.Args[2]); err != nil {
+		if err := MainArg(os.Args[2]); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

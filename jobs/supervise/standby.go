@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -57,19 +54,10 @@ func StartStandby(exe string) (*Standby, error) {
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "standby"), os.NewFile(uintptr(fds[1]), "standby-peer")
 	defer theirs.Close()
-	cmd := exec.Command(exe, "supervise", StandbyArg)
-	cmd.Args[0] = "grove"
-	cmd.Dir = "/"
-	cmd.Env = os.Environ()
-	cmd.ExtraFiles = []*os.File{theirs} // fd 3
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		ours.Close()
-		return nil, fmt.Errorf("start standby supervisor: %w", err)
+	p, done, err := launch(exe, StandbyArg, "/", nil, theirs)
+	if err == nil && p.StartTime == 0 {
+		err = errors.New("it exited at once")
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p, err := Identify(cmd.Process.Pid)
 	if err != nil {
 		ours.Close()
 		return nil, fmt.Errorf("standby supervisor: %w", err)
@@ -156,13 +144,29 @@ func prepareRun(dir string, spec Spec) (lock, logf *os.File, err error) {
 	return lock, logf, nil
 }
 
+// handOff is the clock tick at which a standby got its run (0: this
+// supervisor was started for its run).
+var handOff uint64
+
 // sweepSince is the clock tick from which the cleanup looks for the
-// agent's escaped processes: the supervisor's own start, or for a standby
-// the moment it got its run (set once, before the agent starts).
-var sweepSince = sync.OnceValue(func() uint64 {
-	t, _ := procscan.StartTicks(os.Getpid()) // 0 (everyone) if unreadable
+// agent's escaped processes: the hand-off for a standby, else the
+// supervisor's own start (0, everyone, if unreadable).
+func sweepSince() uint64 {
+	if handOff > 0 {
+		return handOff
+	}
+	t, _ := procscan.StartTicks(os.Getpid())
 	return t
-})
+}
+
+// MainArg is the body of `grove supervise ARG`: StandbyArg waits as a
+// standby (StandbyMain), anything else is a run directory (Main).
+func MainArg(arg string) error {
+	if arg == StandbyArg {
+		return StandbyMain()
+	}
+	return Main(arg)
+}
 
 // StandbyMain is the body of `grove supervise --standby`: it waits for a
 // run on descriptor 3 and then runs it as Main does. End-of-file (no run
@@ -193,11 +197,7 @@ func StandbyMain() error {
 	dir := string(buf[:n])
 	// The clock tick of the hand-off: processes older than it cannot be
 	// the agent's (a standby may have waited for minutes).
-	since, ok := procscan.NowTicks()
-	if !ok {
-		since = 0
-	}
-	sweepSince = func() uint64 { return since }
+	handOff, _ = procscan.NowTicks() // unreadable: 0, the standby's start
 	// The lock takes the socket's place at fd 3; the log becomes stdout
 	// and stderr, as Start sets them up.
 	for _, m := range [][2]int{{lock, standbyFd}, {logFd, 1}, {logFd, 2}} {

@@ -95,15 +95,29 @@ func Start(exe, dir string, spec Spec) (Started, error) {
 	}
 	defer lock.Close()
 	defer logf.Close()
-	cmd := exec.Command(exe, "supervise", dir)
+	p, done, err := launch(exe, dir, dir, logf, lock) // fd 3 in the supervisor: the lock travels with it
+	if err != nil {
+		return Started{}, err
+	}
+	return Started{Proc: p, Done: done}, nil
+}
+
+// launch starts `exe supervise arg` detached (own session, working
+// directory dir, stdin /dev/null, stdout and stderr to out or /dev/null
+// when nil, fd3 as descriptor 3) and returns its identity and a channel
+// closed once it has exited and been reaped.
+func launch(exe, arg, dir string, out, fd3 *os.File) (Proc, <-chan struct{}, error) {
+	cmd := exec.Command(exe, "supervise", arg)
 	cmd.Args[0] = "grove" // testscript and a renamed binary dispatch on argv[0]
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logf, logf
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	}
 	cmd.Env = os.Environ()
-	cmd.ExtraFiles = []*os.File{lock} // fd 3 in the supervisor: the lock travels with it
+	cmd.ExtraFiles = []*os.File{fd3}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return Started{}, fmt.Errorf("start supervisor: %w", err)
+		return Proc{}, nil, fmt.Errorf("start supervisor: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -112,7 +126,7 @@ func Start(exe, dir string, spec Spec) (Started, error) {
 		// It exited already; the exit file (or its absence) tells the rest.
 		p = Proc{Pid: cmd.Process.Pid, BootID: BootID()}
 	}
-	return Started{Proc: p, Done: done}, nil
+	return p, done, nil
 }
 
 // ReadExit reads dir's exit file; ok is false while there is none.
