@@ -160,3 +160,17 @@ func NewTaskID() string {
 	}
 	return "t" + hex.EncodeToString(b[:])
 }
+
+// ValidTaskID reports whether id has the form NewTaskID gives: "t" and
+// eight lowercase hex digits.
+func ValidTaskID(id string) bool {
+	if len(id) != 9 || id[0] != 't' {
+		return false
+	}
+	for _, c := range id[1:] {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

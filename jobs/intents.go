@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,9 @@ type Intents struct {
 	Store  *store.Store
 	Client *Client // an insert-only client is enough
 	Home   string
+	// wake, in the daemon, wakes its queue after a commit (outside it, the
+	// CLI pokes the daemon's wake socket instead).
+	wake func()
 }
 
 // SubmitRequest is what `grove submit` asks for.
@@ -43,6 +47,10 @@ type SubmitRequest struct {
 	// another host's repository is named by its absolute path there
 	// (PostgreSQL, see submitRemote).
 	Host string
+	// ID is the task's id chosen by the submitter ("" = a new one); a
+	// submit whose ID is already recorded returns that task, created
+	// false (see SubmitViaDaemon).
+	ID string
 }
 
 // Submit validates req, records the task and enqueues create_worktree. With
@@ -61,6 +69,9 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 	if req.Timeout < 0 {
 		return task, false, grove.Userf(grove.ErrUsage, "give a positive duration, e.g. --timeout 30m", "negative timeout %s", req.Timeout)
 	}
+	if req.ID != "" && !grove.ValidTaskID(req.ID) {
+		return task, false, fmt.Errorf("submit: malformed task id %q", req.ID)
+	}
 	if req.Session != "" {
 		if req.Host != "" && req.Host != i.Store.Host() {
 			return task, false, grove.Userf(grove.ErrUsage, "submit session tasks on the session's host", "--host with --session is not supported")
@@ -78,10 +89,14 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 	if err != nil {
 		return task, false, err
 	}
-	task = grove.Task{ID: grove.NewTaskID(), RepoPath: repo.Root, BaseRef: base, BaseCommit: commit,
+	task = grove.Task{ID: cmp.Or(req.ID, grove.NewTaskID()), RepoPath: repo.Root, BaseRef: base, BaseCommit: commit,
 		TargetBranch: target, Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout, Options: req.Options,
 		Apply: req.Apply, IdemKey: req.Key, SessionID: req.Session, State: grove.StateQueued}
 	err = i.Store.InTx(ctx, func(tx *store.Tx) error {
+		if old, ok, err := recorded(ctx, tx, req); ok || err != nil {
+			task = old
+			return err
+		}
 		task.RepoID, err = tx.UpsertRepo(ctx, grove.Repo{Path: repo.Root, CommonDir: repo.CommonDir, DefaultBranch: target})
 		if err != nil {
 			return err
@@ -102,9 +117,13 @@ func (i *Intents) Submit(ctx context.Context, req SubmitRequest) (task grove.Tas
 // submitToSession records a task that runs in a session's worktree: the
 // session fixes the repository, base and target.
 func (i *Intents) submitToSession(ctx context.Context, req SubmitRequest) (task grove.Task, created bool, err error) {
-	task = grove.Task{ID: grove.NewTaskID(), Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout,
+	task = grove.Task{ID: cmp.Or(req.ID, grove.NewTaskID()), Argv: req.Argv, Env: req.Env, Path: req.Path, Timeout: req.Timeout,
 		Options: req.Options, Apply: req.Apply, IdemKey: req.Key, SessionID: req.Session, State: grove.StateQueued}
 	err = i.Store.InTx(ctx, func(tx *store.Tx) error {
+		if old, ok, err := recorded(ctx, tx, req); ok || err != nil {
+			task = old
+			return err
+		}
 		sess, err := tx.Session(ctx, req.Session)
 		if err != nil {
 			return err
@@ -128,6 +147,26 @@ func (i *Intents) submitToSession(ctx context.Context, req SubmitRequest) (task 
 		return err
 	})
 	return task, created, err
+}
+
+// recorded returns the task id names when it is already recorded: a
+// submit that chose its id and is made again (its first try's answer was
+// lost). id "" is never recorded.
+// A task of that id with another command is another submit's: an error.
+func recorded(ctx context.Context, tx *store.Tx, req SubmitRequest) (grove.Task, bool, error) {
+	if req.ID == "" {
+		return grove.Task{}, false, nil
+	}
+	task, err := tx.Task(ctx, req.ID)
+	switch {
+	case errors.Is(err, grove.ErrNotFound):
+		return grove.Task{}, false, nil
+	case err != nil:
+		return task, false, err
+	case !slices.Equal(task.Argv, req.Argv):
+		return task, false, fmt.Errorf("submit: task id %s is already another task's", req.ID)
+	}
+	return task, true, nil
 }
 
 // SessionRequest is what `grove session start` asks for.

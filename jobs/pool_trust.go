@@ -126,7 +126,7 @@ func (d *Deps) forget(id int64) {
 	delete(d.trusted, id)
 	d.mu.Unlock()
 	if t != nil && t.tree != nil {
-		t.tree.Close()
+		go t.tree.Close() // ~5 ms at 10k files, not on a claim's path
 	}
 }
 

@@ -138,7 +138,11 @@ func (i *Intents) enqueue(ctx context.Context, tx *store.Tx, args river.JobArgs)
 	if _, err := i.Client.InsertTx(ctx, tx.SQL(), args, opts); err != nil {
 		return err
 	}
-	tx.AfterCommit(func() { PokeDaemon(i.Home) })
+	if i.wake != nil {
+		tx.AfterCommit(i.wake)
+	} else {
+		tx.AfterCommit(func() { PokeDaemon(i.Home) })
+	}
 	return nil
 }
 

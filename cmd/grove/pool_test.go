@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -264,4 +266,63 @@ func TestWarmStartHandsTheRunToAStandby(t *testing.T) {
 	})
 	h.stopDaemon(syscall.SIGTERM)
 	h.until(10*time.Second, "the standby gone with its daemon", func() bool { return !alive(next[0]) })
+}
+
+// With a daemon up, grove submit hands its request to it (the daemon logs
+// each one): a relative --repo, --json and --wait work as without it, an
+// error keeps its exit code and hint, and another git environment, or no
+// daemon, submits locally.
+func TestSubmitGoesThroughTheDaemon(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon()
+	defer func() {
+		if t.Failed() {
+			h.dumpState()
+		}
+	}()
+	h.until(10*time.Second, "the daemon's submit socket", func() bool {
+		_, err := os.Stat(filepath.Join(h.home, "submit.sock"))
+		return err == nil
+	})
+	logged := func(id string) bool {
+		b, _ := os.ReadFile(filepath.Join(h.work, "daemon.log"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "task submitted through the daemon") && strings.Contains(line, id) {
+				return true
+			}
+		}
+		return false
+	}
+	id := h.mustGrove("submit", "--repo", "repo", "--", "sh", "-c", "echo via > out.txt") // relative to the CLI's directory
+	is.True(logged(id))
+	is.Equal(h.task(id).RepoPath, h.repo)
+	h.mustGrove("wait", id)
+	is.True(h.diffHas(id, "+via"))
+
+	out := h.mustGrove("submit", "--repo", h.repo, "--json", "--", "true")
+	var task struct{ ID, State string }
+	is.NoErr(json.Unmarshal([]byte(out), &task))
+	is.True(logged(task.ID))
+	is.True(task.State != "")
+
+	_, errOut, err := h.grove("submit", "--repo", h.repo, "--base", "no-such-base", "--", "true")
+	var exit *exec.ExitError
+	is.True(errors.As(err, &exit))
+	is.Equal(exit.ExitCode(), 1)
+	is.True(strings.Contains(errOut, "unknown base"))
+	is.True(strings.Contains(errOut, "hint:"))
+
+	cmd := exec.Command("grove", "submit", "--repo", h.repo, "--", "true")
+	cmd.Dir, cmd.Env = h.work, append(h.env, "GIT_CEILING_DIRECTORIES=/nowhere")
+	b, err := cmd.Output()
+	is.NoErr(err)
+	local := strings.TrimSpace(string(b))
+	is.True(!logged(local))    // another git environment: recorded by the CLI
+	h.mustGrove("wait", local) // and the daemon works it
+
+	h.stopDaemon(syscall.SIGTERM)
+	id = h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	is.True(!logged(id))
+	is.Equal(h.task(id).State, grove.StateQueued) // recorded without a daemon
 }

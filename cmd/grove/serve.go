@@ -239,6 +239,13 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 			log.Warn("no wake socket: jobs from the CLI wait for the next poll", "err", err)
 		}
 	}()
+	if !a.st.Postgres() {
+		go func() { // grove submit hands its request here (jobs/submit_socket.go)
+			if err := deps.ListenSubmit(wakeCtx, home, client); err != nil {
+				log.Warn("no submit socket: grove submit records tasks itself", "err", err)
+			}
+		}()
+	}
 	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
 	go deps.KeepStandbys(wakeCtx, deps.Warm)     // with a warm pool, supervisors started ahead too
 	hostLost := make(chan error, 1)

@@ -109,3 +109,29 @@ func TestTreesAndClose(t *testing.T) {
 	_, err = w.Watch(d)
 	is.True(err != nil)
 }
+
+// A tree closed in the background while the same directories are watched
+// anew (the kernel gives the new tree the same descriptors): the close
+// leaves the new tree's watches alone, so it reads unchanged until
+// something changes, and then changed.
+func TestCloseInTheBackgroundSparesANewWatchOfTheSameTree(t *testing.T) {
+	is := is.New(t)
+	w, err := New()
+	is.NoErr(err)
+	defer w.Close()
+	dir := tree(t)
+	for i := range 20 {
+		old, err := w.Watch(dir)
+		is.NoErr(err)
+		done := make(chan struct{})
+		go func() { old.Close(); close(done) }()
+		fresh, err := w.Watch(dir)
+		is.NoErr(err)
+		<-done
+		is.True(old.Changed())    // a closed tree reads as changed
+		is.True(!fresh.Changed()) // its watches are intact (a removed one would report IN_IGNORED)
+		is.NoErr(os.WriteFile(filepath.Join(dir, "a", "b", "new.txt"), []byte{byte(i)}, 0o644))
+		is.True(fresh.Changed())
+		fresh.Close()
+	}
+}
