@@ -88,10 +88,7 @@ func Open(ctx context.Context, home string, opts Options) (*Store, error) {
 	} else {
 		f.Close()
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?"+DSNPragmas)
-	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
-	}
+	db := sql.OpenDB(newSQLiteConnector("file:" + path + "?" + DSNPragmas)) // statements kept: stmtcache.go
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)

@@ -172,6 +172,7 @@ func MainArg(arg string) error {
 // run on descriptor 3 and then runs it as Main does. End-of-file (no run
 // will come) ends it with nil.
 func StandbyMain() error {
+	prefault()
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(2*4))
 	var (
