@@ -146,7 +146,11 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		d.Logger.Info("worktree already set up", "task", id, "path", ws.Path)
 	}
 	grove.Failpoint("create.before-handoff")
-	return d.Store.InTx(ctx, func(tx *store.Tx) error {
+	// The agent starts from here when it can (early_start.go): the first
+	// attempt of both the task and this job, no setup, not in a session.
+	early := !setup && task.SessionID == "" && task.Attempt == 1 && attempt == 1 && d.reserveEarlyStart(id)
+	toAgent := false
+	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
 		if err := tx.SetWorkspaceState(ctx, ws.ID, grove.WorkspaceReady); err != nil {
 			return err
 		}
@@ -173,8 +177,17 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		if err := d.enqueue(ctx, client, tx, next); err != nil {
 			return err
 		}
+		toAgent = !setup
 		return d.requestFill(client, tx, task.RepoID, task.BaseCommit)
 	})
+	if early {
+		if err == nil && toAgent {
+			d.startEarly(ctx, task)
+		} else {
+			d.dropEarlyStart(id)
+		}
+	}
+	return err
 }
 
 // attach starts a session's task in the session's worktree: once the

@@ -86,6 +86,10 @@ type Deps struct {
 	stopping chan struct{}
 	wake     func()    // wakes the daemon's River listener (nil outside the daemon)
 	standby  *standbys // supervisors started ahead (standby.go); nil: none
+	// Agent slots (early_start.go): --max-agents (0 outside the daemon),
+	// the slots held, and the early starts under way by task id.
+	maxAgents, agentSlots int
+	early                 map[string]*earlyStart
 	stopOnce sync.Once
 }
 
@@ -216,6 +220,9 @@ func NewServeClient(d *Deps, cfg ServeConfig) (*Client, error) {
 	if cfg.MaxAgents <= 0 {
 		cfg.MaxAgents = 4
 	}
+	d.mu.Lock()
+	d.maxAgents = cfg.MaxAgents
+	d.mu.Unlock()
 	if cfg.GitWorkers <= 0 {
 		cfg.GitWorkers = 4
 	}

@@ -53,6 +53,16 @@ func (w *RunAgentWorker) Timeout(job *river.Job[RunAgentArgs]) time.Duration {
 func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs]) error {
 	d, id := w.d, job.Args.TaskID
 	client := river.ClientFromContext[*sqlTx](ctx)
+	// The agent slot: an early start's (see early_start.go), or one taken
+	// now; none free (early starts hold some) waits a moment.
+	early, err := d.takeEarlyStart(ctx, id)
+	if err != nil {
+		return err
+	}
+	if early == nil && !d.takeAgentSlot() {
+		return river.JobSnooze(100 * time.Millisecond)
+	}
+	defer d.releaseAgentSlot()
 	task, ok, err := d.stageTask(ctx, id, grove.StatePreparing, grove.StateRunning)
 	if err != nil || !ok || task.Attempt != job.Args.Attempt {
 		return err
@@ -86,51 +96,17 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 			d.Logger.Warn("agent not started: processes of an earlier attempt still run", "task", id, "pids", pids)
 			return river.JobSnooze(time.Second)
 		}
-		ws, err := d.Store.TaskWorkspace(ctx, id)
+		started, err := d.startRun(ctx, task, dir)
+		if started.Done != nil {
+			done = started.Done
+		}
 		if err != nil {
 			return err
 		}
-		port := 0
-		if task.SessionID != "" {
-			sess, err := d.Store.Session(ctx, task.SessionID)
-			if err != nil {
-				return err
-			}
-			port = sess.Port
-		}
-		sb, sbEnv, err := d.sandboxFor(ctx, task, ws, dir, port)
-		if err != nil {
-			return err
-		}
-		spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: append(AgentEnv(task, ws, port), sbEnv...),
-			Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == "", Sandbox: sb,
-			TTY: task.Options.TTY}
-		started, err := d.startSupervisor(dir, spec)
-		if err != nil {
-			return err
-		}
-		grove.Failpoint("run.after-supervisor-start")
-		done = started.Done
-		err = d.Store.InTx(ctx, func(tx *store.Tx) error {
-			if _, err := tx.InsertAgentRun(ctx, grove.Run{TaskID: id, Attempt: task.Attempt, Pid: started.Pid,
-				StartTime: started.StartTime, BootID: started.BootID, Dir: dir}); err != nil {
-				return err
-			}
-			if _, err := tx.SetState(ctx, id, []grove.TaskState{grove.StatePreparing}, grove.StateRunning, ""); err != nil {
-				return err
-			}
-			if err := tx.AddEvent(ctx, id, "", "started", fmt.Sprintf("agent started under supervisor pid %d", started.Pid)); err != nil {
-				return err
-			}
-			grove.Failpoint("run.before-run-commit")
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		d.Logger.Info("agent started", "task", id, "supervisor", started.Pid)
 	case supervise.Running:
-		if err := w.adopt(ctx, task, dir); err != nil {
+		if early != nil && early.done != nil {
+			done = early.done // started (and recorded) by create_worktree
+		} else if err := w.adopt(ctx, task, dir); err != nil {
 			return err
 		}
 	case supervise.Ended:
@@ -162,6 +138,58 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 		return w.finishLost(ctx, client, task, dir, exit)
 	}
 	return w.finish(ctx, client, task, exit)
+}
+
+// startRun starts the supervisor of task's run in dir, which has never
+// started (the caller checked: supervise.Probe, and no run row), and
+// records it: the run row, the task running, the "started" event.
+// started.Done is set once a supervisor was started, even when recording
+// it failed (the run then reads as running, and is adopted).
+func (d *Deps) startRun(ctx context.Context, task grove.Task, dir string) (supervise.Started, error) {
+	id := task.ID
+	ws, err := d.Store.TaskWorkspace(ctx, id)
+	if err != nil {
+		return supervise.Started{}, err
+	}
+	port := 0
+	if task.SessionID != "" {
+		sess, err := d.Store.Session(ctx, task.SessionID)
+		if err != nil {
+			return supervise.Started{}, err
+		}
+		port = sess.Port
+	}
+	sb, sbEnv, err := d.sandboxFor(ctx, task, ws, dir, port)
+	if err != nil {
+		return supervise.Started{}, err
+	}
+	spec := supervise.Spec{WorkDir: ws.Path, Argv: task.Argv, Env: append(AgentEnv(task, ws, port), sbEnv...),
+		Timeout: task.Timeout, Grace: d.Grace, Sweep: task.SessionID == "", Sandbox: sb,
+		TTY: task.Options.TTY}
+	started, err := d.startSupervisor(dir, spec)
+	if err != nil {
+		return supervise.Started{}, err
+	}
+	grove.Failpoint("run.after-supervisor-start")
+	err = d.Store.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.InsertAgentRun(ctx, grove.Run{TaskID: id, Attempt: task.Attempt, Pid: started.Pid,
+			StartTime: started.StartTime, BootID: started.BootID, Dir: dir}); err != nil {
+			return err
+		}
+		if _, err := tx.SetState(ctx, id, []grove.TaskState{grove.StatePreparing}, grove.StateRunning, ""); err != nil {
+			return err
+		}
+		if err := tx.AddEvent(ctx, id, "", "started", fmt.Sprintf("agent started under supervisor pid %d", started.Pid)); err != nil {
+			return err
+		}
+		grove.Failpoint("run.before-run-commit")
+		return nil
+	})
+	if err != nil {
+		return started, err
+	}
+	d.Logger.Info("agent started", "task", id, "supervisor", started.Pid)
+	return started, nil
 }
 
 // adopt records a run found alive after a daemon restart.

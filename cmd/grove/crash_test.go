@@ -450,3 +450,28 @@ func supervisedAgents(runDir string) ([]int, error) {
 	}
 	return pids, nil
 }
+
+// --max-agents 1 holds when agents start from create_worktree (early
+// starts): six tasks submitted at once never run two agents together.
+func TestMaxAgentsHoldsWithEarlyStarts(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	h.startDaemon("--max-agents", "1")
+	busy, overlaps := filepath.Join(h.work, "busy"), filepath.Join(h.work, "overlaps")
+	agent := h.writeAgent("one-at-a-time.sh", `mkdir "$BUSY" 2>/dev/null || echo "$GROVE_TASK_ID" >> "$OVERLAPS"
+sleep 0.2
+echo x > "f-$GROVE_TASK_ID.txt"
+rmdir "$BUSY" 2>/dev/null
+exit 0
+`)
+	var ids []string
+	for range 6 {
+		ids = append(ids, h.mustGrove("submit", "--repo", h.repo, "--env", "BUSY="+busy, "--env", "OVERLAPS="+overlaps, "--", agent))
+	}
+	h.mustGrove(append([]string{"wait"}, ids...)...)
+	_, err := os.Stat(overlaps)
+	is.True(os.IsNotExist(err)) // no agent ever found another running
+	for _, id := range ids {
+		is.Equal(h.task(id).State, grove.StateReview)
+	}
+}
