@@ -90,7 +90,7 @@ type Deps struct {
 	// the slots held, and the early starts under way by task id.
 	maxAgents, agentSlots int
 	early                 map[string]*earlyStart
-	stopOnce sync.Once
+	stopOnce              sync.Once
 }
 
 // Shutdown tells waiting agent workers to let go of their runs (which keep
