@@ -174,7 +174,13 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		if setup {
 			next = SetupArgs{TaskID: id, Attempt: task.Attempt, Timeout: timeout}
 		}
-		if err := d.enqueue(ctx, client, tx, next); err != nil {
+		// An early start wakes run_agent's queue once the agent runs: its
+		// fetch would only compete with the start for the CPU.
+		enqueue := d.enqueue
+		if early && !setup {
+			enqueue = d.enqueueQuietly
+		}
+		if err := enqueue(ctx, client, tx, next); err != nil {
 			return err
 		}
 		toAgent = !setup
@@ -183,6 +189,7 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 	if early {
 		if err == nil && toAgent {
 			d.startEarly(ctx, task)
+			d.wakeQueues()
 		} else {
 			d.dropEarlyStart(id)
 		}

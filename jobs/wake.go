@@ -115,17 +115,31 @@ func (l *wakingListener) WaitForNotification(ctx context.Context) (*riverdriver.
 // enqueue inserts a stage job in tx; once tx commits, the daemon's
 // listener is woken so the job's queue fetches it at once.
 func (d *Deps) enqueue(ctx context.Context, client *Client, tx *store.Tx, args river.JobArgs) error {
-	opts, err := taskQueueOpts(ctx, d.Store, tx, args)
-	if err != nil {
-		return err
-	}
-	if _, err := client.InsertTx(ctx, tx.SQL(), args, opts); err != nil {
+	if err := d.enqueueQuietly(ctx, client, tx, args); err != nil {
 		return err
 	}
 	if d.wake != nil {
 		tx.AfterCommit(d.wake)
 	}
 	return nil
+}
+
+// enqueueQuietly inserts a stage job in tx without waking the listener:
+// the caller wakes it later (Deps.wakeQueues) or the next poll finds it.
+func (d *Deps) enqueueQuietly(ctx context.Context, client *Client, tx *store.Tx, args river.JobArgs) error {
+	opts, err := taskQueueOpts(ctx, d.Store, tx, args)
+	if err != nil {
+		return err
+	}
+	_, err = client.InsertTx(ctx, tx.SQL(), args, opts)
+	return err
+}
+
+// wakeQueues wakes the daemon's listener now (nothing outside the daemon).
+func (d *Deps) wakeQueues() {
+	if d.wake != nil {
+		d.wake()
+	}
 }
 
 // enqueue inserts a job in tx and, once tx commits, pokes the daemon (if
