@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 
 	"github.com/grove-dev/grove/jobs/supervise"
+	_ "github.com/grove-dev/grove/jobs/supervise/prefault" // fewer page faults before main
 )
 
 func main() {

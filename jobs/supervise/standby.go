@@ -11,6 +11,7 @@ import (
 
 	"github.com/grove-dev/grove"
 	"github.com/grove-dev/grove/gitops/procscan"
+	"github.com/grove-dev/grove/jobs/supervise/prefault"
 )
 
 // A standby is a supervisor started ahead of any task: `grove supervise
@@ -172,7 +173,8 @@ func MainArg(arg string) error {
 // run on descriptor 3 and then runs it as Main does. End-of-file (no run
 // will come) ends it with nil.
 func StandbyMain() error {
-	prefault()
+	prefault.Binary(4 << 20) // the pages its run touches first, mapped in while it waits
+
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(2*4))
 	var (
