@@ -174,8 +174,19 @@ func (w *CreateWorktreeWorker) handOff(ctx context.Context, client *Client, task
 		if setup {
 			next = SetupArgs{TaskID: id, Attempt: task.Attempt, Timeout: timeout}
 		}
-		// An early start wakes run_agent's queue once the agent runs: its
-		// fetch would only compete with the start for the CPU.
+		// An early start never passes a job already waiting for an agent
+		// slot, and wakes run_agent's queue once the agent runs (its fetch
+		// would only compete with the start for the CPU).
+		if early && !setup {
+			waiting, err := tx.QueueWaiting(ctx, d.agentQueue())
+			if err != nil {
+				return err
+			}
+			if waiting {
+				d.dropEarlyStart(id)
+				early = false
+			}
+		}
 		enqueue := d.enqueue
 		if early && !setup {
 			enqueue = d.enqueueQuietly

@@ -28,8 +28,13 @@ import (
 //   - --max-agents holds. River bounds the run_agent workers of the agent
 //     queue to it; an early start holds a slot of the same count
 //     (Deps.agentSlots) until its run_agent job takes it over, and a
-//     run_agent job that finds no slot free (early starts hold them)
-//     waits 100 ms and is fetched again.
+//     run_agent job that finds no slot free (early starts hold them) is
+//     snoozed 100 ms (River makes it available again on its next
+//     scheduling pass).
+//   - Order holds: no early start while a job waits on the agent queue
+//     (a snoozed one included), so an early start never passes a task
+//     that came first.
+//   - A cancel recorded since the hand-off starts nothing.
 //
 // Sessions (one task at a time in the session's worktree, ordered by
 // run_agent's checks), retries and tasks with setup take the usual path.
@@ -91,13 +96,26 @@ func (d *Deps) startEarly(ctx context.Context, task grove.Task) {
 	if _, err := d.Store.AgentRun(ctx, task.ID, task.Attempt); !errors.Is(err, grove.ErrNotFound) {
 		return
 	}
+	if cur, err := d.Store.Task(ctx, task.ID); err != nil || cur.CancelAsked || cur.State != grove.StatePreparing {
+		return // canceled since the hand-off: run_agent ends it
+	}
 	started, err := d.startRun(ctx, task, dir)
-	if started.Done != nil {
-		e.done = started.Done
-	}
 	if err != nil {
+		// A supervisor started but not recorded reads as running:
+		// run_agent adopts it (records it) rather than only waiting.
 		d.Logger.Warn("early agent start: run_agent takes it from here", "task", task.ID, "err", err)
+		return
 	}
+	e.done = started.Done
+}
+
+// agentQueue is the agent queue this daemon works (its host's on
+// PostgreSQL).
+func (d *Deps) agentQueue() string {
+	if d.Store.Postgres() {
+		return HostQueue(QueueAgent, d.Store.Host())
+	}
+	return QueueAgent
 }
 
 // takeEarlyStart returns this daemon's early start of task id, once it is

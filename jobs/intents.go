@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -47,10 +48,15 @@ type SubmitRequest struct {
 	// another host's repository is named by its absolute path there
 	// (PostgreSQL, see submitRemote).
 	Host string
-	// ID is the task's id chosen by the submitter ("" = a new one); a
-	// submit whose ID is already recorded returns that task, created
-	// false (see SubmitViaDaemon).
+	// ID is the task's id chosen by the submitter ("" = a new one; an id
+	// already recorded fails, as a clash of new ids would).
 	ID string
+	// Resubmit says the same request (same ID) may have been recorded
+	// already, by a daemon whose answer was lost (SubmitViaDaemon): if a
+	// task of that id exists with the same command, environment, apply
+	// policy, key, timeout and PATH, it is returned, created false; with
+	// anything else it is an error.
+	Resubmit bool
 }
 
 // Submit validates req, records the task and enqueues create_worktree. With
@@ -152,9 +158,10 @@ func (i *Intents) submitToSession(ctx context.Context, req SubmitRequest) (task 
 // recorded returns the task id names when it is already recorded: a
 // submit that chose its id and is made again (its first try's answer was
 // lost). id "" is never recorded.
-// A task of that id with another command is another submit's: an error.
+// Only a Resubmit looks; a task of that id that differs from req is
+// another submit's: an error.
 func recorded(ctx context.Context, tx *store.Tx, req SubmitRequest) (grove.Task, bool, error) {
-	if req.ID == "" {
+	if req.ID == "" || !req.Resubmit {
 		return grove.Task{}, false, nil
 	}
 	task, err := tx.Task(ctx, req.ID)
@@ -163,7 +170,8 @@ func recorded(ctx context.Context, tx *store.Tx, req SubmitRequest) (grove.Task,
 		return grove.Task{}, false, nil
 	case err != nil:
 		return task, false, err
-	case !slices.Equal(task.Argv, req.Argv):
+	case !slices.Equal(task.Argv, req.Argv) || !maps.Equal(task.Env, req.Env) || task.Apply != req.Apply ||
+		task.IdemKey != req.Key || task.Timeout.Milliseconds() != req.Timeout.Milliseconds() || task.Path != req.Path:
 		return task, false, fmt.Errorf("submit: task id %s is already another task's", req.ID)
 	}
 	return task, true, nil

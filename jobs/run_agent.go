@@ -57,7 +57,7 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 	// now; none free (early starts hold some) waits a moment.
 	early, err := d.takeEarlyStart(ctx, id)
 	if err != nil {
-		return err
+		return river.JobSnooze(0) // stopping: the next daemon probes the run
 	}
 	if early == nil && !d.takeAgentSlot() {
 		return river.JobSnooze(100 * time.Millisecond)

@@ -36,9 +36,19 @@ import (
 // The daemon declines a request whose git environment (HOME,
 // XDG_CONFIG_HOME and every GIT_* variable, which decide where git looks
 // for the repository and its configuration) differs from its own: such a
-// request is resolved in the submitter's environment, as before. Only the
-// daemon's own user may connect: the socket lives in the home (mode 0700)
-// and the daemon checks the peer's uid (SO_PEERCRED).
+// request is resolved in the submitter's environment, as before. It also
+// declines a request it does not fully understand (a field it does not
+// know: a newer grove), so no option is dropped on the way.
+//
+// Who may submit this way: the daemon's own user (the peer's uid, by
+// SO_PEERCRED), and not from a confined process. A sandboxed agent runs
+// as that user, and Landlock does not govern connecting to a socket file,
+// but it cannot write the home, so a task it recorded through the daemon
+// would be a way out of its sandbox (a task of its own choosing, with any
+// --allow-write). Every confined agent runs with no_new_privs (Landlock
+// requires it, and it is inherited by all its processes), so a peer
+// whose NoNewPrivs is set is declined: it submits locally, which its
+// sandbox refuses.
 
 // SubmitSocket is the daemon's submit socket in home; ok is false when the
 // path is too long for a unix socket (then there is none).
@@ -56,7 +66,8 @@ type submitWire struct {
 // submitReply is the daemon's answer: the task id, or an error, or
 // Declined (submit locally).
 type submitReply struct {
-	ID       string     `json:"id,omitempty"`
+	ID       string      `json:"id,omitempty"`
+	Task     *grove.Task `json:"task,omitempty"` // as recorded (state queued)
 	Declined string     `json:"declined,omitempty"` // why the daemon declined
 	Err      *wireError `json:"err,omitempty"`
 }
@@ -70,17 +81,21 @@ type wireError struct {
 	Kind string `json:"kind,omitempty"`
 }
 
-// wireKinds names the sentinels a submit's error may wrap.
-var wireKinds = map[string]error{
-	"usage": grove.ErrUsage, "bad_request": grove.ErrBadRequest, "not_found": grove.ErrNotFound,
-	"conflict": grove.ErrConflict, "at_risk": grove.ErrAtRisk,
+// wireKinds names the sentinels a submit's error may wrap, in the order
+// the CLI's exit code looks at them (a bad request before a usage error).
+var wireKinds = []struct {
+	name string
+	err  error
+}{
+	{"bad_request", grove.ErrBadRequest}, {"usage", grove.ErrUsage}, {"not_found", grove.ErrNotFound},
+	{"conflict", grove.ErrConflict}, {"at_risk", grove.ErrAtRisk},
 }
 
 func toWire(err error) *wireError {
 	w := &wireError{Msg: err.Error(), Hint: grove.HintOf(err)}
-	for name, sentinel := range wireKinds {
-		if errors.Is(err, sentinel) {
-			w.Kind = name
+	for _, k := range wireKinds {
+		if errors.Is(err, k.err) {
+			w.Kind = k.name
 			break
 		}
 	}
@@ -88,7 +103,13 @@ func toWire(err error) *wireError {
 }
 
 func (w *wireError) err() error {
-	if sentinel := wireKinds[w.Kind]; sentinel != nil || w.Hint != "" {
+	var sentinel error
+	for _, k := range wireKinds {
+		if k.name == w.Kind {
+			sentinel = k.err
+		}
+	}
+	if sentinel != nil || w.Hint != "" {
 		return &grove.UserError{Msg: w.Msg, Hint: w.Hint, Err: sentinel}
 	}
 	return errors.New(w.Msg)
@@ -112,37 +133,41 @@ func gitEnv(environ []string) map[string]string {
 const submitReplyWait = 10 * time.Second
 
 // SubmitViaDaemon hands req to the daemon of home, if one listens, and
-// returns the task's id. handled is false when the request was not
+// returns the task as the daemon recorded it. handled is false when the request was not
 // answered (no daemon, a declined request, a connection lost before the
-// reply): the caller then submits locally with the same req (req.ID must
-// be set, so that a request the daemon did record is not recorded again).
-// An error with handled true is the submit's own error.
-func SubmitViaDaemon(ctx context.Context, home string, req SubmitRequest) (id string, handled bool, err error) {
+// reply): the caller then submits locally with the same req.ID, and with
+// Resubmit set when lost is true (the request reached a daemon that may
+// have recorded it before the answer was lost). An error with handled
+// true is the submit's own error.
+func SubmitViaDaemon(ctx context.Context, home string, req SubmitRequest) (task grove.Task, handled, lost bool, err error) {
 	path, ok := SubmitSocket(home)
-	if home == "" || !ok || req.ID == "" {
-		return "", false, nil
+	if home == "" || !ok || !grove.ValidTaskID(req.ID) {
+		return task, false, false, nil
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return "", false, nil // no daemon (or a dead one's socket file)
+		return task, false, false, nil // no daemon (or a dead one's socket file)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(submitReplyWait))
+	req.Resubmit = false
 	if err := json.NewEncoder(conn).Encode(submitWire{Req: req, GitEnv: gitEnv(os.Environ())}); err != nil {
-		return "", false, nil
+		return task, false, true, nil
 	}
 	var reply submitReply
 	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&reply); err != nil {
-		return "", false, nil
+		return task, false, true, nil
 	}
 	switch {
 	case reply.Err != nil:
-		return "", true, reply.Err.err()
-	case reply.Declined != "" || reply.ID != req.ID:
-		return "", false, nil
+		return task, true, false, reply.Err.err()
+	case reply.Declined != "":
+		return task, false, false, nil
+	case reply.ID != req.ID || reply.Task == nil || reply.Task.ID != req.ID:
+		return task, false, true, nil
 	}
-	return reply.ID, true, nil
+	return *reply.Task, true, false, nil
 }
 
 // maxSubmitRequest bounds a request's size (argv, environment, options).
@@ -187,15 +212,20 @@ func (d *Deps) ListenSubmit(ctx context.Context, home string, client *Client) er
 func (d *Deps) serveSubmit(ctx context.Context, conn *net.UnixConn, intents *Intents, mine map[string]string) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Minute))
-	if !sameUser(conn) {
-		return // not the daemon's user: no answer, the CLI submits locally
-	}
-	var wire submitWire
-	if err := json.NewDecoder(io.LimitReader(conn, maxSubmitRequest)).Decode(&wire); err != nil {
-		d.Logger.Warn("submit socket: unreadable request", "err", err)
+	var reply submitReply
+	defer func() { _ = json.NewEncoder(conn).Encode(reply) }()
+	if why := refusedPeer(conn); why != "" {
+		reply.Declined = why // the CLI submits locally (see above)
 		return
 	}
-	var reply submitReply
+	var wire submitWire
+	dec := json.NewDecoder(io.LimitReader(conn, maxSubmitRequest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&wire); err != nil {
+		reply.Declined = "request not understood: " + err.Error()
+		return
+	}
+	wire.Req.Resubmit = false // only the CLI's local fallback is a resubmit
 	switch {
 	case !grove.ValidTaskID(wire.Req.ID):
 		reply.Declined = "no task id"
@@ -204,30 +234,45 @@ func (d *Deps) serveSubmit(ctx context.Context, conn *net.UnixConn, intents *Int
 	default:
 		task, _, err := intents.Submit(ctx, wire.Req)
 		if err != nil && ctx.Err() != nil {
-			return // stopping: no answer, the CLI submits locally (same id)
+			conn.Close() // stopping: no answer; the CLI resubmits locally (same id)
+			return
 		}
 		if err != nil {
 			reply.Err = toWire(err)
 		} else {
-			reply.ID = task.ID
+			reply.ID, reply.Task = task.ID, &task
 			d.Logger.Info("task submitted through the daemon", "task", task.ID)
 		}
 	}
-	_ = json.NewEncoder(conn).Encode(reply)
 }
 
-// sameUser reports whether conn's peer runs as this process's user.
-func sameUser(conn *net.UnixConn) bool {
+// refusedPeer says why conn's peer may not submit through the daemon ("":
+// it may): another user, or a confined process (no_new_privs; see above).
+// The peer is blocked on its connection while this runs, so its pid is
+// not reused meanwhile.
+func refusedPeer(conn *net.UnixConn) string {
 	raw, err := conn.SyscallConn()
 	if err != nil {
-		return false
+		return "peer unknown"
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil || credErr != nil {
-		return false
+		return "peer unknown"
 	}
-	return int(cred.Uid) == os.Getuid()
+	if int(cred.Uid) != os.Getuid() {
+		return "another user"
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cred.Pid))
+	if err != nil {
+		return "peer unknown"
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "NoNewPrivs:"); ok && strings.TrimSpace(v) != "0" {
+			return "a confined process (no_new_privs): submit from outside the sandbox"
+		}
+	}
+	return ""
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,6 +38,9 @@ func waitForSocket(t *testing.T, path string) {
 // daemon nothing is handled.
 func TestSubmitThroughTheDaemon(t *testing.T) {
 	is := is.New(t)
+	if b, _ := os.ReadFile("/proc/self/status"); strings.Contains(string(b), "NoNewPrivs:\t1") {
+		t.Skip("the tests run with no_new_privs: the daemon declines such submitters by design")
+	}
 	e := newReapEnv(t)
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
@@ -52,10 +56,13 @@ func TestSubmitThroughTheDaemon(t *testing.T) {
 
 	req := SubmitRequest{RepoDir: e.repo.Root, Argv: []string{"agent", "--prompt", "a b"}, Env: map[string]string{"K": "v"},
 		Timeout: time.Minute, Apply: grove.ApplyAuto, ID: grove.NewTaskID()}
-	id, handled, err := SubmitViaDaemon(ctx, home, req)
+	got, handled, lost, err := SubmitViaDaemon(ctx, home, req)
 	is.NoErr(err)
 	is.True(handled)
-	is.Equal(id, req.ID)
+	is.True(!lost)
+	is.Equal(got.ID, req.ID)
+	is.Equal(got.State, grove.StateQueued) // as recorded, whatever the daemon did since
+	id := got.ID
 	task, err := e.st.Task(ctx, id)
 	is.NoErr(err)
 	is.Equal(task.Argv, req.Argv)
@@ -72,7 +79,7 @@ func TestSubmitThroughTheDaemon(t *testing.T) {
 	// An error crosses with its kind (the exit code) and its hint.
 	bad := req
 	bad.ID, bad.RepoDir = grove.NewTaskID(), filepath.Join(t.TempDir(), "missing")
-	_, handled, err = SubmitViaDaemon(ctx, home, bad)
+	_, handled, _, err = SubmitViaDaemon(ctx, home, bad)
 	is.True(handled)
 	is.True(errors.Is(err, grove.ErrBadRequest))
 	is.True(grove.HintOf(err) != "")
@@ -83,9 +90,10 @@ func TestSubmitThroughTheDaemon(t *testing.T) {
 	t.Setenv("GIT_DIR", filepath.Join(e.repo.Root, ".git"))
 	other := req
 	other.ID = grove.NewTaskID()
-	_, handled, err = SubmitViaDaemon(ctx, home, other)
+	_, handled, lost, err = SubmitViaDaemon(ctx, home, other)
 	is.NoErr(err)
 	is.True(!handled)
+	is.True(!lost) // declined: nothing recorded
 	_, err = e.st.Task(ctx, other.ID)
 	is.True(errors.Is(err, grove.ErrNotFound))
 	is.NoErr(os.Unsetenv("GIT_DIR"))
@@ -93,21 +101,35 @@ func TestSubmitThroughTheDaemon(t *testing.T) {
 	// No id: not handed over (a lost answer could not be retried safely).
 	noID := req
 	noID.ID = ""
-	_, handled, _ = SubmitViaDaemon(ctx, home, noID)
+	_, handled, _, _ = SubmitViaDaemon(ctx, home, noID)
 	is.True(!handled)
+
+	// A field the daemon does not know (a newer CLI) is declined, not
+	// dropped on the way.
+	conn, err := net.Dial("unix", sock)
+	is.NoErr(err)
+	_, err = conn.Write([]byte(`{"req":{"RepoDir":"` + e.repo.Root + `","Argv":["x"],"ID":"` + grove.NewTaskID() + `","Future":1},"git_env":{}}` + "\n"))
+	is.NoErr(err)
+	var reply submitReply
+	is.NoErr(json.NewDecoder(conn).Decode(&reply))
+	conn.Close()
+	is.True(strings.Contains(reply.Declined, "not understood"))
 
 	cancel()
 	is.NoErr(<-listening)
 	_, err = os.Stat(sock)
 	is.True(os.IsNotExist(err)) // the socket goes with the daemon
-	_, handled, err = SubmitViaDaemon(context.Background(), home, other)
+	_, handled, lost, err = SubmitViaDaemon(context.Background(), home, other)
 	is.NoErr(err)
 	is.True(!handled) // nobody listens: submit locally
+	is.True(!lost)
 }
 
 // A daemon that records a submit and dies before answering: the submitter
-// submits again locally with the same id and gets that task, recorded
-// once. The same id with another command is refused.
+// submits again locally with the same id, marked as a resubmit, and gets
+// that task, recorded once. Without the mark an id already recorded fails
+// (a clash of new ids is never taken for the same task), and a resubmit
+// that differs from the recorded task (here its environment) fails too.
 func TestSubmitWhoseAnswerIsLostIsRecordedOnce(t *testing.T) {
 	is := is.New(t)
 	e := newReapEnv(t)
@@ -129,11 +151,13 @@ func TestSubmitWhoseAnswerIsLostIsRecordedOnce(t *testing.T) {
 			_, _, _ = intents.Submit(e.ctx, wire.Req)
 		}
 	}()
-	req := SubmitRequest{RepoDir: e.repo.Root, Argv: []string{"agent"}, ID: grove.NewTaskID()}
-	_, handled, err := SubmitViaDaemon(e.ctx, e.d.Home, req)
+	req := SubmitRequest{RepoDir: e.repo.Root, Argv: []string{"agent"}, Env: map[string]string{"PROMPT": "a"}, ID: grove.NewTaskID()}
+	_, handled, lost, err := SubmitViaDaemon(e.ctx, e.d.Home, req)
 	is.NoErr(err)
 	is.True(!handled)
-	task, created, err := intents.Submit(e.ctx, req) // the CLI's fallback
+	is.True(lost)
+	req.Resubmit = true // the CLI's fallback
+	task, created, err := intents.Submit(e.ctx, req)
 	is.NoErr(err)
 	is.True(!created)
 	is.Equal(task.ID, req.ID)
@@ -142,9 +166,15 @@ func TestSubmitWhoseAnswerIsLostIsRecordedOnce(t *testing.T) {
 	is.Equal(n, 1) // one task, one job
 
 	clash := req
-	clash.Argv = []string{"another"}
+	clash.Resubmit = false // a new submit that drew the same id
 	_, _, err = intents.Submit(e.ctx, clash)
 	is.True(err != nil)
+	other := req
+	other.Env = map[string]string{"PROMPT": "b"} // same command, another task
+	_, _, err = intents.Submit(e.ctx, other)
+	is.True(err != nil)
+	is.NoErr(e.st.DB().QueryRowContext(e.ctx, `SELECT COUNT(*) FROM task`).Scan(&n))
+	is.Equal(n, 1)
 	_, _, err = intents.Submit(e.ctx, SubmitRequest{RepoDir: e.repo.Root, Argv: []string{"agent"}, ID: "t../../x"})
 	is.True(err != nil) // a malformed id
 }

@@ -101,3 +101,16 @@ func (t *Tx) reassign(ctx context.Context, r *Reassigned, from, to, jobKind, fro
 	r.Moved = true
 	return nil
 }
+
+// QueueWaiting reports whether queue holds a job waiting to be worked
+// (available, scheduled or retryable): an agent started ahead of its turn
+// would pass it (see jobs/early_start.go).
+func (t *Tx) QueueWaiting(ctx context.Context, queue string) (bool, error) {
+	var n int
+	err := t.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM river_job
+		WHERE queue = ? AND state IN ('available', 'scheduled', 'retryable') LIMIT 1) w`, queue).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("jobs waiting on queue %s: %w", queue, err)
+	}
+	return n > 0, nil
+}

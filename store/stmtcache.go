@@ -103,12 +103,14 @@ func (c *cachedConn) stmtFor(ctx context.Context, text string) (*cachedStmt, boo
 	}
 	cs := &cachedStmt{text: text, stmt: s}
 	c.byText[text] = c.order.PushFront(cs)
-	for c.order.Len() > stmtCacheSize {
-		old := c.order.Back().Value.(*cachedStmt)
-		if old.busy {
-			break // its rows close it (see cachedRows.Close)
+	// Over the bound, the least recently used statements that no open rows
+	// read go (one in use stays until it is the oldest idle one).
+	for e := c.order.Back(); e != nil && c.order.Len() > stmtCacheSize; {
+		prev := e.Prev()
+		if old := e.Value.(*cachedStmt); !old.busy {
+			c.drop(old)
 		}
-		c.drop(old)
+		e = prev
 	}
 	return cs, true, nil
 }
@@ -156,7 +158,9 @@ func (c *cachedConn) QueryContext(ctx context.Context, text string, args []drive
 	return &cachedRows{Rows: rows, conn: c, cs: cs, shared: shared}, nil
 }
 
-// Close closes every kept statement, then the connection.
+// Close closes every kept statement, then the connection. database/sql
+// closes a connection only when no rows of it are open, so every kept
+// statement is idle here.
 func (c *cachedConn) Close() error {
 	var errs []error
 	for e := c.order.Front(); e != nil; e = e.Next() {
@@ -185,8 +189,8 @@ func (r *cachedRows) Close() error {
 	err := r.Rows.Close()
 	r.cs.busy = false
 	if !r.shared || r.conn.byText == nil || !r.conn.kept(r.cs) {
-		// A one-off statement, or one evicted (or its connection closed)
-		// while these rows were open.
+		// A one-off statement (its text was in use when these rows were
+		// asked for).
 		if cerr := r.cs.stmt.Close(); err == nil {
 			err = cerr
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,11 +55,16 @@ worktree on branch grove/<id>/work at the base commit and runs CMD there. With
 			if req.RepoDir == "" {
 				req.RepoDir = "."
 			}
-			if id, handled, err := a.submitViaDaemon(ctx, &req); handled {
+			if task, handled, err := a.submitViaDaemon(ctx, &req); handled {
 				if err != nil {
 					return err
 				}
-				return a.submittedID(ctx, id, wait, asJSON)
+				if wait || asJSON {
+					if err := a.open(ctx); err != nil {
+						return err
+					}
+				}
+				return a.submitted(ctx, task, wait, asJSON)
 			}
 			if err := a.open(ctx); err != nil {
 				return err
@@ -104,37 +108,23 @@ func parseEnv(envs []string) (map[string]string, error) {
 // submitViaDaemon hands req to the running daemon of the home (see
 // jobs.SubmitViaDaemon), which records it on its warm connection. handled
 // false: submit locally, with req as it is now (its id chosen, its
-// repository path absolute). Tasks on another host and homes on
+// repository path absolute, Resubmit set when the daemon may have recorded
+// it). Tasks on another host and homes on
 // PostgreSQL are always submitted locally.
-func (a *app) submitViaDaemon(ctx context.Context, req *jobs.SubmitRequest) (id string, handled bool, err error) {
+func (a *app) submitViaDaemon(ctx context.Context, req *jobs.SubmitRequest) (task grove.Task, handled bool, err error) {
 	if req.Host != "" || a.databaseURL() != "" {
-		return "", false, nil
+		return task, false, nil
 	}
 	home, err := a.homeDir()
 	if err != nil {
-		return "", false, nil // a.open reports it
+		return task, false, nil // a.open reports it
 	}
 	abs, err := filepath.Abs(req.RepoDir)
 	if err != nil {
-		return "", false, nil
+		return task, false, nil
 	}
 	req.RepoDir, req.ID = abs, grove.NewTaskID()
-	return jobs.SubmitViaDaemon(ctx, home, *req)
-}
-
-// submittedID is submitted for a task the daemon recorded: only --wait
-// and --json need the database.
-func (a *app) submittedID(ctx context.Context, id string, wait, asJSON bool) error {
-	if !wait && !asJSON {
-		_, err := fmt.Fprintln(a.stdout, id)
-		return err
-	}
-	if err := a.open(ctx); err != nil {
-		return err
-	}
-	task, err := a.st.Task(ctx, id)
-	if err != nil {
-		return err
-	}
-	return a.submitted(ctx, task, wait, asJSON)
+	task, handled, lost, err := jobs.SubmitViaDaemon(ctx, home, *req)
+	req.Resubmit = lost // the daemon may have recorded it: not twice
+	return task, handled, err
 }
