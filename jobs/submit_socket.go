@@ -67,9 +67,9 @@ type submitWire struct {
 // Declined (submit locally).
 type submitReply struct {
 	ID       string      `json:"id,omitempty"`
-	Task     *grove.Task `json:"task,omitempty"` // as recorded (state queued)
-	Declined string     `json:"declined,omitempty"` // why the daemon declined
-	Err      *wireError `json:"err,omitempty"`
+	Task     *grove.Task `json:"task,omitempty"`     // as recorded (state queued)
+	Declined string      `json:"declined,omitempty"` // why the daemon declined
+	Err      *wireError  `json:"err,omitempty"`
 }
 
 // wireError is an error as it crosses the socket: its message, its hint
