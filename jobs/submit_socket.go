@@ -14,9 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/jobs/supervise"
 )
 
 // Submitting through the daemon. A `grove submit` that finds the daemon of
@@ -251,18 +250,11 @@ func (d *Deps) serveSubmit(ctx context.Context, conn *net.UnixConn, intents *Int
 // The peer is blocked on its connection while this runs, so its pid is
 // not reused meanwhile.
 func refusedPeer(conn *net.UnixConn) string {
-	raw, err := conn.SyscallConn()
+	cred, err := supervise.PeerCred(conn)
 	if err != nil {
 		return "peer unknown"
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || credErr != nil {
-		return "peer unknown"
-	}
-	if int(cred.Uid) != os.Getuid() {
+	if int(cred.Uid) != os.Geteuid() {
 		return "another user"
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cred.Pid))

@@ -225,18 +225,25 @@ func (t *terminal) accept() {
 
 // ownerPeer reports whether the peer runs as this process's user.
 func ownerPeer(c *net.UnixConn) bool {
+	cred, err := PeerCred(c)
+	return err == nil && int(cred.Uid) == os.Geteuid()
+}
+
+// PeerCred is the process at the other end of c (SO_PEERCRED): its pid,
+// uid and gid when it connected.
+func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return false
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return false
+	}); err != nil {
+		return nil, err
 	}
-	return int(cred.Uid) == os.Geteuid()
+	return cred, cerr
 }
 
 // serve registers a viewer: it is sent the recent screen, then everything
