@@ -97,12 +97,10 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 			return river.JobSnooze(time.Second)
 		}
 		started, err := d.startRun(ctx, task, dir)
-		if started.Done != nil {
-			done = started.Done
-		}
 		if err != nil {
 			return err
 		}
+		done = started.Done
 	case supervise.Running:
 		if early != nil && early.done != nil {
 			done = early.done // started (and recorded) by create_worktree
@@ -142,9 +140,9 @@ func (w *RunAgentWorker) Work(ctx context.Context, job *river.Job[RunAgentArgs])
 
 // startRun starts the supervisor of task's run in dir, which has never
 // started (the caller checked: supervise.Probe, and no run row), and
-// records it: the run row, the task running, the "started" event.
-// started.Done is set once a supervisor was started, even when recording
-// it failed (the run then reads as running, and is adopted).
+// records it: the run row, the task running, the "started" event. A
+// supervisor started but not recorded (an error) reads as running, and
+// run_agent adopts it.
 func (d *Deps) startRun(ctx context.Context, task grove.Task, dir string) (supervise.Started, error) {
 	id := task.ID
 	ws, err := d.Store.TaskWorkspace(ctx, id)
@@ -186,7 +184,7 @@ func (d *Deps) startRun(ctx context.Context, task grove.Task, dir string) (super
 		return nil
 	})
 	if err != nil {
-		return started, err
+		return supervise.Started{}, err
 	}
 	d.Logger.Info("agent started", "task", id, "supervisor", started.Pid)
 	return started, nil

@@ -62,10 +62,9 @@ type submitWire struct {
 	GitEnv map[string]string `json:"git_env"` // the submitter's gitEnv
 }
 
-// submitReply is the daemon's answer: the task id, or an error, or
-// Declined (submit locally).
+// submitReply is the daemon's answer: the task, or an error, or Declined
+// (submit locally).
 type submitReply struct {
-	ID       string      `json:"id,omitempty"`
 	Task     *grove.Task `json:"task,omitempty"`     // as recorded (state queued)
 	Declined string      `json:"declined,omitempty"` // why the daemon declined
 	Err      *wireError  `json:"err,omitempty"`
@@ -163,7 +162,7 @@ func SubmitViaDaemon(ctx context.Context, home string, req SubmitRequest) (task 
 		return task, true, false, reply.Err.err()
 	case reply.Declined != "":
 		return task, false, false, nil
-	case reply.ID != req.ID || reply.Task == nil || reply.Task.ID != req.ID:
+	case reply.Task == nil || reply.Task.ID != req.ID:
 		return task, false, true, nil
 	}
 	return *reply.Task, true, false, nil
@@ -177,11 +176,8 @@ const maxSubmitRequest = 16 << 20
 // daemon's). The caller holds the daemon lock, so a socket file left by a
 // dead daemon is replaced.
 func (d *Deps) ListenSubmit(ctx context.Context, home string, client *Client) error {
-	path, ok := SubmitSocket(home)
-	if !ok {
-		return fmt.Errorf("home path too long for a unix socket: %s", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	path, err := claimSocketPath(SubmitSocket(home))
+	if err != nil {
 		return err
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -239,7 +235,7 @@ func (d *Deps) serveSubmit(ctx context.Context, conn *net.UnixConn, intents *Int
 		if err != nil {
 			reply.Err = toWire(err)
 		} else {
-			reply.ID, reply.Task = task.ID, &task
+			reply.Task = &task
 			d.Logger.Info("task submitted through the daemon", "task", task.ID)
 		}
 	}

@@ -187,6 +187,19 @@ func PokeDaemon(home string) {
 	_, _ = c.Write([]byte{1})
 }
 
+// claimSocketPath readies path for a daemon's socket in the home: ok
+// false (too long for a unix socket) is an error, and a file left there
+// by a dead daemon is removed (the caller holds the daemon lock).
+func claimSocketPath(path string, ok bool) (string, error) {
+	if !ok {
+		return "", fmt.Errorf("home path too long for a unix socket: %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	return path, nil
+}
+
 // minWakeGap spaces the wakes the socket passes on: each one costs an
 // outbox query, and a burst of commits needs only one.
 const minWakeGap = 2 * time.Millisecond
@@ -199,11 +212,8 @@ func (d *Deps) ListenWake(ctx context.Context, home string) error {
 	if d.wake == nil {
 		return errors.New("no River client to wake")
 	}
-	path, ok := WakeSocket(home)
-	if !ok {
-		return fmt.Errorf("home path too long for a unix socket: %s", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	path, err := claimSocketPath(WakeSocket(home))
+	if err != nil {
 		return err
 	}
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})

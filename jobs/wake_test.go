@@ -65,14 +65,9 @@ func TestPokeWakesTheDaemonOfItsHome(t *testing.T) {
 	defer cancel()
 	listening := make(chan error, 1)
 	go func() { listening <- d.ListenWake(ctx, home) }()
-	deadline := time.Now().Add(10 * time.Second)
 	sock, _ := WakeSocket(home)
-	for time.Now().Before(deadline) { // until the listener is up
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitForSocket(t, sock) // until the listener is up
+	deadline := time.Now().Add(10 * time.Second)
 	// Another home's pokes go elsewhere: after three of them and one of
 	// this home's, this daemon was woken exactly once.
 	for range 3 {

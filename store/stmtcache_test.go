@@ -103,34 +103,3 @@ func TestKeptStatements(t *testing.T) {
 		is.Equal(c.order.Len(), stmtCacheSize)
 	})
 }
-
-// QueueWaiting sees a job waiting on its queue (available, scheduled or
-// retryable), and nothing on another queue or once the job is running.
-func TestQueueWaiting(t *testing.T) {
-	is := is.New(t)
-	ctx := context.Background()
-	st, err := Open(ctx, t.TempDir(), Options{})
-	is.NoErr(err)
-	defer st.Close()
-	waiting := func(queue string) bool {
-		var w bool
-		is.NoErr(st.InTx(ctx, func(tx *Tx) error {
-			var err error
-			w, err = tx.QueueWaiting(ctx, queue)
-			return err
-		}))
-		return w
-	}
-	is.True(!waiting("agent"))
-	_, err = st.DB().ExecContext(ctx, `INSERT INTO river_job(args, kind, max_attempts, priority, queue, state, metadata, tags)
-		VALUES('{}', 'run_agent', 3, 1, 'agent', 'available', '{}', '[]')`)
-	is.NoErr(err)
-	is.True(waiting("agent"))
-	is.True(!waiting("git"))
-	_, err = st.DB().ExecContext(ctx, `UPDATE river_job SET state = 'running'`)
-	is.NoErr(err)
-	is.True(!waiting("agent"))
-	_, err = st.DB().ExecContext(ctx, `UPDATE river_job SET state = 'scheduled'`)
-	is.NoErr(err)
-	is.True(waiting("agent"))
-}
