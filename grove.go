@@ -53,6 +53,16 @@ type Task struct {
 	UpdatedAt time.Time   `json:"updated_at"`
 }
 
+// WaitOver reports whether `grove wait` is over for t: settled (see
+// TaskState.Settled), and not a successful task in review that its auto
+// apply is about to take on.
+func (t Task) WaitOver() bool {
+	if t.State == StateReview && t.Apply == ApplyAuto && t.ExitCode != nil && *t.ExitCode == 0 && t.Error == "" {
+		return false // the auto-apply is on its way
+	}
+	return t.State.Settled()
+}
+
 // TaskOptions are a task's optional settings, chosen at submit time and
 // kept with the task (column task.options, JSON). The zero value is a
 // task with no options. Add a field with `json:",omitempty"` so older

@@ -60,6 +60,9 @@ func SubmitSocket(home string) (path string, ok bool) {
 type submitWire struct {
 	Req    SubmitRequest     `json:"req"`
 	GitEnv map[string]string `json:"git_env"` // the submitter's gitEnv
+	// Wait, when set, makes the request a wait instead of a submit: the
+	// daemon answers once every task of it is over (wait_socket.go).
+	Wait []string `json:"wait,omitempty"`
 }
 
 // submitReply is the daemon's answer: the task, or an error, or Declined
@@ -68,6 +71,7 @@ type submitReply struct {
 	Task     *grove.Task `json:"task,omitempty"`     // as recorded (state queued)
 	Declined string      `json:"declined,omitempty"` // why the daemon declined
 	Err      *wireError  `json:"err,omitempty"`
+	Over     bool        `json:"over,omitempty"` // a wait's answer: every task is over
 }
 
 // wireError is an error as it crosses the socket: its message, its hint
@@ -222,6 +226,12 @@ func (d *Deps) serveSubmit(ctx context.Context, conn *net.UnixConn, intents *Int
 	}
 	wire.Req.Resubmit = false // only the CLI's local fallback is a resubmit
 	switch {
+	case wire.Wait != nil:
+		reply = d.serveWait(ctx, conn, wire.Wait)
+		if reply.Over {
+			d.Logger.Debug("wait answered through the daemon", "tasks", strings.Join(wire.Wait, ","))
+		}
+		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	case !grove.ValidTaskID(wire.Req.ID):
 		reply.Declined = "no task id"
 	case !maps.Equal(wire.GitEnv, mine):

@@ -278,7 +278,7 @@ func (a *app) waitUntilWaiting(ctx context.Context, arg string) error {
 		if t.State == grove.StateRunning && supervise.IsWaiting(jobs.RunDir(a.home, id, t.Attempt)) {
 			return nil
 		}
-		if waitDone(t) {
+		if t.WaitOver() {
 			return grove.Userf(grove.ErrConflict, "grove wait "+id+" gives its exit code",
 				"task %s is %s: its agent ended without waiting for input", id, t.State)
 		}

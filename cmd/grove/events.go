@@ -70,10 +70,11 @@ grow: --since ID resumes after the last event a script read.`,
 func (a *app) streamEvents(ctx context.Context, id string, since int64, follow, asJSON bool) error {
 	enc := json.NewEncoder(a.stdout) // one compact line per event, even on a terminal
 	pt := newPainter(a.stdout)
+	read, last := ctx, false
 	for {
-		evs, err := a.st.EventsAfter(ctx, since, id, 1000)
+		evs, err := a.st.EventsAfter(read, since, id, 1000)
 		if err != nil {
-			if ctx.Err() != nil {
+			if read.Err() != nil {
 				return nil
 			}
 			return err
@@ -97,11 +98,15 @@ func (a *app) streamEvents(ctx context.Context, id string, since int64, follow, 
 		if len(evs) == 1000 {
 			continue // more to read at once
 		}
-		if !follow {
+		if !follow || last {
 			return nil
 		}
 		if sleepCtx(ctx, eventsPoll) != nil {
-			return nil // interrupted: the stream ends cleanly
+			// Interrupted: the stream ends cleanly, with every event
+			// recorded before the interrupt (one last read).
+			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			read, last = c, true
 		}
 	}
 }

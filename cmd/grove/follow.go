@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/grove-dev/grove"
+	"github.com/grove-dev/grove/jobs"
 	"github.com/grove-dev/grove/jobs/supervise"
 )
 
@@ -234,15 +235,6 @@ itself failed, canceled, or could not apply a task.`,
 	return c
 }
 
-// done reports whether `wait` is over for t: settled, and not about to be
-// applied automatically.
-func waitDone(t grove.Task) bool {
-	if t.State == grove.StateReview && t.Apply == grove.ApplyAuto && t.ExitCode != nil && *t.ExitCode == 0 && t.Error == "" {
-		return false // the auto-apply is on its way
-	}
-	return t.State.Settled()
-}
-
 // exitCodeOf is the code `wait` reports for a settled task.
 func exitCodeOf(t grove.Task) int {
 	switch t.State {
@@ -259,7 +251,7 @@ func exitCodeOf(t grove.Task) int {
 // waits for: what a task's end may be noticed late by.
 const waitGap = 40 * time.Millisecond
 
-// waitTasks waits until every task of args is done (waitDone), sets the
+// waitTasks waits until every task of args is done (Task.WaitOver), sets the
 // exit code (exitCodeOf the first that is not 0) and returns the tasks.
 // With sayErrors, a task's error is printed on stderr.
 func (a *app) waitTasks(ctx context.Context, args []string, sayErrors bool) ([]grove.Task, error) {
@@ -275,6 +267,11 @@ func (a *app) waitTasks(ctx context.Context, args []string, sayErrors bool) ([]g
 	tty := isTerminal(a.stderr)
 	commits := a.st.WatchCommits() // re-read on a commit, not every 50 ms
 	defer commits.Close()
+	// The daemon tells when to look (jobs/wait_socket.go), asked once a
+	// read found a task not over; asked is false until then.
+	var daemon *jobs.DaemonWait
+	asked := a.st.Postgres()
+	defer func() { daemon.Close() }()
 	var tasks []grove.Task
 	lastRead := time.Now()
 	for {
@@ -286,7 +283,7 @@ func (a *app) waitTasks(ctx context.Context, args []string, sayErrors bool) ([]g
 			if err != nil {
 				return nil, err
 			}
-			if !waitDone(t) {
+			if !t.WaitOver() {
 				pending++
 				waitingOn = t
 			}
@@ -307,6 +304,22 @@ func (a *app) waitTasks(ctx context.Context, args []string, sayErrors bool) ([]g
 			} else {
 				fmt.Fprintln(a.stderr, note)
 			}
+		}
+		if !asked {
+			daemon, asked = jobs.WaitThroughDaemon(ctx, a.home, ids), true
+		}
+		if daemon != nil {
+			// Look again when the daemon says the tasks are over, and
+			// every second meanwhile (for the note, and in case).
+			over, gone := daemon.Next(ctx, time.Second)
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if over || gone {
+				daemon.Close()
+				daemon = nil
+			}
+			continue
 		}
 		if err := commits.Wait(ctx, time.Second); err != nil {
 			return nil, err

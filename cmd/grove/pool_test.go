@@ -275,7 +275,7 @@ func TestWarmStartHandsTheRunToAStandby(t *testing.T) {
 func TestSubmitGoesThroughTheDaemon(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
-	h.startDaemon()
+	h.startDaemon("-v") // the debug line of a wait answered
 	defer func() {
 		if t.Failed() {
 			h.dumpState()
@@ -285,19 +285,21 @@ func TestSubmitGoesThroughTheDaemon(t *testing.T) {
 		_, err := os.Stat(filepath.Join(h.home, "submit.sock"))
 		return err == nil
 	})
-	logged := func(id string) bool {
+	loggedThat := func(what, id string) bool {
 		b, _ := os.ReadFile(filepath.Join(h.work, "daemon.log"))
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, "task submitted through the daemon") && strings.Contains(line, id) {
+			if strings.Contains(line, what) && strings.Contains(line, id) {
 				return true
 			}
 		}
 		return false
 	}
-	id := h.mustGrove("submit", "--repo", "repo", "--", "sh", "-c", "echo via > out.txt") // relative to the CLI's directory
+	logged := func(id string) bool { return loggedThat("task submitted through the daemon", id) }
+	id := h.mustGrove("submit", "--repo", "repo", "--", "sh", "-c", "sleep 1; echo via > out.txt") // relative to the CLI's directory
 	is.True(logged(id))
 	is.Equal(h.task(id).RepoPath, h.repo)
 	h.mustGrove("wait", id)
+	is.True(loggedThat("wait answered through the daemon", id)) // grove wait asked the daemon
 	is.True(h.diffHas(id, "+via"))
 
 	out := h.mustGrove("submit", "--repo", h.repo, "--json", "--", "true")
