@@ -19,7 +19,13 @@ type ApplyResult struct {
 // applyInputs resolves base and head to commits and the trees of base,
 // head and old (a commit), in one git process when all resolve; on any
 // failure it goes one by one, for an error that names the culprit.
+//
+// Commits named by full id and stored loose (a task's commits and recent
+// tips usually are) are read without git.
 func (r *Repo) applyInputs(ctx context.Context, base, head, old string) (baseC, headC, baseTree, headTree, oldTree string, err error) {
+	if t, ok := looseCommitTrees(r.CommonDir, base, head, old); ok {
+		return base, head, t[0], t[1], t[2], nil
+	}
 	// git 2.39's rev-parse knows --end-of-options only with --verify
 	// (otherwise it echoes it); checkRev has refused a leading '-'.
 	out, err := run(ctx, r.Root, "rev-parse", base+"^{commit}", head+"^{commit}", base+"^{tree}", head+"^{tree}", old+"^{tree}")

@@ -141,6 +141,12 @@ func configDigest(dir string) (key string, ok bool) {
 // "grove <grove@localhost>". It returns HEAD afterwards: the unchanged HEAD
 // when there was nothing to commit. Commits the agent made itself are kept
 // as they are. An empty message becomes "grove: work in progress".
+//
+// The commit is tried at once (an agent's worktree usually holds
+// changes): only when it fails does `diff-index` tell "nothing staged"
+// (no commit needed) from a failed commit (its error). A worktree in the
+// middle of a merge is asked first, as a commit there would conclude the
+// merge even with nothing staged.
 func (r *Repo) CommitAll(ctx context.Context, wtPath, message string) (head string, err error) {
 	if strings.TrimSpace(message) == "" {
 		message = "grove: work in progress"
@@ -148,21 +154,42 @@ func (r *Repo) CommitAll(ctx context.Context, wtPath, message string) (head stri
 	if _, err := runRetry(ctx, wtPath, "add", "-A"); err != nil {
 		return "", fmt.Errorf("stage %s: %w", wtPath, err)
 	}
-	_, err = run(ctx, wtPath, "diff-index", "--cached", "--quiet", "--no-ext-diff", "--ignore-submodules=none", "HEAD", "--")
-	if err != nil {
-		if exitCode(err) != 1 { // 1: something is staged
-			return "", fmt.Errorf("commit %s: %w", wtPath, err)
+	staged := func() (bool, error) {
+		_, err := run(ctx, wtPath, "diff-index", "--cached", "--quiet", "--no-ext-diff", "--ignore-submodules=none", "HEAD", "--")
+		if exitCode(err) == 1 {
+			return true, nil
 		}
-		id, err := identityArgs(ctx, wtPath)
+		return false, err
+	}
+	if gd, err := GitDirOf(wtPath); err != nil || exists(filepath.Join(gd, "MERGE_HEAD")) {
+		some, err := staged()
 		if err != nil {
 			return "", fmt.Errorf("commit %s: %w", wtPath, err)
 		}
-		args := append(id, "-c", "commit.gpgSign=false", "commit", "--no-verify", "--no-edit", "-q",
-			"--cleanup=whitespace", "--allow-empty-message", "-m", message)
-		if _, err := runRetry(ctx, wtPath, args...); err != nil {
-			return "", fmt.Errorf("commit %s: %w", wtPath, err)
+		if !some {
+			return r.headAfterCommit(ctx, wtPath)
 		}
 	}
+	id, err := identityArgs(ctx, wtPath)
+	if err != nil {
+		return "", fmt.Errorf("commit %s: %w", wtPath, err)
+	}
+	args := append(id, "-c", "commit.gpgSign=false", "commit", "--no-verify", "--no-edit", "-q",
+		"--cleanup=whitespace", "--allow-empty-message", "-m", message)
+	if _, cerr := runRetry(ctx, wtPath, args...); cerr != nil {
+		some, err := staged()
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("commit %s: %w", wtPath, err)
+		case some: // the commit failed
+			return "", fmt.Errorf("commit %s: %w", wtPath, cerr)
+		} // nothing staged: nothing to commit
+	}
+	return r.headAfterCommit(ctx, wtPath)
+}
+
+// headAfterCommit is HEAD of the worktree at wtPath.
+func (r *Repo) headAfterCommit(ctx context.Context, wtPath string) (string, error) {
 	if info, known := r.worktreeInfoFiles(wtPath); known {
 		return info.head, nil
 	}

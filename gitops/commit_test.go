@@ -168,3 +168,47 @@ func TestCommitAllKeepsAgentCommitsAndIdentity(t *testing.T) {
 	is.True(head2 != head)
 	is.Equal(git(t, wt, "log", "-1", "--format=%an <%ae>"), "Repo Person <repo@example.com>")
 }
+
+// CommitAll with nothing to commit leaves HEAD where it is (the commit it
+// tries first fails, and is not an error); a merge the agent left
+// half-done with nothing staged is not concluded by a commit; a commit
+// that fails with changes staged is an error.
+func TestCommitAllWithNothingToCommit(t *testing.T) {
+	is := is.New(t)
+	ctx := ctxT(t)
+	r := newRepo(t)
+	base := git(t, r.Root, "rev-parse", "HEAD")
+	wt := filepath.Join(t.TempDir(), "wt")
+	is.NoErr(r.CreateWorktree(ctx, wt, "grove/n", base))
+
+	head, err := r.CommitAll(ctx, wt, "nothing")
+	is.NoErr(err)
+	is.Equal(head, base)
+	is.Equal(git(t, wt, "rev-parse", "HEAD"), base)
+
+	// A merge stopped before its commit, whose result is HEAD's tree.
+	git(t, r.Root, "branch", "side", base)
+	side := filepath.Join(t.TempDir(), "side")
+	git(t, r.Root, "worktree", "add", "-q", side, "side")
+	write(t, filepath.Join(side, "side.txt"), "side\n")
+	git(t, side, "add", "side.txt")
+	git(t, side, "commit", "-q", "-m", "side")
+	git(t, wt, "merge", "--no-commit", "-s", "ours", "side")
+	gd, err := GitDirOf(wt)
+	is.NoErr(err)
+	is.True(exists(filepath.Join(gd, "MERGE_HEAD")))
+	head, err = r.CommitAll(ctx, wt, "merge")
+	is.NoErr(err)
+	is.Equal(head, base)                               // not concluded
+	is.True(exists(filepath.Join(gd, "MERGE_HEAD"))) // still in progress
+	git(t, wt, "merge", "--abort")
+
+	// Staged changes whose commit fails: its error, not "nothing to do".
+	write(t, filepath.Join(wt, "new.txt"), "new\n")
+	lock := filepath.Join(r.CommonDir, "refs", "heads", "grove", "n.lock")
+	write(t, lock, "") // the branch's lock file: the commit cannot move it
+	_, err = r.CommitAll(ctx, wt, "blocked")
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), "commit"))
+	is.Equal(git(t, wt, "rev-parse", "HEAD"), base)
+}

@@ -17,12 +17,14 @@ package gitops
 import (
 	"bytes"
 	"compress/zlib"
+	"encoding/hex"
 	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -468,4 +470,101 @@ func openFromFiles(abs string) (r *Repo, head MainHead, ok bool) {
 func sameOwner(fi fs.FileInfo, uid int) bool {
 	s, ok := fi.Sys().(*syscall.Stat_t)
 	return ok && int(s.Uid) == uid
+}
+
+// noReplacements reports whether git would read commonDir's objects as
+// they are stored: no refs/replace/* (loose or packed) and no
+// GIT_REPLACE_REF_BASE pointing elsewhere. Where it is false, what an
+// object reads as is git's to say (`git replace`).
+func noReplacements(commonDir string) bool {
+	if _, set := os.LookupEnv("GIT_REPLACE_REF_BASE"); set {
+		return false
+	}
+	if _, err := os.Lstat(filepath.Join(commonDir, "refs", "replace")); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(commonDir, "packed-refs"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && !bytes.Contains(b, []byte(" refs/replace/"))
+}
+
+// looseCommitTrees returns the tree of each commit of oids (full object
+// ids), read from their loose objects in commonDir; ok is false when one
+// is not a loose commit there or may be replaced (the caller asks git).
+func looseCommitTrees(commonDir string, oids ...string) (trees []string, ok bool) {
+	if !noReplacements(commonDir) {
+		return nil, false
+	}
+	for _, oid := range oids {
+		typ, body, ok := readLooseObject(commonDir, oid, 128)
+		if !ok || typ != "commit" {
+			return nil, false
+		}
+		line, _, _ := strings.Cut(body, "\n")
+		tree, found := strings.CutPrefix(line, "tree ")
+		if _, valid := oneObjectID([]byte(tree)); !found || !valid || len(tree) != len(oid) {
+			return nil, false
+		}
+		trees = append(trees, tree)
+	}
+	return trees, true
+}
+
+// readLooseWhole reads the whole loose object oid of commonDir when its
+// content is at most max bytes: its type and content. ok is false when it
+// is not loose there, is larger, or does not read.
+func readLooseWhole(commonDir, oid string, max int) (typ string, body []byte, ok bool) {
+	if _, ok := oneObjectID([]byte(oid)); !ok {
+		return "", nil, false
+	}
+	f, err := os.Open(filepath.Join(commonDir, "objects", oid[:2], oid[2:]))
+	if err != nil {
+		return "", nil, false
+	}
+	defer f.Close()
+	zr, err := zlib.NewReader(f)
+	if err != nil {
+		return "", nil, false
+	}
+	defer zr.Close()
+	b, err := io.ReadAll(io.LimitReader(zr, int64(max)+32))
+	if err != nil {
+		return "", nil, false
+	}
+	head, body, found := bytes.Cut(b, []byte{0})
+	if !found {
+		return "", nil, false
+	}
+	t, size, found := strings.Cut(string(head), " ")
+	if n, err := strconv.Atoi(size); !found || err != nil || n != len(body) || n > max {
+		return "", nil, false // larger than max (cut short), or not what the header says
+	}
+	return t, body, true
+}
+
+// looseTreeEntry looks name up in the loose tree object tree of
+// commonDir: its mode and object id, or found false when the tree has no
+// such entry. ok is false when the tree is not loose there, may be
+// replaced, or does not read (the caller asks git).
+func looseTreeEntry(commonDir, tree, name string) (mode, oid string, found, ok bool) {
+	typ, body, read := readLooseWhole(commonDir, tree, 4<<20)
+	if !read || typ != "tree" || !noReplacements(commonDir) {
+		return "", "", false, false
+	}
+	idLen := len(tree) / 2 // raw bytes of an id: 20 (SHA-1) or 32 (SHA-256)
+	for rest := body; len(rest) > 0; {
+		sp := bytes.IndexByte(rest, ' ')
+		nul := bytes.IndexByte(rest, 0)
+		if sp < 0 || nul < sp || len(rest) < nul+1+idLen {
+			return "", "", false, false // malformed
+		}
+		m, n, raw := rest[:sp], rest[sp+1:nul], rest[nul+1:nul+1+idLen]
+		rest = rest[nul+1+idLen:]
+		if string(n) == name {
+			return string(m), hex.EncodeToString(raw), true, true
+		}
+	}
+	return "", "", false, true
 }

@@ -510,3 +510,62 @@ func TestSoleMergeBaseMatchesGit(t *testing.T) {
 	is.True(!r.soleMergeBase(base, ours, theirs)) // packed: git decides
 	is.True(gitSays(base, ours, theirs))
 }
+
+// TestLooseTreesAndSettingsMatchGit reads commits' trees and .grove.toml
+// from loose objects and compares them with git's reading; a symbolic
+// link, a packed object and a replaced commit are left to git.
+func TestLooseTreesAndSettingsMatchGit(t *testing.T) {
+	is := is.New(t)
+	r := newRepo(t)
+	ctx := context.Background()
+	without := git(t, r.Root, "rev-parse", "HEAD")
+	write(t, filepath.Join(r.Root, ".grove.toml"), "setup_timeout = \"3m\"\n")
+	write(t, filepath.Join(r.Root, ".grove.tomlx"), "not it\n") // a name that sorts beside it
+	git(t, r.Root, "add", "-A")
+	git(t, r.Root, "commit", "-q", "-m", "settings")
+	with := git(t, r.Root, "rev-parse", "HEAD")
+
+	trees, ok := looseCommitTrees(r.CommonDir, without, with)
+	is.True(ok)
+	is.Equal(trees, []string{git(t, r.Root, "rev-parse", without+"^{tree}"), git(t, r.Root, "rev-parse", with+"^{tree}")})
+	_, ok = looseCommitTrees(r.CommonDir, trees[0]) // a tree is not a commit
+	is.True(!ok)
+	_, ok = looseCommitTrees(r.CommonDir, "HEAD") // not a full id
+	is.True(!ok)
+
+	_, absent, known := r.looseSettingsFile(without)
+	is.True(known && absent)
+	b, absent, known := r.looseSettingsFile(with)
+	is.True(known && !absent)
+	is.Equal(string(b), git(t, r.Root, "cat-file", "blob", with+":.grove.toml")+"\n")
+	s, err := r.ReadSettings(ctx, with)
+	is.NoErr(err)
+	is.Equal(s.Sources["setup_timeout"], ".grove.toml at "+with[:12])
+
+	// A symbolic link named .grove.toml: git reads it (as its target's name).
+	is.NoErr(os.Remove(filepath.Join(r.Root, ".grove.toml")))
+	is.NoErr(os.Symlink("elsewhere", filepath.Join(r.Root, ".grove.toml")))
+	git(t, r.Root, "add", "-A")
+	git(t, r.Root, "commit", "-q", "-m", "link")
+	link := git(t, r.Root, "rev-parse", "HEAD")
+	_, _, known = r.looseSettingsFile(link)
+	is.True(!known)
+
+	// A replaced commit reads as its replacement: git's to say.
+	git(t, r.Root, "replace", without, with)
+	_, ok = looseCommitTrees(r.CommonDir, without)
+	is.True(!ok)
+	_, _, known = r.looseSettingsFile(with)
+	is.True(!known)
+	git(t, r.Root, "replace", "-d", without)
+
+	// Packed: git answers.
+	git(t, r.Root, "gc", "-q", "--prune=now")
+	_, ok = looseCommitTrees(r.CommonDir, with)
+	is.True(!ok)
+	_, _, known = r.looseSettingsFile(with)
+	is.True(!known)
+	s, err = r.ReadSettings(ctx, with)
+	is.NoErr(err)
+	is.Equal(s.Sources["setup_timeout"], ".grove.toml at "+with[:12])
+}

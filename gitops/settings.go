@@ -31,9 +31,15 @@ func settingOfConfig(name string) (string, bool) {
 // each value's source recorded in Settings.Sources. A malformed file or
 // override is a *grove.UserError naming it.
 func (r *Repo) ReadSettings(ctx context.Context, commit string) (grove.Settings, error) {
-	b, err := run(ctx, r.Root, "cat-file", "blob", commit+":"+grove.SettingsFile)
+	b, absent, known := r.looseSettingsFile(commit)
+	var err error
+	if !known {
+		b, err = run(ctx, r.Root, "cat-file", "blob", commit+":"+grove.SettingsFile)
+	}
 	var s grove.Settings
 	switch {
+	case absent:
+		s, _ = grove.ParseSettings(nil, "")
 	case err == nil:
 		if s, err = grove.ParseSettings(b, fmt.Sprintf("%s at %.12s", grove.SettingsFile, commit)); err != nil {
 			return s, err
@@ -47,6 +53,32 @@ func (r *Repo) ReadSettings(ctx context.Context, commit string) (grove.Settings,
 		return s, err
 	}
 	return s, s.Validate("git config")
+}
+
+// looseSettingsFile reads .grove.toml at commit from loose objects, as
+// `cat-file blob commit:.grove.toml` would: absent when the commit's tree
+// has no such entry, else its content when it is a loose file blob.
+// known is false when git must answer (a packed object, a symbolic link
+// or anything else, a commit not named by its full id).
+func (r *Repo) looseSettingsFile(commit string) (content []byte, absent, known bool) {
+	trees, ok := looseCommitTrees(r.CommonDir, commit)
+	if !ok {
+		return nil, false, false
+	}
+	mode, oid, found, ok := looseTreeEntry(r.CommonDir, trees[0], grove.SettingsFile)
+	switch {
+	case !ok:
+		return nil, false, false
+	case !found:
+		return nil, true, true
+	case mode != "100644" && mode != "100755":
+		return nil, false, false
+	}
+	typ, body, ok := readLooseWhole(r.CommonDir, oid, 1<<20)
+	if !ok || typ != "blob" {
+		return nil, false, false
+	}
+	return body, false, true
 }
 
 // groveConfig is `git config --show-scope --get-regexp ^grove\.` in the
