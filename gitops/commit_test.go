@@ -199,7 +199,7 @@ func TestCommitAllWithNothingToCommit(t *testing.T) {
 	is.True(exists(filepath.Join(gd, "MERGE_HEAD")))
 	head, err = r.CommitAll(ctx, wt, "merge")
 	is.NoErr(err)
-	is.Equal(head, base)                               // not concluded
+	is.Equal(head, base)                             // not concluded
 	is.True(exists(filepath.Join(gd, "MERGE_HEAD"))) // still in progress
 	git(t, wt, "merge", "--abort")
 
