@@ -41,7 +41,12 @@ func TestMain(m *testing.M) {
 		helperMain(action, os.Args[1:])
 		return
 	}
-	os.Exit(m.Run())
+	// Ref updates go through kept update-ref processes, as in the daemon
+	// (the CLI's one-shot ones are what the cmd/grove tests run).
+	KeepRefUpdaters(true)
+	code := m.Run()
+	KeepRefUpdaters(false)
+	os.Exit(code)
 }
 
 // helperMain is the body of the helper process of runUnprivileged: it

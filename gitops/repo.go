@@ -379,7 +379,7 @@ func (r *Repo) SetRef(ctx context.Context, ref, sha string) error {
 	if sha == "" || strings.HasPrefix(sha, "-") {
 		return fmt.Errorf("set ref %s: invalid object %q", ref, sha)
 	}
-	if _, err := runRetry(ctx, r.Root, "update-ref", "-m", "grove", "--end-of-options", ref, sha); err != nil {
+	if err := retry(ctx, func() error { return updateRefs(ctx, r.CommonDir, "grove", "update "+ref+" "+sha) }); err != nil {
 		return fmt.Errorf("set ref %s: %w", ref, err)
 	}
 	return nil
@@ -387,7 +387,11 @@ func (r *Repo) SetRef(ctx context.Context, ref, sha string) error {
 
 // deleteRef deletes ref if it still points at old (compare-and-swap).
 func (r *Repo) deleteRef(ctx context.Context, ref, old string) error {
-	if _, err := runRetry(ctx, r.Root, "update-ref", "-m", "grove", "-d", "--end-of-options", ref, old); err != nil {
+	cmd := "delete " + ref
+	if old != "" {
+		cmd += " " + old
+	}
+	if err := retry(ctx, func() error { return updateRefs(ctx, r.CommonDir, "grove", cmd) }); err != nil {
 		return fmt.Errorf("delete ref %s: %w", ref, err)
 	}
 	return nil

@@ -93,7 +93,7 @@ func pin(ctx context.Context, commonDir, entry, tip, head string) error {
 	if in.Len() == 0 {
 		return nil
 	}
-	if _, err := runGit(ctx, commonDir, nil, strings.NewReader(in.String()), "update-ref", "-m", "grove: trash", "--stdin"); err != nil {
+	if err := updateRefs(ctx, commonDir, "grove: trash", strings.Split(strings.TrimSuffix(in.String(), "\n"), "\n")...); err != nil {
 		return fmt.Errorf("pin commits of trash entry %s: %w", entry, err)
 	}
 	return nil
@@ -105,8 +105,7 @@ func unpin(ctx context.Context, commonDir, entry string) error {
 		return nil
 	}
 	tipRef, headRef := pinRefs(entry)
-	in := fmt.Sprintf("delete %s\ndelete %s\n", tipRef, headRef)
-	if _, err := runGit(ctx, commonDir, nil, strings.NewReader(in), "update-ref", "-m", "grove: trash", "--stdin"); err != nil {
+	if err := updateRefs(ctx, commonDir, "grove: trash", "delete "+tipRef, "delete "+headRef); err != nil {
 		return fmt.Errorf("unpin commits of trash entry %s: %w", entry, err)
 	}
 	return nil

@@ -106,7 +106,7 @@ func (r *Repo) registerWorktree(ctx context.Context, path, branch, baseSHA strin
 		return grove.Userf(grove.ErrConflict, "pick another path", "%s is already a worktree on %s", path, describeHead(mine))
 	}
 
-	_, err = runRetry(ctx, r.Root, "update-ref", "-m", "grove: create branch", "--end-of-options", ref, baseSHA, "")
+	err = retry(ctx, func() error { return updateRefs(ctx, r.CommonDir, "grove: create branch", "create "+ref+" "+baseSHA) })
 	switch {
 	case err == nil:
 		*createdBranch = true

@@ -48,8 +48,9 @@ through a real 'grove serve' at --concurrency, does the same git work with
 plain git commands as a baseline, and reports latencies, throughput and
 grove/baseline ratios.
 
-A grove task is followed as a script would: 'grove wait ID' right after
-'grove submit' (its return is the task's end-to-end end, applied); a
+A grove task is run as a script that blocks on it would: one
+'grove submit --wait --json' (its return is the task's end-to-end end,
+applied; the single submits of submit_wall_* are plain 'grove submit'); a
 phase's closes (worktrees removed) are awaited with 'grove ls --json'
 every --poll, and its wall ends at the last task's "closed" event.
 
@@ -88,7 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.rounds, "rounds", 2, "split the tasks into rounds alternating baseline and grove (ABBA), so background load hits both")
 	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")
 	fs.IntVar(&c.lsRuns, "ls-runs", 10, "sequential `grove ls --json` runs for ls_wall_p50_ms")
-	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove wait`)")
+	fs.DurationVar(&c.poll, "poll", 200*time.Millisecond, "pause between `grove ls --json` polls while waiting for a phase's tasks to close (when a task is applied is learnt from `grove submit --wait`)")
 	fs.IntVar(&c.hosts, "hosts", 1, "with --database and N > 1: also run --tasks on host 1 alone, then split across N daemons (own homes, repositories and host names) on that database, for two hosts' throughput against one (hosts_*)")
 	fs.IntVar(&c.sandbox, "sandbox-probes", 20, "single tasks on each side with the sandbox on and off, for the start p50 of each (0: skip)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "give up after this long")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/grove-dev/grove"
 )
 
 // groveCLI runs grove subcommands on the bench home.
@@ -45,6 +48,45 @@ func (g groveCLI) submit(ctx context.Context, repo, benchDir, apply string) (str
 		return "", began, wall, fmt.Errorf("grove submit printed %q, not a task id", out)
 	}
 	return id, began, wall, nil
+}
+
+// submitWait runs `grove submit --wait --json --apply auto` of the bench
+// agent on repo, as a script that blocks on its task does: one process
+// that prints the task id on stderr at once and the settled task as JSON
+// on stdout. It returns the task, when the process was started and when it
+// returned; a task that did not land is an error, whatever the exit code.
+func (g groveCLI) submitWait(ctx context.Context, repo, benchDir string) (task lsTask, began, end time.Time, err error) {
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if g.settle > 0 {
+		wctx, cancel = context.WithTimeout(ctx, g.settle)
+	}
+	defer cancel()
+	began = time.Now()
+	c := g.r.cmd(wctx, repo, nil, g.bin, "--home", g.home, "submit", "--wait", "--json", "--repo", repo, "--apply", "auto",
+		"--timeout", "10m", "--env", "BENCH_DIR="+benchDir, "--", "sh", "-c", agentScript)
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	runErr := c.Run()
+	end = time.Now()
+	id, _, _ := strings.Cut(stderr.String(), "\n") // the id comes first
+	id = strings.TrimSpace(id)
+	if wctx.Err() != nil && ctx.Err() == nil && grove.ValidTaskID(id) {
+		return lsTask{}, began, end, g.unsettled(ctx, id, "settle", g.settle)
+	}
+	var t lsTask
+	if err := json.Unmarshal(stdout.Bytes(), &t); err != nil || t.ID == "" || t.ID != id {
+		if runErr != nil {
+			return lsTask{}, began, end, fmt.Errorf("grove submit --wait: %w: %s", runErr, clipLines(stderr.String(), 5))
+		}
+		return lsTask{}, began, end, fmt.Errorf("grove submit --wait --json printed %q (stderr %q), not the task", clipLines(stdout.String(), 3), clipLines(stderr.String(), 3))
+	}
+	if t.State != "applied" {
+		return t, began, end, fmt.Errorf("task %s ended in state %s: %s", t.ID, t.State, t.Error)
+	}
+	if runErr != nil {
+		return t, began, end, fmt.Errorf("task %s is %s but: %w", t.ID, t.State, runErr)
+	}
+	return t, began, end, nil
 }
 
 // lsTask is the part of a task in `grove ls --json` and `grove wait --json`
@@ -229,7 +271,7 @@ func (w *closeWaiter) waitClosed(ctx context.Context, ids []string) (time.Time, 
 }
 
 // runGrove submits tasks through grove at concurrency c with closed loops
-// (a worker submits its next task when `grove wait` for its last one
+// (a worker runs `grove submit --wait` and submits its next task when that
 // returns, the task applied); the daemon runs with --max-agents c. Wall is
 // first submit → the last task's "closed" audit event (worktree removed),
 // like the baseline's first task → last worktree removed; the closes are
@@ -247,14 +289,11 @@ func runGrove(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir s
 	defer cancel()
 	fail := func(err error) { errOnce.Do(func() { first = err; cancel() }) }
 	one := func() (taskTimes, error) {
-		id, began, _, err := g.submit(ctx, repo, benchDir, "auto")
+		task, began, end, err := g.submitWait(ctx, repo, benchDir)
 		if err != nil {
 			return taskTimes{}, err
 		}
-		_, end, err := g.wait(ctx, id)
-		if err != nil {
-			return taskTimes{}, err
-		}
+		id := task.ID
 		t := taskTimes{ID: id, Submit: began, E2E: end.Sub(began)}
 		start, err := readStart(benchDir, id)
 		if err != nil {

@@ -176,6 +176,8 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		return err
 	}
 	defer lock.release()
+	gitops.KeepRefUpdaters(true) // ref updates through kept git processes (gitops/refupdate.go)
+	defer gitops.KeepRefUpdaters(false)
 	if err := a.open(ctx); err != nil {
 		return err
 	}
