@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,15 +130,35 @@ func (r *Repo) registerWorktree(ctx context.Context, path, branch, baseSHA strin
 	if mine != nil {
 		return nil
 	}
-	err = retry(ctx, func() error {
+	var fast bool
+	for try := 0; ; try++ {
 		if err := clearRemnants(path); err != nil {
-			return err
+			return fmt.Errorf("add worktree %s: %w", path, err)
 		}
-		_, err := run(ctx, r.Root, "worktree", "add", "--no-checkout", "--", path, branch)
-		return err
-	})
+		fast, err = r.addWorktreeFiles(path, branch) // worktree_register.go
+		// A half-made admin dir that a concurrent `git worktree prune`
+		// removed (git's own race; see transient): once more.
+		if !fast || !errors.Is(err, fs.ErrNotExist) || try == 2 {
+			break
+		}
+	}
+	if fast {
+		*createdWT = true // an error leaves what the undo removes
+	}
 	if err != nil {
 		return fmt.Errorf("add worktree %s: %w", path, err)
+	}
+	if !fast {
+		err = retry(ctx, func() error {
+			if err := clearRemnants(path); err != nil {
+				return err
+			}
+			_, err := run(ctx, r.Root, "worktree", "add", "--no-checkout", "--", path, branch)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("add worktree %s: %w", path, err)
+		}
 	}
 	*createdWT = true
 	grove.Failpoint("create.after-worktree-add")
