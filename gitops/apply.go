@@ -171,7 +171,10 @@ func (r *Repo) Apply(ctx context.Context, targetBranch, base, head, msg string) 
 		break
 	}
 	grove.Failpoint("apply.after-checkout")
-	_, err = runRetry(ctx, r.Root, "update-ref", "-m", "grove apply: "+firstLine(msg), "--end-of-options", ref, newC, old)
+	// One reflog message for every apply, so that the daemon's kept
+	// update-ref process serves them all (refupdate.go); the commit says
+	// which task it is.
+	err = retry(ctx, func() error { return updateRefs(ctx, r.CommonDir, "grove apply", "update "+ref+" "+newC+" "+old) })
 	if err != nil {
 		err = fmt.Errorf("apply to %s: move branch: %w", targetBranch, err)
 		if moved != "" {
