@@ -215,7 +215,7 @@ func (t *terminal) accept() {
 		if err != nil {
 			return // closed by end
 		}
-		if !ownerPeer(c) {
+		if !ownerPeer(c) || confinedConn(c) {
 			c.Close()
 			continue
 		}
@@ -227,6 +227,13 @@ func (t *terminal) accept() {
 func ownerPeer(c *net.UnixConn) bool {
 	cred, err := PeerCred(c)
 	return err == nil && int(cred.Uid) == os.Geteuid()
+}
+
+// confinedConn reports whether c's peer belongs to a confined run (see
+// confinedPeer), or cannot be told.
+func confinedConn(c *net.UnixConn) bool {
+	cred, err := PeerCred(c)
+	return err != nil || confinedPeer(int(cred.Pid))
 }
 
 // PeerCred is the process at the other end of c (SO_PEERCRED): its pid,

@@ -1,0 +1,98 @@
+package supervise
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+)
+
+// dialAndType is the test binary as a client of the terminal of run dir
+// (GROVE_TEST_DIAL): it types "pwned" and prints "closed" when the
+// supervisor hangs up on it, "open" when it is served.
+func dialAndType(dir string) {
+	conn, err := DialTTY(dir)
+	if err != nil {
+		fmt.Println("dial:", err)
+		return
+	}
+	defer conn.Close()
+	_ = WriteFrame(conn, FrameInput, []byte("pwned\r"))
+	_ = conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	for {
+		if _, _, err := ReadFrame(conn); err != nil {
+			if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "reset") {
+				fmt.Println("closed")
+			} else {
+				fmt.Println("open")
+			}
+			return
+		}
+	}
+}
+
+// A confined agent cannot type into another run's terminal: the
+// supervisor hangs up on a peer whose nearest supervisor recorded a
+// Landlock sandbox; an unconfined agent's process, and this test (no
+// supervisor above it), are served.
+func TestConfinedAgentsCannotDriveATerminal(t *testing.T) {
+	needLandlock(t, 1)
+	is := is.New(t)
+	is.True(!confinedPeer(os.Getpid()))
+	exe, err := os.Executable()
+	is.NoErr(err)
+
+	// The terminal: an agent that echoes the lines it is given.
+	ttyDir := t.TempDir()
+	ts := spec(t, `while read x; do echo "got $x"; [ "$x" = end ] && exit 0; done`)
+	ts.TTY = true
+	ended := make(chan Exit, 1)
+	go func() { ended <- run(ttyDir, ts, make(chan os.Signal)) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, err := os.Stat(filepath.Join(ttyDir, TTYSocket)); err != nil && time.Now().Before(deadline); _, err = os.Stat(filepath.Join(ttyDir, TTYSocket)) {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// type runs a supervised agent (confined or not) that dials the
+	// terminal and returns what the client saw.
+	typeFrom := func(confined bool) string {
+		s := spec(t, `"$CLIENT" > result`)
+		s.Env = append(s.Env, "CLIENT="+exe, "GROVE_TEST_DIAL="+ttyDir)
+		if confined {
+			s.Sandbox = &Sandbox{Mode: SandboxRequired, Write: []string{s.WorkDir}, WriteFiles: []string{"/dev/null"}}
+		}
+		runSupervisor(t, s)
+		b, err := os.ReadFile(filepath.Join(s.WorkDir, "result"))
+		is.NoErr(err)
+		return strings.TrimSpace(string(b))
+	}
+	is.Equal(typeFrom(true), "closed")
+	is.Equal(typeFrom(false), "open")
+
+	// Only the unconfined client's keystrokes reached the agent.
+	conn, err := DialTTY(ttyDir)
+	is.NoErr(err)
+	defer conn.Close()
+	is.NoErr(WriteFrame(conn, FrameInput, []byte("end\r")))
+	var out strings.Builder
+	for {
+		typ, p, err := ReadFrame(conn)
+		if err != nil || typ == FrameExit {
+			break
+		}
+		if typ == FrameOutput {
+			out.Write(p)
+		}
+	}
+	<-ended
+	b, _ := os.ReadFile(filepath.Join(ttyDir, LogFile))
+	log := out.String() + string(b)
+	is.Equal(strings.Count(log, "got pwned"), 1) // once: the unconfined client's
+	is.True(strings.Contains(log, "got end"))
+}
