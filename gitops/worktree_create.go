@@ -135,7 +135,7 @@ func (r *Repo) registerWorktree(ctx context.Context, path, branch, baseSHA strin
 		if err := clearRemnants(path); err != nil {
 			return fmt.Errorf("add worktree %s: %w", path, err)
 		}
-		fast, err = r.addWorktreeFiles(path, branch) // worktree_register.go
+		fast, err = r.addWorktreeFiles(ctx, path, branch, baseSHA) // worktree_register.go
 		// A half-made admin dir that a concurrent `git worktree prune`
 		// removed (git's own race; see transient): once more.
 		if !fast || !errors.Is(err, fs.ErrNotExist) || try == 2 {

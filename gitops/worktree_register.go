@@ -1,6 +1,7 @@
 package gitops
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Registering a worktree without a git process, in the common case.
@@ -21,13 +23,14 @@ import (
 // concurrent `git worktree prune` leaves it alone, then gitdir (the real
 // path of <path>/.git), <path>/.git ("gitdir: " and the admin dir's real
 // path), commondir ("../..") and HEAD ("ref: refs/heads/<branch>"), and the
-// lock removed. The one difference: git's symbolic-ref also starts the
-// worktree's HEAD reflog with a line in the committer's name; here the
-// reflog starts with the worktree's first commit.
+// lock removed; HEAD's reflog starts with the line git's symbolic-ref
+// writes (the committer identity is git's own answer, `git var
+// GIT_COMMITTER_IDENT`, asked once per configuration).
 //
 // Anything git would do more is left to git (ok false, nothing written):
 // a configuration that could matter (sparse checkout patterns to copy, a
-// per-worktree config, an include, core.worktree), a reftable
+// per-worktree config, an include, core.worktree, core.logAllRefUpdates,
+// a shared repository), a reftable
 // repository, a name git would sanitise, a path that exists and is not an
 // empty directory.
 
@@ -36,9 +39,16 @@ import (
 // false when git must do it; then nothing was written. An error after
 // something was written leaves what the caller's undo (git worktree
 // remove) cleans.
-func (r *Repo) addWorktreeFiles(path, branch string) (ok bool, err error) {
+func (r *Repo) addWorktreeFiles(ctx context.Context, path, branch, tip string) (ok bool, err error) {
 	name := filepath.Base(path)
 	if !plainWorktreeName(name) || !filepath.IsAbs(path) || !r.plainForWorktreeAdd() {
+		return false, nil
+	}
+	if _, valid := oneObjectID([]byte(tip)); !valid {
+		return false, nil
+	}
+	ident, known := reflogIdent(ctx, r.Root) // rename_files.go: git's own answer, cached
+	if !known {
 		return false, nil
 	}
 	switch ents, err := os.ReadDir(path); {
@@ -86,6 +96,20 @@ func (r *Repo) addWorktreeFiles(path, branch string) (ok bool, err error) {
 			return true, err
 		}
 	}
+	// The reflog git's symbolic-ref starts: "<zeros> <tip> <ident> <when>"
+	// (no message).
+	when := ident.when
+	if when == "" {
+		now := time.Now()
+		when = fmt.Sprintf("%d %s", now.Unix(), now.Format("-0700"))
+	}
+	if err := os.MkdirAll(filepath.Join(admin, "logs"), 0o777); err != nil {
+		return true, err
+	}
+	zeros := strings.Repeat("0", len(tip))
+	if err := writeGitFile(filepath.Join(admin, "logs", "HEAD"), fmt.Sprintf("%s %s %s %s", zeros, tip, ident.ident, when)); err != nil {
+		return true, err
+	}
 	return true, os.Remove(locked)
 }
 
@@ -119,8 +143,14 @@ func (r *Repo) plainForWorktreeAdd() bool {
 		return false
 	}
 	low := strings.ToLower(string(b))
-	for _, s := range []string{"sparse", "worktreeconfig", "bare = true", "bare=true"} {
+	for _, s := range []string{"sparse", "worktreeconfig", "bare = true", "bare=true", "sharedrepository"} {
 		if strings.Contains(low, s) {
+			return false
+		}
+	}
+	// `git init` writes logallrefupdates = true; anything else is git's.
+	for _, line := range strings.Split(low, "\n") {
+		if k, v, ok := strings.Cut(strings.ReplaceAll(strings.ReplaceAll(line, " ", ""), "\t", ""), "="); ok && k == "logallrefupdates" && v != "true" {
 			return false
 		}
 	}

@@ -26,7 +26,7 @@ func TestAddWorktreeFilesAsGitDoes(t *testing.T) {
 	byGit := filepath.Join(dir, "a", "wt")
 	git(t, r.Root, "worktree", "add", "-q", "--no-checkout", "--", byGit, "by-git")
 	byUs := filepath.Join(dir, "b", "wt") // the same name: git numbers it
-	ok, err := r.addWorktreeFiles(byUs, "by-us")
+	ok, err := r.addWorktreeFiles(ctx, byUs, "by-us", head)
 	is.NoErr(err)
 	is.True(ok)
 
@@ -40,6 +40,7 @@ func TestAddWorktreeFilesAsGitDoes(t *testing.T) {
 	is.Equal(read(filepath.Join(usAdmin, "gitdir")), strings.Replace(read(filepath.Join(gitAdmin, "gitdir")), byGit, byUs, 1))
 	is.Equal(read(filepath.Join(usAdmin, "commondir")), read(filepath.Join(gitAdmin, "commondir")))
 	is.Equal(read(filepath.Join(usAdmin, "HEAD")), strings.Replace(read(filepath.Join(gitAdmin, "HEAD")), "by-git", "by-us", 1))
+	is.Equal(read(filepath.Join(usAdmin, "logs", "HEAD")), read(filepath.Join(gitAdmin, "logs", "HEAD"))) // (the tests fix the date)
 	_, err = os.Stat(filepath.Join(usAdmin, "locked"))
 	is.True(os.IsNotExist(err)) // unlocked once made
 	for _, p := range []string{filepath.Join(byUs, ".git"), filepath.Join(usAdmin, "HEAD")} {
@@ -69,12 +70,16 @@ func TestAddWorktreeFilesAsGitDoes(t *testing.T) {
 	// A non-empty path, a name git would change, sparse checkout: git's.
 	busy := filepath.Join(dir, "busy")
 	write(t, filepath.Join(busy, "f"), "x")
-	ok, _ = r.addWorktreeFiles(busy, "by-us")
+	ok, _ = r.addWorktreeFiles(ctx, busy, "by-us", head)
 	is.True(!ok)
-	ok, _ = r.addWorktreeFiles(filepath.Join(dir, "we ird"), "by-us")
+	ok, _ = r.addWorktreeFiles(ctx, filepath.Join(dir, "we ird"), "by-us", head)
 	is.True(!ok)
+	git(t, r.Root, "config", "core.logAllRefUpdates", "false") // no HEAD reflog: git's to say
+	ok, _ = r.addWorktreeFiles(ctx, filepath.Join(dir, "nolog"), "by-us", head)
+	is.True(!ok)
+	git(t, r.Root, "config", "core.logAllRefUpdates", "true")
 	git(t, r.Root, "config", "core.sparseCheckout", "true")
-	ok, _ = r.addWorktreeFiles(filepath.Join(dir, "sparse"), "by-us")
+	ok, _ = r.addWorktreeFiles(ctx, filepath.Join(dir, "sparse"), "by-us", head)
 	is.True(!ok)
 	_, err = os.Stat(filepath.Join(dir, "sparse"))
 	is.True(os.IsNotExist(err)) // nothing written
