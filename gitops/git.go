@@ -125,7 +125,11 @@ func runGit(ctx context.Context, dir string, env []string, stdin io.Reader, args
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		awaitExit(cmd.Process) // exitwait.go: on the poller, not in waitid
+		err = cmd.Wait()
+	}
 	if err == nil {
 		return stdout.Bytes(), nil
 	}

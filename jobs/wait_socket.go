@@ -15,8 +15,9 @@ import (
 // busy daemon that is dozens of reads a second, each paying for a fresh
 // view of the file (~100 ms of CPU over a two-second task). When the home's
 // daemon listens, the CLI asks it instead, on the submit socket: the daemon
-// reads the tasks on its warm connection after each commit and answers
-// once every one of them is over (grove.Task.WaitOver). The CLI then reads
+// reads the tasks on its warm connection after each of its own commits
+// (and every second, for other processes' writes) and answers once every
+// one of them is over (grove.Task.WaitOver). The CLI then reads
 // them itself, as before: the answer only tells it when to look.
 //
 // Nothing depends on it: without a daemon, when the daemon declines (the
@@ -24,10 +25,6 @@ import (
 // daemon that does not know the request), or when the connection breaks,
 // the CLI waits by reading the database as before. The daemon stops
 // waiting when the CLI hangs up.
-
-// waitGapDaemon is the least time between two reads of a wait's tasks in
-// the daemon (commits come in bursts).
-const waitGapDaemon = 10 * time.Millisecond
 
 // serveWait answers a wait request for ids on conn: Over once every task
 // is over; an empty reply when the peer hung up or the daemon stops.
@@ -48,9 +45,12 @@ func (d *Deps) serveWait(ctx context.Context, conn *net.UnixConn, ids []string) 
 		_, _ = conn.Read(b[:])
 		cancel()
 	}()
-	commits := d.Store.WatchCommits()
-	defer commits.Close()
 	for {
+		// Every change to a task is a commit of the store's; the daemon
+		// makes nearly all of them, the rest (a CLI's) are seen within a
+		// second. Watching the database file instead woke every wait on
+		// every write of anyone's.
+		changed := d.Store.Committed()
 		over := true
 		for _, id := range ids {
 			t, err := d.Store.Task(ctx, id)
@@ -68,14 +68,15 @@ func (d *Deps) serveWait(ctx context.Context, conn *net.UnixConn, ids []string) 
 		if over {
 			return submitReply{Over: true}
 		}
-		if commits.Wait(ctx, time.Second) != nil {
-			return submitReply{}
-		}
+		t := time.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return submitReply{}
-		case <-time.After(waitGapDaemon):
+		case <-changed:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 

@@ -36,6 +36,7 @@ type Store struct {
 	scoped bool          // HostScoped: listings show only this host's rows
 	// instance is the daemon identity ClaimHost recorded for the host.
 	instance string
+	commits  *commitSignal // Committed (committed.go); shared by copies
 }
 
 // DSNPragmas are the connection settings every grove process uses.
@@ -92,7 +93,7 @@ func Open(ctx context.Context, home string, opts Options) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, q: db, path: path, now: opts.Now, host: opts.Host}
+	s := &Store{db: db, q: db, path: path, now: opts.Now, host: opts.Host, commits: &commitSignal{}}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -73,7 +73,7 @@ func openPostgres(ctx context.Context, dsn string, opts Options, migrate bool) (
 		return nil, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
-	s := &Store{db: db, q: pgQuerier{db}, pg: true, pool: pool, pgTxs: &sync.Map{}, path: Redact(dsn), now: opts.Now, host: opts.Host}
+	s := &Store{db: db, q: pgQuerier{db}, pg: true, pool: pool, pgTxs: &sync.Map{}, path: Redact(dsn), now: opts.Now, host: opts.Host, commits: &commitSignal{}}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -92,6 +92,7 @@ func (s *Store) runTx(tx *sql.Tx, q querier, fn func(*Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.committed()
 	for _, f := range t.after {
 		f()
 	}

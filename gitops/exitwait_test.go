@@ -1,0 +1,37 @@
+package gitops
+
+import (
+	"errors"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+)
+
+// awaitExit returns once the process has exited, not before, and leaves
+// it to Wait (its exit status intact); a process already gone returns
+// at once.
+func TestAwaitExit(t *testing.T) {
+	is := is.New(t)
+	cmd := exec.Command("sh", "-c", "sleep 0.3; exit 3")
+	is.NoErr(cmd.Start())
+	began := time.Now()
+	awaitExit(cmd.Process)
+	if d := time.Since(began); d < 250*time.Millisecond {
+		t.Fatalf("awaitExit returned after %s, before the process ended", d)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	is.True(err != nil)
+	is.True(errors.As(err, &ee))
+	is.Equal(ee.ExitCode(), 3)
+
+	done := exec.Command("true")
+	is.NoErr(done.Start())
+	time.Sleep(100 * time.Millisecond)
+	began = time.Now()
+	awaitExit(done.Process) // exited, not reaped
+	is.True(time.Since(began) < 100*time.Millisecond)
+	is.NoErr(done.Wait())
+}
