@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/grove-dev/grove"
 )
@@ -293,7 +294,9 @@ func (r *Repo) soleMergeBase(base, ours, theirs string) bool {
 	return true
 }
 
-var clashRe = regexp.MustCompile(`'(.+)' (?:not uptodate|would be overwritten|would be removed|would be lost)`)
+var clashRe = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`'(.+)' (?:not uptodate|would be overwritten|would be removed|would be lost)`)
+})
 
 // moveCheckout updates the index and files of the worktree at dir from
 // commit old to commit newC (two-tree read-tree merge), refusing with a
@@ -325,7 +328,7 @@ func (r *Repo) moveCheckout(ctx context.Context, dir, old, newC string) error {
 	}
 	var files []string
 	for _, l := range lines([]byte(s)) {
-		if m := clashRe.FindStringSubmatch(l); m != nil {
+		if m := clashRe().FindStringSubmatch(l); m != nil {
 			files = append(files, m[1])
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/grove-dev/grove"
 )
@@ -137,14 +138,14 @@ const backupStashPart = "stash/"
 // backupChunk is how many refspecs one push names at most (argv size).
 const backupChunk = 500
 
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+var unsafeName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[^A-Za-z0-9._-]+`) })
 
 // SafeName turns s (a host name, a directory name) into one ref name
 // component: runs of other characters than letters, digits, '.', '_' and
 // '-' become '-', leading dots and a ".lock" suffix are dropped; "" for
 // nothing left.
 func SafeName(s string) string {
-	s = unsafeName.ReplaceAllString(s, "-")
+	s = unsafeName().ReplaceAllString(s, "-")
 	s = strings.TrimLeft(s, ".-")
 	s = strings.TrimSuffix(s, ".lock")
 	s = strings.ReplaceAll(s, "..", "-")

@@ -6,11 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 )
 
 // gitReadOnly matches, relative to a repository's objects directory, the
 // files git itself writes read-only (0444): loose objects and packs.
-var gitReadOnly = regexp.MustCompile(`^([0-9a-f]{2}/[0-9a-f]{38,62}|pack/pack-[0-9a-f]+\.(pack|idx|rev|bitmap|mtimes))$`)
+var gitReadOnly = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([0-9a-f]{2}/[0-9a-f]{38,62}|pack/pack-[0-9a-f]+\.(pack|idx|rev|bitmap|mtimes))$`)
+})
 
 // readOnlyObjects gives the loose objects and packs under objects (a
 // restored nested repository's .git/objects, whose files a snapshot can
@@ -22,7 +25,7 @@ func readOnlyObjects(objects string) error {
 			return err
 		}
 		rel, err := filepath.Rel(objects, p)
-		if err != nil || !gitReadOnly.MatchString(filepath.ToSlash(rel)) {
+		if err != nil || !gitReadOnly().MatchString(filepath.ToSlash(rel)) {
 			return err
 		}
 		return os.Chmod(p, 0o444)

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // opStateFiles are the entries of a worktree's git dir that make up an
@@ -28,7 +29,7 @@ var opStateFiles = []string{
 // (besides refs/worktree/, recorded on its own).
 var opStateRefs = []string{"refs/bisect/", "refs/rewritten/"}
 
-var shaRE = regexp.MustCompile(`\b[0-9a-f]{40}\b`)
+var shaRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\b[0-9a-f]{40}\b`) })
 
 // opState is what a snapshot records of a worktree's operation state.
 type opState struct {
@@ -86,7 +87,7 @@ func captureOpState(ctx context.Context, dir string, pre []string, gitDir, tmp s
 		text.WriteString(f[0] + "\n")
 	}
 	st.refs = refs.String()
-	st.commits, err = commitsNamed(ctx, dir, pre, shaRE.FindAllString(text.String(), -1))
+	st.commits, err = commitsNamed(ctx, dir, pre, shaRE().FindAllString(text.String(), -1))
 	return st, err
 }
 
@@ -172,7 +173,7 @@ func origBranchOf(gitDir string) string {
 	}
 	if b, err := os.ReadFile(filepath.Join(gitDir, "BISECT_START")); err == nil {
 		name := strings.TrimSpace(string(b))
-		if validRefName("refs/heads/"+name) && !shaRE.MatchString(name) {
+		if validRefName("refs/heads/"+name) && !shaRE().MatchString(name) {
 			return name
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync"
 )
 
 // There is no Prune: grove never runs a repository-wide `git worktree
@@ -17,7 +18,7 @@ import (
 // MinVersion is the oldest git grove supports (merge-tree --write-tree).
 var MinVersion = [3]int{2, 38, 0}
 
-var versionRE = regexp.MustCompile(`^git version (\d+)\.(\d+)(?:\.(\d+))?`)
+var versionRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^git version (\d+)\.(\d+)(?:\.(\d+))?`) })
 
 // Version runs `git version` and returns the version as major, minor,
 // patch and the raw line.
@@ -27,7 +28,7 @@ func Version(ctx context.Context) (v [3]int, raw string, err error) {
 		return v, "", fmt.Errorf("git version: %w", err)
 	}
 	raw = trim(out)
-	m := versionRE.FindStringSubmatch(raw)
+	m := versionRE().FindStringSubmatch(raw)
 	if m == nil {
 		return v, raw, fmt.Errorf("git version: cannot parse %q", raw)
 	}

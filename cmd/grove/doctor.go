@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -356,7 +357,7 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-var taskRunDir = regexp.MustCompile(`^(t[0-9a-f]{8})-([0-9]+)$`)
+var taskRunDir = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(t[0-9a-f]{8})-([0-9]+)$`) })
 
 // checkSupervisors finds supervisors still alive (their run lock held)
 // for tasks that are finished or unknown.
@@ -368,7 +369,7 @@ func checkSupervisors(ctx context.Context, rep *doctorReport, home string, st *s
 	}
 	alive, orphans := 0, 0
 	for _, e := range ents {
-		m := taskRunDir.FindStringSubmatch(e.Name())
+		m := taskRunDir().FindStringSubmatch(e.Name())
 		dir := filepath.Join(home, "runs", e.Name())
 		if m == nil || !supervise.Alive(dir) {
 			continue
