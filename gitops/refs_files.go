@@ -477,8 +477,8 @@ func sameOwner(fi fs.FileInfo, uid int) bool {
 // GIT_REPLACE_REF_BASE pointing elsewhere. Where it is false, what an
 // object reads as is git's to say (`git replace`).
 func noReplacements(commonDir string) bool {
-	if _, set := os.LookupEnv("GIT_REPLACE_REF_BASE"); set {
-		return false
+	if _, set := os.LookupEnv("GIT_REPLACE_REF_BASE"); set || usesReftable(commonDir) {
+		return false // (a reftable repository's replace refs are not files)
 	}
 	if _, err := os.Lstat(filepath.Join(commonDir, "refs", "replace")); !errors.Is(err, fs.ErrNotExist) {
 		return false

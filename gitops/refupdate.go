@@ -24,8 +24,9 @@ import (
 // commands, `prepare`, `commit`), so git still does all of it — locking,
 // compare-and-swap, packed refs, reflogs — all or nothing, as a one-shot
 // update-ref would. A transaction git refuses ends that process (update-ref
-// dies on an error); the next update starts another. A process left idle
-// for keptIdle exits. Elsewhere (the CLI) every update is a one-shot
+// dies on an error); the next update starts another, and an update that
+// was waiting for the ended process runs as a one-shot. A process left
+// idle for keptIdle exits. Elsewhere (the CLI) every update is a one-shot
 // process, as before.
 
 // keptIdle is how long a kept update-ref process waits for work before it
@@ -85,23 +86,27 @@ func updateRefs(ctx context.Context, commonDir, msg string, cmds ...string) erro
 	updaters.Lock()
 	on := updaters.on
 	updaters.Unlock()
-	if !on {
+	oneShot := func() error {
 		in := strings.Join(cmds, "\n") + "\n"
 		_, err := runGit(ctx, commonDir, nil, strings.NewReader(in), "update-ref", "-m", msg, "--stdin")
 		return err
 	}
-	// A process that died before it read this transaction (idle close,
-	// killed) did nothing of it: once more with a fresh one.
-	for try := 0; ; try++ {
-		u, err := keptUpdater(commonDir, msg)
-		if err != nil {
-			return err
-		}
-		started, err := u.transaction(ctx, cmds)
-		if err == nil || started || try > 0 || ctx.Err() != nil {
-			return err
-		}
+	if !on {
+		return oneShot()
 	}
+	u, err := keptUpdater(commonDir, msg)
+	if err != nil {
+		return err
+	}
+	started, err := u.transaction(ctx, cmds)
+	if err == nil || started || ctx.Err() != nil {
+		return err
+	}
+	// The process ended before it read this transaction (another caller's
+	// refusal or cancelled context ended it, idle close, killed): it did
+	// nothing of it. A one-shot process does it, so that a burst of
+	// refusals cannot starve the others' updates.
+	return oneShot()
 }
 
 // keptUpdater returns the running updater of (commonDir, msg), started if
@@ -114,9 +119,12 @@ func keptUpdater(commonDir, msg string) (*refUpdater, error) {
 		return u, nil
 	}
 	u := &refUpdater{key: k}
-	argv := append(append([]string{}, baseArgs...), "update-ref", "-m", msg, "--stdin")
+	// --git-dir by its path, from "/": a repository moved away while the
+	// process lives must not keep receiving the updates meant for the
+	// path (a process's working directory follows the directory).
+	argv := append(append([]string{}, baseArgs...), "--git-dir="+commonDir, "update-ref", "-m", msg, "--stdin")
 	u.cmd = exec.Command("git", argv...)
-	u.cmd.Dir = commonDir
+	u.cmd.Dir = "/"
 	u.cmd.Env = gitEnv(nil)
 	u.cmd.Stderr = &u.stderr
 	stdin, err := u.cmd.StdinPipe()
@@ -149,7 +157,13 @@ func (u *refUpdater) transaction(ctx context.Context, cmds []string) (started bo
 	}
 	u.idle.Stop()
 	stop := context.AfterFunc(ctx, func() { _ = u.cmd.Process.Kill() })
-	defer stop()
+	defer func() {
+		if !stop() && !u.closed {
+			// ctx ended after all: its kill is on its way to this
+			// process, so no later transaction may use it.
+			u.closeLocked()
+		}
+	}()
 	var b strings.Builder
 	b.WriteString("start\n")
 	for _, c := range cmds {

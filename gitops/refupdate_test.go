@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,48 @@ func TestKeptRefUpdates(t *testing.T) {
 		is.NoErr(err)
 	}
 	is.Equal(len(strings.Split(git(t, r.Root, "for-each-ref", "--format=%(refname)", "refs/grove/tasks/c*"), "\n")), 16)
+
+	// Refusals and cancellations by one caller end the shared process;
+	// the others' updates still land.
+	errs = make(chan error, 64)
+	var wg2 sync.WaitGroup
+	stopRefusing := make(chan struct{})
+	wg2.Go(func() {
+		for {
+			select {
+			case <-stopRefusing:
+				return
+			default:
+			}
+			_ = updateRefs(ctx, r.CommonDir, "grove", "create refs/grove/tasks/after-kill "+second) // exists: refused
+			cctx, cancel := context.WithTimeout(ctx, time.Duration(len(errs))*time.Microsecond)
+			_ = r.SetRef(cctx, "refs/grove/tasks/racing", second)
+			cancel()
+		}
+	})
+	var valid sync.WaitGroup
+	for i := range 3 {
+		valid.Go(func() {
+			for j := range 15 {
+				errs <- r.SetRef(ctx, fmt.Sprintf("refs/grove/tasks/v%d-%d", i, j), second)
+			}
+		})
+	}
+	valid.Wait()
+	close(stopRefusing)
+	wg2.Wait()
+	close(errs)
+	for err := range errs {
+		is.NoErr(err)
+	}
+
+	// A repository moved away: the updates go to the one now at the path.
+	moved := r.Root + "-moved"
+	is.NoErr(os.Rename(r.Root, moved))
+	git(t, "", "clone", "-q", moved, r.Root)
+	is.NoErr(r.SetRef(ctx, "refs/grove/tasks/after-move", second))
+	is.Equal(git(t, r.Root, "rev-parse", "refs/grove/tasks/after-move"), second)
+	is.Equal(git(t, moved, "for-each-ref", "refs/grove/tasks/after-move"), "")
 
 	// A cancelled context ends its transaction's process with ctx's error.
 	cctx, cancel := context.WithCancel(ctx)

@@ -36,9 +36,8 @@ import (
 
 // addWorktreeFiles registers path as a worktree of r on branch (which
 // exists), as `git worktree add --no-checkout -- path branch` would. ok is
-// false when git must do it; then nothing was written. An error after
-// something was written leaves what the caller's undo (git worktree
-// remove) cleans.
+// false when git must do it; then nothing was written. On an error nothing
+// is left either (ok true: it was tried here).
 func (r *Repo) addWorktreeFiles(ctx context.Context, path, branch, tip string) (ok bool, err error) {
 	name := filepath.Base(path)
 	if !plainWorktreeName(name) || !filepath.IsAbs(path) || !r.plainForWorktreeAdd() {
@@ -51,8 +50,10 @@ func (r *Repo) addWorktreeFiles(ctx context.Context, path, branch, tip string) (
 	if !known {
 		return false, nil
 	}
+	madePath := false
 	switch ents, err := os.ReadDir(path); {
 	case errors.Is(err, fs.ErrNotExist):
+		madePath = true
 	case err != nil || len(ents) > 0:
 		return false, nil // git refuses, or says why
 	}
@@ -71,6 +72,18 @@ func (r *Repo) addWorktreeFiles(ctx context.Context, path, branch, tip string) (
 		}
 		admin = filepath.Join(admins, name+strconv.Itoa(n))
 	}
+	// On an error from here on, nothing is left: as git removes its
+	// half-made worktree when add fails (a locked admin dir would keep the
+	// branch "checked out" and refuse the undo's removal).
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(admin)
+			_ = os.Remove(filepath.Join(path, ".git"))
+			if madePath {
+				_ = os.Remove(path) // only if empty
+			}
+		}
+	}()
 	locked := filepath.Join(admin, "locked")
 	if err := writeGitFile(locked, "initializing"); err != nil {
 		return true, err
@@ -92,6 +105,11 @@ func (r *Repo) addWorktreeFiles(ctx context.Context, path, branch, tip string) (
 		{filepath.Join(admin, "commondir"), "../.."},
 		{filepath.Join(admin, "HEAD"), "ref: refs/heads/" + branch},
 	} {
+		if registerFault != nil {
+			if err := registerFault(f.path); err != nil {
+				return true, err
+			}
+		}
 		if err := writeGitFile(f.path, f.text); err != nil {
 			return true, err
 		}
@@ -112,6 +130,10 @@ func (r *Repo) addWorktreeFiles(ctx context.Context, path, branch, tip string) (
 	}
 	return true, os.Remove(locked)
 }
+
+// registerFault, set by tests only, fails addWorktreeFiles before it
+// writes the file at the path it is given.
+var registerFault func(path string) error
 
 // plainWorktreeName reports whether git would use name as it is for a
 // worktree's admin dir (no sanitising): letters, digits, '-', '_' and

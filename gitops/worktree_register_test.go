@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,4 +84,37 @@ func TestAddWorktreeFilesAsGitDoes(t *testing.T) {
 	is.True(!ok)
 	_, err = os.Stat(filepath.Join(dir, "sparse"))
 	is.True(os.IsNotExist(err)) // nothing written
+}
+
+// A registration that fails midway leaves nothing: no admin dir (a locked
+// one would keep the branch "checked out"), no .git file, no directory it
+// made; the next try registers the worktree.
+func TestAddWorktreeFilesLeavesNothingOnError(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	r := newRepo(t)
+	head := git(t, r.Root, "rev-parse", "HEAD")
+	git(t, r.Root, "branch", "midway", head)
+	path := filepath.Join(t.TempDir(), "wt")
+	registerFault = func(p string) error {
+		if filepath.Base(p) == "HEAD" {
+			return errors.New("injected")
+		}
+		return nil
+	}
+	ok, err := r.addWorktreeFiles(ctx, path, "midway", head)
+	registerFault = nil
+	is.True(ok)
+	is.True(err != nil)
+	_, statErr := os.Stat(path)
+	is.True(os.IsNotExist(statErr))
+	ents, _ := os.ReadDir(filepath.Join(r.CommonDir, "worktrees"))
+	is.Equal(len(ents), 0)
+	is.True(!strings.Contains(git(t, r.Root, "worktree", "list"), path))
+	git(t, r.Root, "branch", "-D", "midway") // not "checked out" anywhere
+	git(t, r.Root, "branch", "midway", head)
+	ok, err = r.addWorktreeFiles(ctx, path, "midway", head)
+	is.NoErr(err)
+	is.True(ok)
+	is.True(strings.Contains(git(t, r.Root, "worktree", "list"), path))
 }

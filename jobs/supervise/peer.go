@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,23 +17,29 @@ import (
 // peer that is, or descends from, the agent of a confined run. The
 // supervisor is its agent's subreaper, so nothing its agent starts can
 // leave that line of descent (orphans are reparented to it).
+//
+// A supervisor is recognised by what an agent cannot forge: a run
+// directory of this home (beside the terminal's own; a confined agent
+// cannot write there) whose proc.json, written by the supervisor itself,
+// names that very process (pid and start time). A process merely called
+// `… supervise DIR` is walked past like any other.
 
-// confinedPeer reports whether process pid belongs to a confined run: its
-// nearest ancestor (or itself) that is a grove supervisor recorded a
-// Landlock sandbox for its run. A process, or an ancestor, that cannot be
-// read counts as confined (refused).
-func confinedPeer(pid int) bool {
+// confinedPeer reports whether process pid belongs to a confined run of
+// the home whose runs are in runsDir: its nearest ancestor (or itself)
+// that is a supervisor of such a run recorded a Landlock sandbox. A
+// process, or an ancestor, that cannot be read counts as confined.
+func confinedPeer(pid int, runsDir string) bool {
 	for range 128 {
 		if pid <= 1 {
 			return false // init: no supervisor above
 		}
-		if dir, ok := supervisedRun(pid); ok {
+		f, err := statFields(pid)
+		if err != nil || len(f) < 20 {
+			return true
+		}
+		if dir, ok := supervisedRun(pid, f[19], runsDir); ok {
 			a, recorded, err := ReadApplied(dir)
 			return err != nil || (recorded && a.Landlock)
-		}
-		f, err := statFields(pid)
-		if err != nil || len(f) < 2 {
-			return true
 		}
 		ppid, err := strconv.Atoi(f[1]) // field 4
 		if err != nil {
@@ -43,9 +50,11 @@ func confinedPeer(pid int) bool {
 	return true
 }
 
-// supervisedRun returns the run dir of pid when it is a grove supervisor
-// (`... supervise DIR`, or a standby holding a run's lock file).
-func supervisedRun(pid int) (dir string, ok bool) {
+// supervisedRun returns the run dir of pid (whose start time, field 22 of
+// its stat, is start) when it is the supervisor of a run in runsDir: `…
+// supervise DIR`, or a standby holding the lock of the run it took, and
+// DIR's proc.json names pid and start.
+func supervisedRun(pid int, start, runsDir string) (dir string, ok bool) {
 	proc := "/proc/" + strconv.Itoa(pid)
 	cmdline, err := os.ReadFile(proc + "/cmdline")
 	if err != nil {
@@ -55,20 +64,27 @@ func supervisedRun(pid int) (dir string, ok bool) {
 	if len(argv) < 2 || string(argv[1]) != "supervise" {
 		return "", false
 	}
+	var dirs []string
 	if len(argv) >= 3 && !bytes.HasPrefix(argv[2], []byte("-")) {
-		return string(argv[2]), true
-	}
-	// A standby: the run is the one whose lock it was handed.
-	fds, err := os.ReadDir(proc + "/fd")
-	if err != nil {
-		return "", false
-	}
-	for _, fd := range fds {
-		t, err := os.Readlink(proc + "/fd/" + fd.Name())
-		if err == nil && strings.HasSuffix(t, "/"+LockFile) {
-			if _, err := os.Stat(filepath.Join(filepath.Dir(t), SpecFile)); err == nil {
-				return filepath.Dir(t), true
+		dirs = append(dirs, string(argv[2]))
+	} else if fds, err := os.ReadDir(proc + "/fd"); err == nil { // a standby
+		for _, fd := range fds {
+			if t, err := os.Readlink(proc + "/fd/" + fd.Name()); err == nil && strings.HasSuffix(t, "/"+LockFile) {
+				dirs = append(dirs, filepath.Dir(t))
 			}
+		}
+	}
+	for _, d := range dirs {
+		if filepath.Dir(filepath.Clean(d)) != filepath.Clean(runsDir) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d, ProcFile))
+		if err != nil {
+			continue
+		}
+		var p Proc
+		if json.Unmarshal(b, &p) == nil && p.Pid == pid && strconv.FormatUint(p.StartTime, 10) == start {
+			return d, true
 		}
 	}
 	return "", false

@@ -39,17 +39,20 @@ func dialAndType(dir string) {
 
 // A confined agent cannot type into another run's terminal: the
 // supervisor hangs up on a peer whose nearest supervisor recorded a
-// Landlock sandbox; an unconfined agent's process, and this test (no
-// supervisor above it), are served.
+// Landlock sandbox, even through a process that calls itself
+// `supervise <another run's dir>`; an unconfined agent's process, and this
+// test (no supervisor above it), are served.
 func TestConfinedAgentsCannotDriveATerminal(t *testing.T) {
 	needLandlock(t, 1)
 	is := is.New(t)
-	is.True(!confinedPeer(os.Getpid()))
+	runs := t.TempDir() // the home's runs: every run dir below
+	is.True(!confinedPeer(os.Getpid(), runs))
 	exe, err := os.Executable()
 	is.NoErr(err)
 
 	// The terminal: an agent that echoes the lines it is given.
-	ttyDir := t.TempDir()
+	ttyDir := filepath.Join(runs, "tty-1")
+	is.NoErr(os.MkdirAll(ttyDir, 0o700))
 	ts := spec(t, `while read x; do echo "got $x"; [ "$x" = end ] && exit 0; done`)
 	ts.TTY = true
 	ended := make(chan Exit, 1)
@@ -59,21 +62,31 @@ func TestConfinedAgentsCannotDriveATerminal(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// type runs a supervised agent (confined or not) that dials the
-	// terminal and returns what the client saw.
-	typeFrom := func(confined bool) string {
-		s := spec(t, `"$CLIENT" > result`)
+	// typeFrom runs a supervised agent (confined or not) in run dir name
+	// that runs script, whose client dials the terminal; it returns what
+	// the client saw.
+	typeFrom := func(name string, confined bool, script string) string {
+		s := spec(t, script)
 		s.Env = append(s.Env, "CLIENT="+exe, "GROVE_TEST_DIAL="+ttyDir)
 		if confined {
 			s.Sandbox = &Sandbox{Mode: SandboxRequired, Write: []string{s.WorkDir}, WriteFiles: []string{"/dev/null"}}
 		}
-		runSupervisor(t, s)
+		st, err := Start(exe, filepath.Join(runs, name), s)
+		is.NoErr(err)
+		<-st.Done
 		b, err := os.ReadFile(filepath.Join(s.WorkDir, "result"))
 		is.NoErr(err)
 		return strings.TrimSpace(string(b))
 	}
-	is.Equal(typeFrom(true), "closed")
-	is.Equal(typeFrom(false), "open")
+	direct := `"$CLIENT" > result`
+	is.Equal(typeFrom("confined-1", true, direct), "closed")
+	is.Equal(typeFrom("open-1", false, direct), "open")
+	// A confined agent's process that calls itself a supervisor of another
+	// (unconfined) run: walked past, refused.
+	forged := `printf '"$CLIENT" > result\n' > supervise; /bin/sh supervise ` + filepath.Join(runs, "open-1")
+	is.Equal(typeFrom("confined-2", true, forged), "closed")
+	forgedElsewhere := `mkdir fake; printf '{"landlock":false}' > fake/sandbox.json; printf '"$CLIENT" > result\n' > supervise; /bin/sh supervise "$PWD/fake"`
+	is.Equal(typeFrom("confined-3", true, forgedElsewhere), "closed")
 
 	// Only the unconfined client's keystrokes reached the agent.
 	conn, err := DialTTY(ttyDir)

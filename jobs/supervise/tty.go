@@ -215,7 +215,7 @@ func (t *terminal) accept() {
 		if err != nil {
 			return // closed by end
 		}
-		if !ownerPeer(c) || confinedConn(c) {
+		if !ownerPeer(c) || confinedConn(c, filepath.Dir(t.dir)) {
 			c.Close()
 			continue
 		}
@@ -229,11 +229,11 @@ func ownerPeer(c *net.UnixConn) bool {
 	return err == nil && int(cred.Uid) == os.Geteuid()
 }
 
-// confinedConn reports whether c's peer belongs to a confined run (see
-// confinedPeer), or cannot be told.
-func confinedConn(c *net.UnixConn) bool {
+// confinedConn reports whether c's peer belongs to a confined run of the
+// home whose runs are in runsDir (see confinedPeer), or cannot be told.
+func confinedConn(c *net.UnixConn, runsDir string) bool {
 	cred, err := PeerCred(c)
-	return err != nil || confinedPeer(int(cred.Pid))
+	return err != nil || confinedPeer(int(cred.Pid), runsDir)
 }
 
 // PeerCred is the process at the other end of c (SO_PEERCRED): its pid,
