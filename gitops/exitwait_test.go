@@ -1,7 +1,10 @@
 package gitops
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -29,9 +32,24 @@ func TestAwaitExit(t *testing.T) {
 
 	done := exec.Command("true")
 	is.NoErr(done.Start())
-	time.Sleep(100 * time.Millisecond)
+	waitExited(t, done.Process.Pid)
 	began = time.Now()
 	awaitExit(done.Process) // exited, not reaped
 	is.True(time.Since(began) < 100*time.Millisecond)
 	is.NoErr(done.Wait())
+}
+
+// waitExited waits until child pid has exited (a zombie: this process has
+// not reaped it), polling its /proc stat with a deadline.
+func waitExited(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if i := bytes.LastIndexByte(b, ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return
+		}
+		time.Sleep(2 * time.Millisecond) // a poll, bounded by the deadline
+	}
+	t.Fatalf("process %d did not exit", pid)
 }

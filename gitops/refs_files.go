@@ -368,16 +368,8 @@ func looseObjectType(commonDir, oid string) (typ string, known bool) {
 // up to max bytes of its content (whole lines only are trustworthy if it
 // is longer). ok is false when it is not loose there or does not read.
 func readLooseObject(commonDir, oid string, max int) (typ, body string, ok bool) {
-	if _, ok := oneObjectID([]byte(oid)); !ok {
-		return "", "", false
-	}
-	f, err := os.Open(filepath.Join(commonDir, "objects", oid[:2], oid[2:]))
-	if err != nil {
-		return "", "", false
-	}
-	defer f.Close()
-	zr, err := zlib.NewReader(f)
-	if err != nil {
+	zr, ok := openLoose(commonDir, oid)
+	if !ok {
 		return "", "", false
 	}
 	defer zr.Close()
@@ -396,6 +388,36 @@ func readLooseObject(commonDir, oid string, max int) (typ, body string, ok bool)
 		return typ, string(rest), true
 	}
 	return "", "", false
+}
+
+// openLoose opens the loose object oid of commonDir for reading, inflated
+// (its header first); ok is false when oid is not a full object id or the
+// object is not loose there. Closing the reader closes the file.
+func openLoose(commonDir, oid string) (io.ReadCloser, bool) {
+	if _, ok := oneObjectID([]byte(oid)); !ok {
+		return nil, false
+	}
+	f, err := os.Open(filepath.Join(commonDir, "objects", oid[:2], oid[2:]))
+	if err != nil {
+		return nil, false
+	}
+	zr, err := zlib.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, false
+	}
+	return looseReader{zr, f}, true
+}
+
+// looseReader is an inflating reader over its file.
+type looseReader struct {
+	io.ReadCloser // the zlib reader
+	f             *os.File
+}
+
+func (l looseReader) Close() error {
+	_ = l.ReadCloser.Close()
+	return l.f.Close()
 }
 
 // looseCommitParents returns the parents of commit oid read from its loose
@@ -516,16 +538,8 @@ func looseCommitTrees(commonDir string, oids ...string) (trees []string, ok bool
 // content is at most max bytes: its type and content. ok is false when it
 // is not loose there, is larger, or does not read.
 func readLooseWhole(commonDir, oid string, max int) (typ string, body []byte, ok bool) {
-	if _, ok := oneObjectID([]byte(oid)); !ok {
-		return "", nil, false
-	}
-	f, err := os.Open(filepath.Join(commonDir, "objects", oid[:2], oid[2:]))
-	if err != nil {
-		return "", nil, false
-	}
-	defer f.Close()
-	zr, err := zlib.NewReader(f)
-	if err != nil {
+	zr, ok := openLoose(commonDir, oid)
+	if !ok {
 		return "", nil, false
 	}
 	defer zr.Close()
@@ -545,12 +559,13 @@ func readLooseWhole(commonDir, oid string, max int) (typ string, body []byte, ok
 }
 
 // looseTreeEntry looks name up in the loose tree object tree of
-// commonDir: its mode and object id, or found false when the tree has no
-// such entry. ok is false when the tree is not loose there, may be
-// replaced, or does not read (the caller asks git).
+// commonDir (a tree looseCommitTrees gave, which checked that no object
+// is replaced): its mode and object id, or found false when the tree has
+// no such entry. ok is false when the tree is not loose there or does not
+// read (the caller asks git).
 func looseTreeEntry(commonDir, tree, name string) (mode, oid string, found, ok bool) {
 	typ, body, read := readLooseWhole(commonDir, tree, 4<<20)
-	if !read || typ != "tree" || !noReplacements(commonDir) {
+	if !read || typ != "tree" {
 		return "", "", false, false
 	}
 	idLen := len(tree) / 2 // raw bytes of an id: 20 (SHA-1) or 32 (SHA-256)

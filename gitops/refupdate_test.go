@@ -75,7 +75,7 @@ func TestKeptRefUpdates(t *testing.T) {
 	updaters.Unlock()
 	is.True(u != nil)
 	is.NoErr(u.cmd.Process.Kill())
-	time.Sleep(20 * time.Millisecond)
+	waitExited(t, u.cmd.Process.Pid)
 	is.NoErr(r.SetRef(ctx, "refs/grove/tasks/after-kill", second))
 	is.Equal(git(t, r.Root, "rev-parse", "refs/grove/tasks/after-kill"), second)
 

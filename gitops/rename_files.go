@@ -53,6 +53,16 @@ type renameIdent struct {
 	ok          bool
 }
 
+// stamp is the time of a reflog line written now: the fixed one, or now
+// as git writes it ("1704067200 +0000").
+func (ri renameIdent) stamp() string {
+	if ri.when != "" {
+		return ri.when
+	}
+	now := time.Now()
+	return fmt.Sprintf("%d %s", now.Unix(), now.Format("-0700"))
+}
+
 var renameIdents sync.Map // key → renameIdent
 
 // reflogIdent returns the identity (and fixed time, if any) git would
@@ -184,11 +194,7 @@ func (r *Repo) renameBranchFiles(ctx context.Context, from, to string) (handled 
 	oid, heads := p.oid, p.heads
 
 	// Checks done, locks held: write.
-	when := ident.when
-	if when == "" {
-		now := time.Now()
-		when = fmt.Sprintf("%d %s", now.Unix(), now.Format("-0700"))
-	}
+	when := ident.stamp()
 	entry := func(old string) []byte {
 		return fmt.Appendf(nil, "%s %s %s %s\tBranch: renamed %s to %s\n", old, oid, ident.ident, when, oldRef, newRef)
 	}

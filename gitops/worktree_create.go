@@ -142,10 +142,7 @@ func (r *Repo) registerWorktree(ctx context.Context, path, branch, baseSHA strin
 			break
 		}
 	}
-	if fast {
-		*createdWT = true // an error leaves what the undo removes
-	}
-	if err != nil {
+	if err != nil { // (a failed registration leaves nothing to undo)
 		return fmt.Errorf("add worktree %s: %w", path, err)
 	}
 	if !fast {

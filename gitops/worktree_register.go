@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Registering a worktree without a git process, in the common case.
@@ -116,16 +115,11 @@ func (r *Repo) addWorktreeFiles(ctx context.Context, path, branch, tip string) (
 	}
 	// The reflog git's symbolic-ref starts: "<zeros> <tip> <ident> <when>"
 	// (no message).
-	when := ident.when
-	if when == "" {
-		now := time.Now()
-		when = fmt.Sprintf("%d %s", now.Unix(), now.Format("-0700"))
-	}
 	if err := os.MkdirAll(filepath.Join(admin, "logs"), 0o777); err != nil {
 		return true, err
 	}
 	zeros := strings.Repeat("0", len(tip))
-	if err := writeGitFile(filepath.Join(admin, "logs", "HEAD"), fmt.Sprintf("%s %s %s %s", zeros, tip, ident.ident, when)); err != nil {
+	if err := writeGitFile(filepath.Join(admin, "logs", "HEAD"), fmt.Sprintf("%s %s %s %s", zeros, tip, ident.ident, ident.stamp())); err != nil {
 		return true, err
 	}
 	return true, os.Remove(locked)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"os"
 	"time"
 
 	"github.com/grove-dev/grove"
@@ -100,7 +99,7 @@ func WaitThroughDaemon(ctx context.Context, home string, ids []string) *DaemonWa
 		return nil // no daemon (or a dead one's socket file)
 	}
 	_ = conn.SetWriteDeadline(time.Now().Add(submitReplyWait))
-	if err := json.NewEncoder(conn).Encode(submitWire{Wait: ids, GitEnv: gitEnv(os.Environ())}); err != nil {
+	if err := json.NewEncoder(conn).Encode(submitWire{Wait: ids}); err != nil {
 		conn.Close()
 		return nil
 	}
