@@ -294,8 +294,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 				continue
 			}
 			groveCPU.start()
-			res, err := runGrove(phaseCtx, g, cw, repo, marks, hi-lo, cfg.concurrency, progress)
-			groveCPU.stop()
+			res, err := runGrove(phaseCtx, g, cw, repo, marks, hi-lo, cfg.concurrency, progress, groveCPU.stop)
 			if err != nil {
 				return rep, withCause(phaseCtx, err)
 			}

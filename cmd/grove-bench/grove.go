@@ -275,8 +275,11 @@ func (w *closeWaiter) waitClosed(ctx context.Context, ids []string) (time.Time, 
 // returns, the task applied); the daemon runs with --max-agents c. Wall is
 // first submit → the last task's "closed" audit event (worktree removed),
 // like the baseline's first task → last worktree removed; the closes are
-// awaited with cw, after the last task is applied.
-func runGrove(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir string, tasks, c int, progress io.Writer) (phaseResult, error) {
+// awaited with cw, after the last task is applied. closed, when not nil,
+// is called once every task is seen closed, before the harness's own
+// bookkeeping (a `grove show` per task, for the last "closed" event), so
+// that a CPU meter stopped there charges grove only with the run itself.
+func runGrove(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir string, tasks, c int, progress io.Writer, closed func()) (phaseResult, error) {
 	var (
 		next    atomic.Int64
 		done    atomic.Int64
@@ -333,6 +336,9 @@ func runGrove(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir s
 		ids[i] = t.ID
 	}
 	seen, err := cw.waitClosed(ctx, ids)
+	if closed != nil {
+		closed()
+	}
 	if err != nil {
 		return phaseResult{}, err
 	}

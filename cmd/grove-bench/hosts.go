@@ -113,8 +113,7 @@ func runHosts(ctx context.Context, cfg config, r runner, bin, root, marks string
 func runOneHost(ctx context.Context, first hostSide, marks string, n, c int, progress io.Writer) (phaseResult, cpuSplit, error) {
 	m := cpuMeter{pid: first.d.cmd.Process.Pid}
 	m.start()
-	p, err := runGrove(ctx, first.g, first.cw, first.repo, marks, n, c, progress)
-	m.stop()
+	p, err := runGrove(ctx, first.g, first.cw, first.repo, marks, n, c, progress, m.stop)
 	return p, m.total, err
 }
 
@@ -140,7 +139,7 @@ func runManyHosts(ctx context.Context, cancel context.CancelCauseFunc, sides []h
 			continue // fewer tasks than hosts in this round
 		}
 		wg.Go(func() {
-			results[i], errs[i] = runGrove(ctx, s.g, s.cw, s.repo, marks, per[i], c, progress)
+			results[i], errs[i] = runGrove(ctx, s.g, s.cw, s.repo, marks, per[i], c, progress, nil)
 			if errs[i] != nil {
 				cancel(fmt.Errorf("host %d: %w", i+1, errs[i]))
 			}

@@ -57,6 +57,7 @@ adopts them.`,
 	maint.flags(c)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logs")
 	c.Flags().IntVar(&opts.warm, "warm", 0, "checked-out worktrees to keep ready per repository at its default branch's tip")
+	c.Flags().IntVar(&opts.standbys, "standbys", 2, "supervisors kept started ahead of runs, so an agent does not wait for one (at least --warm, at most 4; 0: none)")
 	c.Flags().DurationVar(&opts.idleTTL, "idle-ttl", 30*time.Minute, "stop the service of a session idle this long")
 	c.Flags().IntVar(&opts.maxLive, "max-live-sessions", 8, "live sessions at most; the least recently used idle ones are evicted")
 	c.Flags().StringVar(&opts.portRange, "port-range", "20000-20999", "ports leased to session services")
@@ -71,6 +72,7 @@ adopts them.`,
 // serveOptions are the daemon's lifecycle settings.
 type serveOptions struct {
 	warm      int
+	standbys  int // supervisors started ahead (at least warm)
 	idleTTL   time.Duration
 	maxLive   int
 	portRange string
@@ -88,8 +90,8 @@ func (o serveOptions) apply(d *jobs.Deps) error {
 	if _, err := fmt.Sscanf(o.portRange, "%d-%d", &lo, &hi); err != nil || lo < 1 || hi > 65535 || lo > hi {
 		return grove.Userf(grove.ErrUsage, "write it as LOW-HIGH, e.g. --port-range 20000-20999", "bad --port-range %q", o.portRange)
 	}
-	if o.warm < 0 || o.maxLive < 0 || o.idleTTL <= 0 {
-		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --max-live-sessions and --idle-ttl must be positive")
+	if o.warm < 0 || o.standbys < 0 || o.maxLive < 0 || o.idleTTL <= 0 {
+		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --standbys, --max-live-sessions and --idle-ttl must be positive")
 	}
 	if o.portLease < 0 || o.readyTimeout < 0 {
 		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--port-lease and --ready-timeout must not be negative")
@@ -249,7 +251,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 		}()
 	}
 	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
-	go deps.KeepStandbys(wakeCtx, deps.Warm)     // with a warm pool, supervisors started ahead too
+	go deps.KeepStandbys(wakeCtx, max(opts.standbys, deps.Warm)) // supervisors started ahead of runs (jobs/standby.go)
 	hostLost := make(chan error, 1)
 	go jobs.Heartbeat(wakeCtx, deps, func(err error) { hostLost <- err }) // the host row grove doctor reads
 	// Each host its own maintenance (River's periodic jobs are the leader's only).
@@ -315,3 +317,4 @@ func (a *app) superviseCmd() *cobra.Command {
 	c.Flags().BoolVar(&standby, strings.TrimPrefix(supervise.StandbyArg, "--"), false, "wait for a run handed over by the daemon")
 	return c
 }
+
