@@ -24,9 +24,10 @@ type taskTimes struct {
 	E2E    time.Duration // Submit → done
 
 	// Baseline steps: `git worktree add` alone (no mutex wait), the agent,
-	// add+commit+diff-tree, and worktree remove + branch -D (mutex wait
-	// included).
-	AddGit, Agent, Commit, Remove time.Duration
+	// add+commit+diff-tree, the cherry-pick onto the main checkout (with
+	// --baseline-apply only), and worktree remove + branch -D (mutex wait
+	// included in the last two).
+	AddGit, Agent, Commit, Apply, Remove time.Duration
 }
 
 // phaseResult is what one side measured.
@@ -47,13 +48,18 @@ func (p *phaseResult) add(q phaseResult) {
 //	git worktree add -b <branch> <path> <base>   (under a mutex)
 //	sh -c agentScript                            (in the worktree)
 //	git add -A; git commit; git diff-tree -p
+//	git cherry-pick <branch>                     (apply only: in the main checkout, under the mutex)
 //	git worktree remove <path>; git branch -D    (under the mutex)
 //
 // Plain git must serialise what touches the shared worktree list and refs
-// (worktree add/remove, branch -D): concurrent ones fail on lock files.
+// (worktree add/remove, branch -D) and the main checkout: concurrent ones
+// fail on lock files. With apply, each task's commit lands on the main
+// checkout's branch as grove's --apply auto does (one process doing the
+// merge, the commit and the checkout's update, where grove runs
+// merge-tree, commit-tree and read-tree).
 //
 // Task ids are b<first+1> .. b<first+tasks>, so rounds do not collide.
-func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir string, first, tasks, c int, progress io.Writer) (phaseResult, error) {
+func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir string, first, tasks, c int, apply bool, progress io.Writer) (phaseResult, error) {
 	var (
 		mu       sync.Mutex // plain git's serialisation
 		next     atomic.Int64
@@ -103,6 +109,16 @@ func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir str
 			return t, fmt.Errorf("baseline task %s: empty diff", id)
 		}
 		t.Commit = time.Since(step)
+		if apply {
+			step = time.Now()
+			mu.Lock()
+			_, err = r.git(ctx, repo, "cherry-pick", "--no-edit", "--end-of-options", branch)
+			mu.Unlock()
+			if err != nil {
+				return t, fmt.Errorf("baseline task %s: cherry-pick: %w", id, err)
+			}
+			t.Apply = time.Since(step)
+		}
 		step = time.Now()
 		mu.Lock()
 		_, err = r.git(ctx, repo, "worktree", "remove", path)

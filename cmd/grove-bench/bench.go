@@ -41,6 +41,9 @@ type config struct {
 	copyMB       int
 	sandbox      int
 	hosts        int // --hosts: daemons on the one --database (hosts.go)
+	// baselineApply: the baseline also lands each task's commit on the
+	// main checkout (git cherry-pick), as grove's --apply auto does.
+	baselineApply bool
 }
 
 const usageText = `grove-bench builds a synthetic repository, runs --tasks trivial agents
@@ -85,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.warmProbes, "warm-probes", 10, "with --warm, single tasks submitted one at a time, each once the pool is full at a steady tip")
 	fs.StringVar(&c.grove, "grove", "", "the grove binary (default: grove next to this binary, then $PATH)")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of the table")
+	fs.BoolVar(&c.baselineApply, "baseline-apply", false, "the baseline also applies each task's commit to the main checkout (git cherry-pick, under its mutex), as grove does; the default baseline stops at the commit and its diff")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (repository, home, daemon log)")
 	fs.IntVar(&c.rounds, "rounds", 2, "split the tasks into rounds alternating baseline and grove (ABBA), so background load hits both")
 	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")
@@ -181,7 +185,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 	if err != nil {
 		return rep, err
 	}
-	rep = report{Files: cfg.files, Tasks: cfg.tasks, Concurrency: cfg.concurrency, Rounds: cfg.rounds, CPUs: runtime.NumCPU(), LoadStart: loadAvg(),
+	rep = report{Files: cfg.files, Tasks: cfg.tasks, Concurrency: cfg.concurrency, Rounds: cfg.rounds, BaselineApplies: cfg.baselineApply, CPUs: runtime.NumCPU(), LoadStart: loadAvg(),
 		GitVersion: strings.TrimPrefix(strings.TrimSpace(string(gv)), "git version "), Warm: cfg.warm, Database: "sqlite"}
 	if cfg.database != "" {
 		rep.Database = "postgres"
@@ -285,7 +289,7 @@ func bench(ctx context.Context, cfg config, progress io.Writer) (rep report, err
 			logf("round %d/%d: %s, %d tasks at concurrency %d", i+1, cfg.rounds, side, hi-lo, cfg.concurrency)
 			if side == "baseline" {
 				baseCPU.start()
-				res, err := runBaseline(phaseCtx, r, repo, base, wtRoot, marks, lo, hi-lo, cfg.concurrency, progress)
+				res, err := runBaseline(phaseCtx, r, repo, base, wtRoot, marks, lo, hi-lo, cfg.concurrency, cfg.baselineApply, progress)
 				baseCPU.stop()
 				if err != nil {
 					return rep, withCause(phaseCtx, err)

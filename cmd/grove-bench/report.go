@@ -23,6 +23,9 @@ type report struct {
 	Dir         string `json:"dir"`      // where the repository, worktrees and home were
 	FS          string `json:"fs"`       // its filesystem
 	Warm        int    `json:"warm,omitempty"`
+	// BaselineApplies: --baseline-apply, the baseline cherry-picks each
+	// task's commit onto the main checkout (its step "apply").
+	BaselineApplies bool `json:"baseline_applies,omitempty"`
 	// With --setup-seconds / --copy-mb: the setup each new worktree runs,
 	// and one copy of the ignored directory timed (copy_cloned files of
 	// copy_files were cloned copy-on-write; 0 on tmpfs and ext4).
@@ -202,6 +205,9 @@ func (rep *report) fill(base, grove phaseResult, e2eEvent []time.Duration, stage
 	rep.WorktreeCreateP50Ms = summarize(creates).P50
 	rep.BaselineStepsP50Ms = map[string]float64{}
 	for _, st := range baselineSteps {
+		if st.name == "apply" && !rep.BaselineApplies {
+			continue
+		}
 		rep.BaselineStepsP50Ms[st.name] = pick(base.Tasks, st.get).P50
 	}
 	rep.BaselineWorktreeAddP50Ms = pick(base.Tasks, func(t taskTimes) time.Duration { return t.AddGit }).P50
@@ -244,6 +250,7 @@ var baselineSteps = []struct {
 	{"create", func(t taskTimes) time.Duration { return t.Create }},
 	{"agent", func(t taskTimes) time.Duration { return t.Agent }},
 	{"commit", func(t taskTimes) time.Duration { return t.Commit }},
+	{"apply", func(t taskTimes) time.Duration { return t.Apply }}, // --baseline-apply only
 	{"remove", func(t taskTimes) time.Duration { return t.Remove }},
 }
 
@@ -346,6 +353,9 @@ func writeTable(w io.Writer, r report) error {
 		p("  (with --warm, grove's start rows are this saturated run with the pool on; the tip moves after every task)\n")
 	}
 	p("  end-to-end: grove = submit → `grove wait` returns (applied); baseline = through branch -D\n")
+	if r.BaselineApplies {
+		p("  the baseline applies too (--baseline-apply): git cherry-pick of each task's commit onto the main checkout\n")
+	}
 	p("  CPU: user+system of every process of the side (grove: daemon, git, supervisors, agents, CLI calls); ratio = baseline ÷ grove\n")
 	p("  wall: grove = first submit → last \"closed\" event (worktree removed); baseline = → last branch -D\n\n")
 
@@ -379,7 +389,9 @@ func writeTable(w io.Writer, r report) error {
 		gs = append(gs, fmt.Sprintf("%s %s/%s", s.name, ms(r.StagesP50Ms[s.name]), ms(r.StagesP99Ms[s.name])))
 	}
 	for _, s := range baselineSteps {
-		bs = append(bs, fmt.Sprintf("%s %s", s.name, ms(r.BaselineStepsP50Ms[s.name])))
+		if v, ok := r.BaselineStepsP50Ms[s.name]; ok {
+			bs = append(bs, fmt.Sprintf("%s %s", s.name, ms(v)))
+		}
 	}
 	p("%-28s %s\n", "grove stages p50/p99 (ms)", strings.Join(gs, ", "))
 	p("%-28s %s\n", "baseline steps p50 (ms)", strings.Join(bs, ", "))

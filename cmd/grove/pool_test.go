@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -235,13 +236,14 @@ func standbyPids(ppid int) []int {
 	return pids
 }
 
-// TestWarmStartHandsTheRunToAStandby: with a warm pool the daemon keeps a
-// supervisor started ahead; a warm task's agent runs under it (the run
-// row names it), another takes its place, and none outlives the daemon.
+// TestWarmStartHandsTheRunToAStandby: with a warm pool the daemon keeps
+// --warm supervisors started ahead (here --standbys 0 would keep none); a
+// warm task's agent runs under one (the run row names it), another takes
+// its place, and none outlives the daemon.
 func TestWarmStartHandsTheRunToAStandby(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
-	d := h.startDaemon("--warm", "1")
+	d := h.startDaemon("--warm", "1", "--standbys", "0")
 	defer func() {
 		if t.Failed() {
 			h.dumpState()
@@ -266,6 +268,44 @@ func TestWarmStartHandsTheRunToAStandby(t *testing.T) {
 	})
 	h.stopDaemon(syscall.SIGTERM)
 	h.until(10*time.Second, "the standby gone with its daemon", func() bool { return !alive(next[0]) })
+}
+
+// TestStandbysByDefault: without a pool the daemon still keeps two
+// supervisors started ahead, and a task's agent runs under one of them;
+// --standbys 0 keeps none, and a run starts its own.
+func TestStandbysByDefault(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t)
+	d := h.startDaemon()
+	defer func() {
+		if t.Failed() {
+			h.dumpState()
+		}
+	}()
+	var ready []int
+	h.until(30*time.Second, "two standby supervisors", func() bool {
+		ready = standbyPids(d.Process.Pid)
+		return len(ready) == 2
+	})
+	id := h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	h.mustGrove("wait", id)
+	run, err := h.store().AgentRun(context.Background(), id, 1)
+	is.NoErr(err)
+	is.True(slices.Contains(ready, run.Pid)) // the agent ran under a standby
+	h.stopDaemon(syscall.SIGTERM)
+	h.until(10*time.Second, "the standbys gone with their daemon", func() bool {
+		return !alive(ready[0]) && !alive(ready[1])
+	})
+
+	d = h.startDaemon("--standbys", "0")
+	id = h.mustGrove("submit", "--repo", h.repo, "--", "true")
+	h.mustGrove("wait", id)
+	run, err = h.store().AgentRun(context.Background(), id, 1)
+	is.NoErr(err)
+	is.True(run.Pid > 0)
+	is.True(!slices.Contains(ready, run.Pid))
+	is.Equal(len(standbyPids(d.Process.Pid)), 0) // none kept
+	h.stopDaemon(syscall.SIGTERM)
 }
 
 // With a daemon up, grove submit hands its request to it (the daemon logs

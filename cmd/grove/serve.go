@@ -250,7 +250,7 @@ func (a *app) serve(ctx context.Context, maxAgents int, maint maintenance, opts 
 			}
 		}()
 	}
-	go jobs.WatchSessions(wakeCtx, deps, client) // session services: exits, restarts, activity, ports
+	go jobs.WatchSessions(wakeCtx, deps, client)                 // session services: exits, restarts, activity, ports
 	go deps.KeepStandbys(wakeCtx, max(opts.standbys, deps.Warm)) // supervisors started ahead of runs (jobs/standby.go)
 	hostLost := make(chan error, 1)
 	go jobs.Heartbeat(wakeCtx, deps, func(err error) { hostLost <- err }) // the host row grove doctor reads
@@ -317,4 +317,3 @@ func (a *app) superviseCmd() *cobra.Command {
 	c.Flags().BoolVar(&standby, strings.TrimPrefix(supervise.StandbyArg, "--"), false, "wait for a run handed over by the daemon")
 	return c
 }
-
