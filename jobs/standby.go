@@ -8,8 +8,9 @@ import (
 	"github.com/grove-dev/grove/jobs/supervise"
 )
 
-// maxStandbys caps the supervisors kept started ahead.
-const maxStandbys = 4
+// MaxStandbys caps the supervisors kept started ahead (grove serve
+// --standbys, --warm).
+const MaxStandbys = 4
 
 // standbys are supervisors started ahead (supervise.StartStandby), kept by
 // the daemon (grove serve --standbys, at least --warm): a run handed to one
@@ -28,7 +29,7 @@ type standbys struct {
 // sends them away (a standby also leaves when this process dies: it reads
 // end-of-file). n is capped at 4; n <= 0 keeps none.
 func (d *Deps) KeepStandbys(ctx context.Context, n int) {
-	n = min(n, maxStandbys)
+	n = min(n, MaxStandbys)
 	if n <= 0 {
 		return
 	}

@@ -113,6 +113,9 @@ func runBaseline(ctx context.Context, r runner, repo, base, wtRoot, benchDir str
 			step = time.Now()
 			mu.Lock()
 			_, err = r.git(ctx, repo, "cherry-pick", "--no-edit", "--end-of-options", branch)
+			if err != nil { // leave the main checkout as it was for the next task (and --keep)
+				_, _ = r.git(context.WithoutCancel(ctx), repo, "cherry-pick", "--abort")
+			}
 			mu.Unlock()
 			if err != nil {
 				return t, fmt.Errorf("baseline task %s: cherry-pick: %w", id, err)

@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.warmProbes, "warm-probes", 10, "with --warm, single tasks submitted one at a time, each once the pool is full at a steady tip")
 	fs.StringVar(&c.grove, "grove", "", "the grove binary (default: grove next to this binary, then $PATH)")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object instead of the table")
-	fs.BoolVar(&c.baselineApply, "baseline-apply", false, "the baseline also applies each task's commit to the main checkout (git cherry-pick, under its mutex), as grove does; the default baseline stops at the commit and its diff")
+	fs.BoolVar(&c.baselineApply, "baseline-apply", false, "the baseline also applies each task's commit to the main checkout (git cherry-pick, under its mutex), as grove does; the default baseline stops at the commit and its diff (with --warm, the baseline's moves of the tip also make the daemon refresh its pool beside it)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (repository, home, daemon log)")
 	fs.IntVar(&c.rounds, "rounds", 2, "split the tasks into rounds alternating baseline and grove (ABBA), so background load hits both")
 	fs.IntVar(&c.submits, "submits", 20, "sequential submits on an idle daemon for submit_wall_p50_ms")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -319,4 +320,47 @@ func TestUnsettledFailsTheRun(t *testing.T) {
 	cw := &closeWaiter{g: g, interval: 10 * time.Millisecond, settle: 100 * time.Millisecond}
 	_, err = cw.waitClosed(ctx, []string{"a", "b"})
 	is.True(err != nil && strings.Contains(err.Error(), "1 task(s) did not close within 100ms: task b is applied (worktree ready)"))
+}
+
+// TestBaselineApplies: with apply, each baseline task's commit lands on
+// the main checkout's branch (its file there, one commit per task, the
+// checkout clean), its worktree and branch are gone, and the step is
+// timed; without apply the main checkout does not move.
+func TestBaselineApplies(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	tmp := t.TempDir()
+	r := runner{env: benchEnv()}
+	repo := filepath.Join(tmp, "repo")
+	base, err := buildRepo(ctx, r, repo, 20)
+	is.NoErr(err)
+	marks := filepath.Join(tmp, "marks")
+	is.NoErr(os.MkdirAll(marks, 0o755))
+	wtRoot := filepath.Join(tmp, "wt")
+
+	res, err := runBaseline(ctx, r, repo, base, wtRoot, marks, 0, 3, 2, false, io.Discard)
+	is.NoErr(err)
+	is.Equal(len(res.Tasks), 3)
+	head, err := r.git(ctx, repo, "rev-parse", "HEAD")
+	is.NoErr(err)
+	is.Equal(strings.TrimSpace(string(head)), base) // no apply: main stays
+
+	res, err = runBaseline(ctx, r, repo, base, wtRoot, marks, 3, 3, 2, true, io.Discard)
+	is.NoErr(err)
+	is.Equal(len(res.Tasks), 3)
+	for _, tk := range res.Tasks {
+		is.True(tk.Apply > 0)
+		b, err := os.ReadFile(filepath.Join(repo, "bench-"+tk.ID+".txt"))
+		is.NoErr(err)
+		is.Equal(strings.TrimSpace(string(b)), tk.ID) // the task's file, in the main checkout
+	}
+	count, err := r.git(ctx, repo, "rev-list", "--count", base+"..HEAD")
+	is.NoErr(err)
+	is.Equal(strings.TrimSpace(string(count)), "3") // one commit per task
+	status, err := r.git(ctx, repo, "status", "--porcelain")
+	is.NoErr(err)
+	is.Equal(string(status), "") // clean: nothing half-applied
+	branches, err := r.git(ctx, repo, "branch", "--list", "bench/*")
+	is.NoErr(err)
+	is.Equal(string(branches), "") // every task's branch deleted
 }

@@ -290,6 +290,10 @@ func runGrove(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir s
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if closed != nil { // once, at the closes or on the way out
+		closed = sync.OnceFunc(closed)
+		defer closed()
+	}
 	fail := func(err error) { errOnce.Do(func() { first = err; cancel() }) }
 	one := func() (taskTimes, error) {
 		task, began, end, err := g.submitWait(ctx, repo, benchDir)
@@ -348,12 +352,12 @@ func runGrove(ctx context.Context, g groveCLI, cw *closeWaiter, repo, benchDir s
 		if err != nil {
 			return phaseResult{}, err
 		}
-		closed, ok := at["closed"]
+		closedAt, ok := at["closed"]
 		if !ok {
 			return phaseResult{}, fmt.Errorf("task %s is closed but has no \"closed\" event", id)
 		}
-		if closed.After(last) {
-			last = closed
+		if closedAt.After(last) {
+			last = closedAt
 		}
 	}
 	fmt.Fprintf(progress, "grove-bench:   grove all closed after %.2fs (last \"closed\" event; grove ls saw it %.0f ms later)\n",

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -132,23 +133,43 @@ func runManyHosts(ctx context.Context, cancel context.CancelCauseFunc, sides []h
 	results := make([]phaseResult, len(sides))
 	errs := make([]error, len(sides))
 	per := make([]int, len(sides))
+	for i := range sides {
+		per[i] = n*(i+1)/len(sides) - n*i/len(sides)
+	}
+	// The meters stop when the last host has seen its closes, before the
+	// harness's per-task bookkeeping, as for one host (runOneHost).
+	var left atomic.Int32
+	for _, k := range per {
+		if k > 0 {
+			left.Add(1)
+		}
+	}
+	stopMeters := sync.OnceFunc(func() {
+		for i := range meters {
+			meters[i].stop()
+		}
+	})
+	hostClosed := func() {
+		if left.Add(-1) == 0 {
+			stopMeters()
+		}
+	}
 	var wg sync.WaitGroup
 	for i, s := range sides {
-		per[i] = n*(i+1)/len(sides) - n*i/len(sides)
 		if per[i] == 0 {
 			continue // fewer tasks than hosts in this round
 		}
 		wg.Go(func() {
-			results[i], errs[i] = runGrove(ctx, s.g, s.cw, s.repo, marks, per[i], c, progress, nil)
+			results[i], errs[i] = runGrove(ctx, s.g, s.cw, s.repo, marks, per[i], c, progress, hostClosed)
 			if errs[i] != nil {
 				cancel(fmt.Errorf("host %d: %w", i+1, errs[i]))
 			}
 		})
 	}
 	wg.Wait()
+	stopMeters() // no host had tasks
 	var cpu cpuSplit
 	for i := range meters {
-		meters[i].stop()
 		m := meters[i].total
 		if i > 0 {
 			m.Local = 0 // this process's children: counted once, by host 1's meter

@@ -271,8 +271,10 @@ func TestWarmStartHandsTheRunToAStandby(t *testing.T) {
 }
 
 // TestStandbysByDefault: without a pool the daemon still keeps two
-// supervisors started ahead, and a task's agent runs under one of them;
-// --standbys 0 keeps none, and a run starts its own.
+// supervisors started ahead, a task's agent runs under one of them, a
+// replacement follows, and all leave with their daemon; --standbys 0 keeps
+// none (a run starts its own), and --standbys above 4 or below 0 is a
+// usage error.
 func TestStandbysByDefault(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t)
@@ -292,9 +294,14 @@ func TestStandbysByDefault(t *testing.T) {
 	run, err := h.store().AgentRun(context.Background(), id, 1)
 	is.NoErr(err)
 	is.True(slices.Contains(ready, run.Pid)) // the agent ran under a standby
+	var now []int
+	h.until(30*time.Second, "a replacement standby", func() bool {
+		now = standbyPids(d.Process.Pid)
+		return len(now) == 2 && !slices.Contains(now, run.Pid)
+	})
 	h.stopDaemon(syscall.SIGTERM)
 	h.until(10*time.Second, "the standbys gone with their daemon", func() bool {
-		return !alive(ready[0]) && !alive(ready[1])
+		return !slices.ContainsFunc(append(ready, now...), alive)
 	})
 
 	d = h.startDaemon("--standbys", "0")
@@ -302,10 +309,17 @@ func TestStandbysByDefault(t *testing.T) {
 	h.mustGrove("wait", id)
 	run, err = h.store().AgentRun(context.Background(), id, 1)
 	is.NoErr(err)
-	is.True(run.Pid > 0)
-	is.True(!slices.Contains(ready, run.Pid))
-	is.Equal(len(standbyPids(d.Process.Pid)), 0) // none kept
+	is.True(run.Pid > 0)                         // it ran, under a supervisor of its own
+	is.Equal(len(standbyPids(d.Process.Pid)), 0) // and none is kept
 	h.stopDaemon(syscall.SIGTERM)
+
+	for _, bad := range []string{"5", "-1"} {
+		_, stderr, err := h.grove("serve", "--standbys", bad)
+		var exit *exec.ExitError
+		is.True(errors.As(err, &exit))
+		is.Equal(exit.ExitCode(), 2) // usage
+		is.True(strings.Contains(stderr, "--standbys"))
+	}
 }
 
 // With a daemon up, grove submit hands its request to it (the daemon logs

@@ -57,7 +57,7 @@ adopts them.`,
 	maint.flags(c)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "debug logs")
 	c.Flags().IntVar(&opts.warm, "warm", 0, "checked-out worktrees to keep ready per repository at its default branch's tip")
-	c.Flags().IntVar(&opts.standbys, "standbys", 2, "supervisors kept started ahead of runs, so an agent does not wait for one (at least --warm, at most 4; 0: none)")
+	c.Flags().IntVar(&opts.standbys, "standbys", 2, "supervisors kept started ahead of runs, so an agent does not wait for one (at most 4; --warm N keeps at least N; 0: none unless --warm)")
 	c.Flags().DurationVar(&opts.idleTTL, "idle-ttl", 30*time.Minute, "stop the service of a session idle this long")
 	c.Flags().IntVar(&opts.maxLive, "max-live-sessions", 8, "live sessions at most; the least recently used idle ones are evicted")
 	c.Flags().StringVar(&opts.portRange, "port-range", "20000-20999", "ports leased to session services")
@@ -90,8 +90,14 @@ func (o serveOptions) apply(d *jobs.Deps) error {
 	if _, err := fmt.Sscanf(o.portRange, "%d-%d", &lo, &hi); err != nil || lo < 1 || hi > 65535 || lo > hi {
 		return grove.Userf(grove.ErrUsage, "write it as LOW-HIGH, e.g. --port-range 20000-20999", "bad --port-range %q", o.portRange)
 	}
-	if o.warm < 0 || o.standbys < 0 || o.maxLive < 0 || o.idleTTL <= 0 {
-		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --standbys, --max-live-sessions and --idle-ttl must be positive")
+	if o.warm < 0 || o.standbys < 0 || o.maxLive < 0 {
+		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--warm, --standbys and --max-live-sessions must not be negative")
+	}
+	if o.standbys > jobs.MaxStandbys {
+		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--standbys is at most %d", jobs.MaxStandbys)
+	}
+	if o.idleTTL <= 0 {
+		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--idle-ttl must be positive")
 	}
 	if o.portLease < 0 || o.readyTimeout < 0 {
 		return grove.Userf(grove.ErrUsage, "see grove serve --help", "--port-lease and --ready-timeout must not be negative")

@@ -18,9 +18,10 @@ import (
 // --standby` runs, initialises, and blocks reading a socket. Handing it a
 // run (Standby.Run) sends the run directory and two descriptors, the run's
 // lock (already locked, as Start hands it down) and its log; from then on
-// it is exactly the supervisor Start would have launched, minus the ~25 ms
-// of starting a large Go binary, which the warm path would otherwise pay
-// between the claim and the agent's start.
+// it is exactly the supervisor Start would have launched, minus the start
+// of a large Go binary (~25 ms idle), which a run would otherwise pay
+// between its "started" event and the agent's start. The daemon keeps
+// standbys by default (grove serve --standbys, jobs/standby.go).
 //
 // A standby that reads end-of-file (its daemon closed the socket or died)
 // exits without doing anything. A message lost with a standby that died
