@@ -57,9 +57,12 @@ func TestConfinedAgentsCannotDriveATerminal(t *testing.T) {
 	ts.TTY = true
 	ended := make(chan Exit, 1)
 	go func() { ended <- run(ttyDir, ts, make(chan os.Signal)) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for _, err := os.Stat(filepath.Join(ttyDir, TTYSocket)); err != nil && time.Now().Before(deadline); _, err = os.Stat(filepath.Join(ttyDir, TTYSocket)) {
-		time.Sleep(10 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) { // a poll with a deadline
+		if _, err := os.Stat(filepath.Join(ttyDir, TTYSocket)); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the terminal's socket did not appear: %v", err)
+		}
 	}
 
 	// typeFrom runs a supervised agent (confined or not) in run dir name
